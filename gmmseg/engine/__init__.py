@@ -1,0 +1,45 @@
+"""The EM engine: NumPy and Numba only, no images, no Qt.
+
+Importing it compiles nothing; kernels compile (or load from the on-disk
+cache) on first use. :func:`warm_up` compiles them ahead of time.
+"""
+
+from ._exceptions import ConvergenceWarning, NotFittedError
+from ._parallel import get_num_threads, set_num_threads
+from .gaussian_mixture import EMProgress, GaussianMixture
+
+
+def warm_up(dtypes=("float64",)):
+    """Compile (or load from cache) every kernel a fit and a predict use.
+
+    A tiny fit per covariance type; call it in a background thread at
+    application start so the user's first fit is not slowed by compilation.
+    """
+    import warnings
+
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    for dtype in dtypes:
+        X = rng.normal(size=(40, 3)).astype(dtype)
+        weights = np.ones(40)
+        for covariance_type in ("full", "diag"):
+            for sample_weight in (None, weights):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    gm = GaussianMixture(2, covariance_type=covariance_type, max_iter=2, random_state=0)
+                    gm.fit(X, sample_weight=sample_weight)
+                gm.predict_proba(X)
+                gm.score_samples(X)
+                gm.predict(X)
+
+
+__all__ = [
+    "ConvergenceWarning",
+    "EMProgress",
+    "GaussianMixture",
+    "NotFittedError",
+    "get_num_threads",
+    "set_num_threads",
+    "warm_up",
+]

@@ -1,0 +1,387 @@
+"""Numba kernels of the EM engine.
+
+Every kernel works on a range of rows ``[start, stop)`` of the data so that the
+Python side can spread ranges over threads (all kernels release the GIL). Rows
+are copied block by block into a transposed scratch buffer, ``xt[feature,
+sample]``, so the inner loops run over samples and vectorise.
+
+Precisions are passed as one 3-D array ``prec`` for every covariance type:
+
+* ``(K, d, d)``: upper-triangular Cholesky factors of the precision matrices
+  (``full``, and ``tied`` broadcast to every component);
+* ``(K, 1, d)``: the diagonal of those factors, i.e. ``1 / sigma`` per feature
+  (``diag``, and ``spherical`` repeated over features).
+
+With one feature both layouts coincide, so ``prec.shape[1] == 1`` selects the
+diagonal arithmetic unambiguously. The packed sufficient statistics per
+component are ``[S0, S1 (d), S2]`` with ``S2`` the upper triangle of the
+second moments (full layout) or their diagonal (diagonal layout). Moments are
+taken around a per-component shift (the current means), which keeps the
+one-pass variance free of catastrophic cancellation.
+
+The kernels are private; the validating wrappers live in ``gaussian_mixture``.
+"""
+
+import math
+
+import numpy as np
+
+from ._jit import FASTMATH, kernel
+
+BLOCK = 1024  # samples per scratch block: fits comfortably in L1/L2
+LOG_2PI = math.log(2.0 * math.pi)
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 split in two for Cody-Waite reduction
+_LN2_LO = 1.90821492927058770002e-10
+_EXP_MIN = -708.0  # below this exp() underflows to a subnormal; we return 0
+
+
+def stats_width(n_features, diagonal):
+    """Length of one component's packed statistics vector."""
+    if diagonal:
+        return 1 + 2 * n_features
+    return 1 + n_features + n_features * (n_features + 1) // 2
+
+
+@kernel(fastmath={"contract"})
+def _exp_into(x, out, bits, n):
+    """out[:n] = exp(x[:n]) for x <= 709, in a loop LLVM can vectorise.
+
+    libm's exp is a scalar call; this is Cody-Waite range reduction with a
+    degree-12 Taylor polynomial on |r| <= ln(2)/2 (error below 2.3e-16
+    relative) and 2**m built from its bit pattern. No reassociation here: it
+    would undo the two-part reduction.
+    """
+    scale = bits.view(np.float64)
+    for b in range(n):
+        v = max(x[b], _EXP_MIN)
+        m = math.floor(v * _LOG2E + 0.5)
+        r = (v - m * _LN2_HI) - m * _LN2_LO
+        p = 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        out[b] = p
+        bits[b] = (m + 1023) << 52
+    for b in range(n):
+        out[b] = out[b] * scale[b] if x[b] >= _EXP_MIN else 0.0
+
+
+@kernel
+def _load_block(X, start, nb, xt):
+    """Copy rows start..start+nb of X into xt[feature, sample] as float64."""
+    d = X.shape[1]
+    for b in range(nb):
+        for i in range(d):
+            xt[i, b] = X[start + b, i]
+
+
+@kernel(fastmath=FASTMATH)
+def _weighted_log_prob(xt, nb, means, prec, const, logp, dx, y):
+    """logp[k, b] = log(w_k) + log N(x_b | mean_k, prec_k) for one block."""
+    K, d = means.shape
+    diagonal = prec.shape[1] == 1
+    for k in range(K):
+        row = logp[k]
+        for b in range(nb):
+            row[b] = 0.0
+        for i in range(d):
+            mu = means[k, i]
+            xi = xt[i]
+            di = dx[i]
+            for b in range(nb):
+                di[b] = xi[b] - mu
+        if diagonal:
+            for i in range(d):
+                p = prec[k, 0, i]
+                di = dx[i]
+                for b in range(nb):
+                    v = di[b] * p
+                    row[b] += v * v
+        else:
+            # y_j = sum_{i <= j} (x_i - mu_i) U_ij with U upper triangular
+            for j in range(d):
+                for b in range(nb):
+                    y[b] = 0.0
+                for i in range(j + 1):
+                    p = prec[k, i, j]
+                    di = dx[i]
+                    for b in range(nb):
+                        y[b] += di[b] * p
+                for b in range(nb):
+                    row[b] += y[b] * y[b]
+        ck = const[k]
+        for b in range(nb):
+            row[b] = ck - 0.5 * row[b]
+
+
+@kernel(fastmath=FASTMATH)
+def _normalise(logp, nb, mx, total, y, bits):
+    """Turn a block of weighted log-probabilities into responsibilities.
+
+    In place: ``logp[:, :nb]`` becomes the responsibilities; ``mx`` receives the
+    per-sample maximum and ``total`` the sum of exp(logp - mx), so that the
+    log-likelihood of sample b is ``mx[b] + log(total[b])``.
+    """
+    K = logp.shape[0]
+    for b in range(nb):
+        mx[b] = logp[0, b]
+    for k in range(1, K):
+        row = logp[k]
+        for b in range(nb):
+            mx[b] = max(mx[b], row[b])
+    for b in range(nb):
+        total[b] = 0.0
+    for k in range(K):
+        row = logp[k]
+        for b in range(nb):
+            y[b] = row[b] - mx[b]
+        _exp_into(y, row, bits, nb)
+        for b in range(nb):
+            total[b] += row[b]
+    for b in range(nb):
+        y[b] = 1.0 / total[b]
+    for k in range(K):
+        row = logp[k]
+        for b in range(nb):
+            row[b] *= y[b]
+
+
+@kernel(fastmath=FASTMATH)
+def _accumulate(xt, nb, resp, shift, diagonal, stats, rx):
+    """Add one block's shifted moments, weighted by ``resp[k, b]``, to stats."""
+    K, d = shift.shape
+    for k in range(K):
+        r = resp[k]
+        acc = 0.0
+        for b in range(nb):
+            acc += r[b]
+        stats[k, 0] += acc
+        q = 1 + d
+        for i in range(d):
+            mu = shift[k, i]
+            xi = xt[i]
+            acc = 0.0
+            for b in range(nb):
+                v = r[b] * (xi[b] - mu)
+                rx[b] = v
+                acc += v
+            stats[k, 1 + i] += acc
+            if diagonal:
+                acc = 0.0
+                for b in range(nb):
+                    acc += rx[b] * (xi[b] - mu)
+                stats[k, 1 + d + i] += acc
+            else:
+                for j in range(i, d):
+                    mj = shift[k, j]
+                    xj = xt[j]
+                    acc = 0.0
+                    for b in range(nb):
+                        acc += rx[b] * (xj[b] - mj)
+                    stats[k, q] += acc
+                    q += 1
+
+
+@kernel(fastmath=FASTMATH)
+def em_pass(X, start, stop, sample_weight, means, prec, const):
+    """One fused E-step and M-step statistics pass over rows [start, stop).
+
+    Returns ``(stats, loglik_sum, worst_value, worst_row)``: the packed
+    responsibility-weighted moments around ``means`` (shape (K, width)), the
+    (weighted) sum of per-sample log-likelihoods, and the row whose best
+    component explains it least (for re-seeding empty components). An empty
+    ``sample_weight`` means unit weights. Memory is O(K * BLOCK), never O(n*K).
+    """
+    K, d = means.shape
+    diagonal = prec.shape[1] == 1
+    weighted = sample_weight.shape[0] > 0
+    width = 1 + 2 * d if diagonal else 1 + d + d * (d + 1) // 2
+    stats = np.zeros((K, width))
+    xt = np.empty((d, BLOCK))
+    dx = np.empty((d, BLOCK))
+    logp = np.empty((K, BLOCK))
+    y = np.empty(BLOCK)
+    mx = np.empty(BLOCK)
+    total = np.empty(BLOCK)
+    bits = np.empty(BLOCK, dtype=np.int64)
+    loglik = 0.0
+    worst_value = np.inf
+    worst_row = -1
+    for s in range(start, stop, BLOCK):
+        nb = min(BLOCK, stop - s)
+        _load_block(X, s, nb, xt)
+        _weighted_log_prob(xt, nb, means, prec, const, logp, dx, y)
+        _normalise(logp, nb, mx, total, y, bits)
+        for b in range(nb):
+            if mx[b] < worst_value:
+                worst_value = mx[b]
+                worst_row = s + b
+        if weighted:
+            for b in range(nb):
+                wb = sample_weight[s + b]
+                loglik += wb * (mx[b] + math.log(total[b]))
+            for k in range(K):
+                row = logp[k]
+                for b in range(nb):
+                    row[b] *= sample_weight[s + b]
+        else:
+            # total[b] lies in [1, K]: multiply 16 of them before one log
+            # instead of 16 scalar logs (the product stays far from overflow).
+            for b in range(nb):
+                loglik += mx[b]
+            for g in range(0, nb, 16):
+                prod = 1.0
+                for b in range(g, min(g + 16, nb)):
+                    prod *= total[b]
+                loglik += math.log(prod)
+        _accumulate(xt, nb, logp, means, diagonal, stats, y)
+    return stats, loglik, worst_value, worst_row
+
+
+@kernel(fastmath=FASTMATH)
+def estimate(X, start, stop, means, prec, const, log_norm, resp, labels):
+    """Per-sample outputs for rows [start, stop) under fixed parameters.
+
+    Writes whichever outputs are non-empty (length 0 means "not wanted"):
+    ``log_norm[n]`` the log-likelihood of each sample, ``resp[n, K]`` the
+    responsibilities (any float dtype, e.g. float32 maps), ``labels[n]`` the
+    most probable component.
+    """
+    K, d = means.shape
+    want_norm = log_norm.shape[0] > 0
+    want_resp = resp.shape[0] > 0
+    want_labels = labels.shape[0] > 0
+    xt = np.empty((d, BLOCK))
+    dx = np.empty((d, BLOCK))
+    logp = np.empty((K, BLOCK))
+    y = np.empty(BLOCK)
+    mx = np.empty(BLOCK)
+    total = np.empty(BLOCK)
+    bits = np.empty(BLOCK, dtype=np.int64)
+    best = np.empty(BLOCK, dtype=np.int64)
+    for s in range(start, stop, BLOCK):
+        nb = min(BLOCK, stop - s)
+        _load_block(X, s, nb, xt)
+        _weighted_log_prob(xt, nb, means, prec, const, logp, dx, y)
+        if want_labels:
+            for b in range(nb):
+                best[b] = 0
+                mx[b] = logp[0, b]
+            for k in range(1, K):
+                row = logp[k]
+                for b in range(nb):
+                    if row[b] > mx[b]:
+                        mx[b] = row[b]
+                        best[b] = k
+            for b in range(nb):
+                labels[s + b] = best[b]
+        if want_norm or want_resp:
+            _normalise(logp, nb, mx, total, y, bits)
+        if want_norm:
+            for b in range(nb):
+                log_norm[s + b] = mx[b] + math.log(total[b])
+        if want_resp:
+            for b in range(nb):
+                for k in range(K):
+                    resp[s + b, k] = logp[k, b]
+
+
+@kernel(fastmath=FASTMATH)
+def weighted_moments(X, start, stop, resp, sample_weight, shift, diagonal):
+    """Packed moments of rows [start, stop) for given responsibilities.
+
+    ``resp`` holds the rows' responsibilities (shape (stop - start, K)); used
+    to turn an initial partition into initial parameters.
+    """
+    K, d = shift.shape
+    weighted = sample_weight.shape[0] > 0
+    width = 1 + 2 * d if diagonal else 1 + d + d * (d + 1) // 2
+    stats = np.zeros((K, width))
+    xt = np.empty((d, BLOCK))
+    block_resp = np.empty((K, BLOCK))
+    rx = np.empty(BLOCK)
+    for s in range(start, stop, BLOCK):
+        nb = min(BLOCK, stop - s)
+        _load_block(X, s, nb, xt)
+        for b in range(nb):
+            wb = sample_weight[s + b] if weighted else 1.0
+            for k in range(K):
+                block_resp[k, b] = resp[s - start + b, k] * wb
+        _accumulate(xt, nb, block_resp, shift, diagonal, stats, rx)
+    return stats
+
+
+@kernel(fastmath=FASTMATH)
+def nearest_center(X, start, stop, centers, sample_weight, labels, min_sq_dist):
+    """Assign rows [start, stop) to their nearest centre.
+
+    Writes ``labels`` and ``min_sq_dist`` for those rows and returns the
+    per-centre weighted sums and weights (for a Lloyd update) and the weighted
+    inertia. Ties go to the lower centre index, deterministically.
+    """
+    K, d = centers.shape
+    weighted = sample_weight.shape[0] > 0
+    sums = np.zeros((K, d))
+    counts = np.zeros(K)
+    inertia = 0.0
+    for n in range(start, stop):
+        best = 0
+        best_d2 = np.inf
+        for k in range(K):
+            d2 = 0.0
+            for i in range(d):
+                v = X[n, i] - centers[k, i]
+                d2 += v * v
+            if d2 < best_d2:
+                best_d2 = d2
+                best = k
+        wn = sample_weight[n] if weighted else 1.0
+        labels[n] = best
+        min_sq_dist[n] = best_d2
+        counts[best] += wn
+        inertia += wn * best_d2
+        for i in range(d):
+            sums[best, i] += wn * X[n, i]
+    return sums, counts, inertia
+
+
+@kernel(fastmath=FASTMATH)
+def candidate_potentials(X, start, stop, candidates, sample_weight, min_sq_dist):
+    """For k-means++: the weighted potential sum(w * min(D^2, |x - c|^2)) of
+    rows [start, stop) for each candidate centre c."""
+    C, d = candidates.shape
+    weighted = sample_weight.shape[0] > 0
+    pots = np.zeros(C)
+    for n in range(start, stop):
+        wn = sample_weight[n] if weighted else 1.0
+        for c in range(C):
+            d2 = 0.0
+            for i in range(d):
+                v = X[n, i] - candidates[c, i]
+                d2 += v * v
+            pots[c] += wn * min(d2, min_sq_dist[n])
+    return pots
+
+
+@kernel(fastmath=FASTMATH)
+def update_min_sq_dist(X, start, stop, center, min_sq_dist):
+    """min_sq_dist[n] = min(min_sq_dist[n], |x_n - center|^2) for rows [start, stop)."""
+    d = X.shape[1]
+    for n in range(start, stop):
+        d2 = 0.0
+        for i in range(d):
+            v = X[n, i] - center[i]
+            d2 += v * v
+        if d2 < min_sq_dist[n]:
+            min_sq_dist[n] = d2

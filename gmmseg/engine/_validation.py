@@ -1,0 +1,110 @@
+"""Input and parameter checks. Error messages say what to change."""
+
+import numbers
+
+import numpy as np
+
+
+def check_random_state(seed):
+    """Turn ``None``, an int or a RandomState into a ``np.random.RandomState``.
+
+    ``None`` gives NumPy's global RandomState, as in scikit-learn, so results
+    match scikit-learn's for the same seed where the algorithm is the same.
+    """
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        if not 0 <= int(seed) < 2**32:
+            raise ValueError(f"random_state must be between 0 and 2**32 - 1, got {seed}.")
+        return np.random.RandomState(int(seed))
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    raise ValueError(
+        f"random_state must be None, an int or a numpy RandomState, got {seed!r}."
+    )
+
+
+def check_int(value, name, minimum):
+    """An integer >= minimum (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
+    return int(value)
+
+
+def check_real(value, name, minimum):
+    """A finite real number >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number >= {minimum}, got {value!r}.")
+    value = float(value)
+    if not np.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}.")
+    return value
+
+
+def check_choice(value, name, choices):
+    """One of a fixed set of strings."""
+    if not isinstance(value, str) or value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
+    return value
+
+
+def check_array(X, name="X", n_features=None):
+    """A finite 2-D float32/float64 C-contiguous array (other numbers -> float64).
+
+    The caller's array is never modified; it is copied only when its dtype or
+    memory layout must change.
+    """
+    if np.iscomplexobj(X):
+        raise ValueError(f"{name} must hold real numbers; complex data is not supported.")
+    try:
+        arr = np.asarray(X)
+        if arr.dtype not in (np.float32, np.float64):
+            arr = arr.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+    if arr.ndim != 2:
+        hint = ""
+        if arr.ndim == 1:
+            hint = (
+                " Reshape your data either using X.reshape(-1, 1) if it has a "
+                "single feature or X.reshape(1, -1) if it contains a single sample."
+            )
+        raise ValueError(f"Expected a 2-D array for {name}, got {arr.ndim}-D with shape {arr.shape}.{hint}")
+    n, d = arr.shape
+    if n == 0 or d == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); at least one sample and one feature are needed.")
+    if n_features is not None and d != n_features:
+        raise ValueError(
+            f"{name} has {d} features, but the model was fitted with {n_features} features."
+        )
+    if not np.isfinite(arr).all():
+        bad = int(np.count_nonzero(~np.isfinite(arr).all(axis=1)))
+        raise ValueError(
+            f"{name} contains NaN or infinity in {bad} of {n} rows; remove or "
+            "impute those rows before fitting."
+        )
+    return np.ascontiguousarray(arr)
+
+
+def check_sample_weight(sample_weight, n_samples):
+    """None -> empty array (unit weights); otherwise a valid float64 vector."""
+    if sample_weight is None:
+        return np.empty(0, dtype=np.float64)
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("sample_weight must be a 1-D array of numbers.") from None
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight must have shape ({n_samples},) to match X, got {w.shape}."
+        )
+    if not np.isfinite(w).all():
+        raise ValueError("sample_weight contains NaN or infinity.")
+    if (w < 0).any():
+        raise ValueError("sample_weight must be non-negative (e.g. counts of repeated rows).")
+    if not w.sum() > 0:
+        raise ValueError("sample_weight sums to zero; at least one sample needs a positive weight.")
+    return np.ascontiguousarray(w)
