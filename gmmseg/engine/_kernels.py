@@ -25,6 +25,9 @@ The kernels are private; the validating wrappers live in ``gaussian_mixture``.
 import math
 
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from ._jit import FASTMATH, kernel
 
@@ -37,6 +40,13 @@ _LN2_LO = 1.90821492927058770002e-10
 _EXP_MIN = -708.0  # below this exp() underflows to a subnormal; we return 0
 
 
+def feature_tuple(n_features):
+    """A tuple of length n_features: kernels specialise on its length so that
+    their loops over features unroll (a literal int argument would cost a
+    slow re-dispatch on every call)."""
+    return (0,) * n_features
+
+
 def stats_width(n_features, diagonal):
     """Length of one component's packed statistics vector."""
     if diagonal:
@@ -44,37 +54,45 @@ def stats_width(n_features, diagonal):
     return 1 + n_features + n_features * (n_features + 1) // 2
 
 
+@intrinsic
+def _int_bits_as_float(typingctx, bits):
+    """Reinterpret an int64 bit pattern as float64 (no conversion)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
+
+
 @kernel(fastmath={"contract"})
-def _exp_into(x, out, bits, n):
-    """out[:n] = exp(x[:n]) for x <= 709, in a loop LLVM can vectorise.
+def _exp(v):
+    """exp(v), vectorisable, exact zero below _EXP_MIN.
 
     libm's exp is a scalar call; this is Cody-Waite range reduction with a
-    degree-12 Taylor polynomial on |r| <= ln(2)/2 (error below 2.3e-16
-    relative) and 2**m built from its bit pattern. No reassociation here: it
+    degree-12 Taylor polynomial on |r| <= ln(2)/2 (error below 4.5e-16
+    relative) and 2**m built from its bit pattern, all in registers, so it
+    vectorises inside the callers' loops. Only 'contract' here: reassociation
     would undo the two-part reduction.
     """
-    scale = bits.view(np.float64)
-    for b in range(n):
-        v = max(x[b], _EXP_MIN)
-        m = math.floor(v * _LOG2E + 0.5)
-        r = (v - m * _LN2_HI) - m * _LN2_LO
-        p = 1.0 / 479001600.0
-        p = p * r + 1.0 / 39916800.0
-        p = p * r + 1.0 / 3628800.0
-        p = p * r + 1.0 / 362880.0
-        p = p * r + 1.0 / 40320.0
-        p = p * r + 1.0 / 5040.0
-        p = p * r + 1.0 / 720.0
-        p = p * r + 1.0 / 120.0
-        p = p * r + 1.0 / 24.0
-        p = p * r + 1.0 / 6.0
-        p = p * r + 0.5
-        p = p * r + 1.0
-        p = p * r + 1.0
-        out[b] = p
-        bits[b] = (m + 1023) << 52
-    for b in range(n):
-        out[b] = out[b] * scale[b] if x[b] >= _EXP_MIN else 0.0
+    c = max(v, _EXP_MIN)
+    m = math.floor(c * _LOG2E + 0.5)
+    r = (c - m * _LN2_HI) - m * _LN2_LO
+    p = 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    e = p * _int_bits_as_float((m + 1023) << 52)
+    return e if v >= _EXP_MIN else 0.0
 
 
 @kernel
@@ -87,51 +105,45 @@ def _load_block(X, start, nb, xt):
 
 
 @kernel(fastmath=FASTMATH)
-def _weighted_log_prob(xt, nb, means, prec, const, logp, dx, y):
-    """logp[k, b] = log(w_k) + log N(x_b | mean_k, prec_k) for one block."""
-    K, d = means.shape
+def _weighted_log_prob(xt, nb, means, prec, const, logp, d):
+    """logp[k, b] = log(w_k) + log N(x_b | mean_k, prec_k) for one block.
+
+    ``d`` (the number of features) is a compile-time literal: the loops over
+    features unroll and the loop over samples vectorises with every partial
+    sum in registers.
+    """
+    K = means.shape[0]
     diagonal = prec.shape[1] == 1
     for k in range(K):
         row = logp[k]
-        for b in range(nb):
-            row[b] = 0.0
-        for i in range(d):
-            mu = means[k, i]
-            xi = xt[i]
-            di = dx[i]
-            for b in range(nb):
-                di[b] = xi[b] - mu
+        ck = const[k]
         if diagonal:
-            for i in range(d):
-                p = prec[k, 0, i]
-                di = dx[i]
-                for b in range(nb):
-                    v = di[b] * p
-                    row[b] += v * v
+            for b in range(nb):
+                acc = 0.0
+                for i in range(d):
+                    v = (xt[i, b] - means[k, i]) * prec[k, 0, i]
+                    acc += v * v
+                row[b] = ck - 0.5 * acc
         else:
             # y_j = sum_{i <= j} (x_i - mu_i) U_ij with U upper triangular
-            for j in range(d):
-                for b in range(nb):
-                    y[b] = 0.0
-                for i in range(j + 1):
-                    p = prec[k, i, j]
-                    di = dx[i]
-                    for b in range(nb):
-                        y[b] += di[b] * p
-                for b in range(nb):
-                    row[b] += y[b] * y[b]
-        ck = const[k]
-        for b in range(nb):
-            row[b] = ck - 0.5 * row[b]
+            for b in range(nb):
+                acc = 0.0
+                for j in range(d):
+                    yj = 0.0
+                    for i in range(j + 1):
+                        yj += (xt[i, b] - means[k, i]) * prec[k, i, j]
+                    acc += yj * yj
+                row[b] = ck - 0.5 * acc
 
 
 @kernel(fastmath=FASTMATH)
-def _normalise(logp, nb, mx, total, y, bits):
-    """Turn a block of weighted log-probabilities into responsibilities.
+def _exponentiate(logp, nb, mx, total):
+    """Shift a block of weighted log-probabilities and exponentiate them.
 
-    In place: ``logp[:, :nb]`` becomes the responsibilities; ``mx`` receives the
-    per-sample maximum and ``total`` the sum of exp(logp - mx), so that the
-    log-likelihood of sample b is ``mx[b] + log(total[b])``.
+    In place: ``logp[k, b]`` becomes exp(logp - mx[b]); ``mx`` receives the
+    per-sample maximum and ``total`` the per-sample sum, so that the
+    log-likelihood of sample b is ``mx[b] + log(total[b])`` and its
+    responsibilities are ``logp[:, b] / total[b]``.
     """
     K = logp.shape[0]
     for b in range(nb):
@@ -145,56 +157,59 @@ def _normalise(logp, nb, mx, total, y, bits):
     for k in range(K):
         row = logp[k]
         for b in range(nb):
-            y[b] = row[b] - mx[b]
-        _exp_into(y, row, bits, nb)
-        for b in range(nb):
-            total[b] += row[b]
-    for b in range(nb):
-        y[b] = 1.0 / total[b]
-    for k in range(K):
-        row = logp[k]
-        for b in range(nb):
-            row[b] *= y[b]
+            e = _exp(row[b] - mx[b])
+            row[b] = e
+            total[b] += e
 
 
 @kernel(fastmath=FASTMATH)
-def _accumulate(xt, nb, resp, shift, diagonal, stats, rx):
-    """Add one block's shifted moments, weighted by ``resp[k, b]``, to stats."""
+def _accumulate(xt, nb, expo, factor, shift, diagonal, stats, rx, rxi):
+    """Add one block's shifted moments to ``stats``.
+
+    The weight of sample b in component k is ``expo[k, b] * factor[b]``
+    (unnormalised probabilities times 1 / total, times the sample weight).
+    ``rx`` and ``rxi`` are scratch.
+    """
     K, d = shift.shape
     for k in range(K):
-        r = resp[k]
+        e = expo[k]
         acc = 0.0
         for b in range(nb):
-            acc += r[b]
+            r = e[b] * factor[b]
+            rx[b] = r
+            acc += r
         stats[k, 0] += acc
         q = 1 + d
         for i in range(d):
             mu = shift[k, i]
             xi = xt[i]
             acc = 0.0
-            for b in range(nb):
-                v = r[b] * (xi[b] - mu)
-                rx[b] = v
-                acc += v
-            stats[k, 1 + i] += acc
+            acc2 = 0.0
             if diagonal:
-                acc = 0.0
                 for b in range(nb):
-                    acc += rx[b] * (xi[b] - mu)
-                stats[k, 1 + d + i] += acc
+                    v = rx[b] * (xi[b] - mu)
+                    acc += v
+                    acc2 += v * (xi[b] - mu)
+                stats[k, 1 + i] += acc
+                stats[k, 1 + d + i] += acc2
             else:
+                for b in range(nb):
+                    v = rx[b] * (xi[b] - mu)
+                    rxi[b] = v
+                    acc += v
+                stats[k, 1 + i] += acc
                 for j in range(i, d):
                     mj = shift[k, j]
                     xj = xt[j]
                     acc = 0.0
                     for b in range(nb):
-                        acc += rx[b] * (xj[b] - mj)
+                        acc += rxi[b] * (xj[b] - mj)
                     stats[k, q] += acc
                     q += 1
 
 
 @kernel(fastmath=FASTMATH)
-def em_pass(X, start, stop, sample_weight, means, prec, const):
+def em_pass(X, start, stop, sample_weight, means, prec, const, features):
     """One fused E-step and M-step statistics pass over rows [start, stop).
 
     Returns ``(stats, loglik_sum, worst_value, worst_row)``: the packed
@@ -202,27 +217,29 @@ def em_pass(X, start, stop, sample_weight, means, prec, const):
     (weighted) sum of per-sample log-likelihoods, and the row whose best
     component explains it least (for re-seeding empty components). An empty
     ``sample_weight`` means unit weights. Memory is O(K * BLOCK), never O(n*K).
+    ``features`` is ``feature_tuple(X.shape[1])``: a tuple whose length is
+    part of its type, so the number of features is a compile-time constant.
     """
-    K, d = means.shape
+    d = len(features)
+    K = means.shape[0]
     diagonal = prec.shape[1] == 1
     weighted = sample_weight.shape[0] > 0
     width = 1 + 2 * d if diagonal else 1 + d + d * (d + 1) // 2
     stats = np.zeros((K, width))
     xt = np.empty((d, BLOCK))
-    dx = np.empty((d, BLOCK))
-    logp = np.empty((K, BLOCK))
-    y = np.empty(BLOCK)
+    expo = np.empty((K, BLOCK))
     mx = np.empty(BLOCK)
     total = np.empty(BLOCK)
-    bits = np.empty(BLOCK, dtype=np.int64)
+    factor = np.empty(BLOCK)
+    scratch = np.empty((2, BLOCK))
     loglik = 0.0
     worst_value = np.inf
     worst_row = -1
     for s in range(start, stop, BLOCK):
         nb = min(BLOCK, stop - s)
         _load_block(X, s, nb, xt)
-        _weighted_log_prob(xt, nb, means, prec, const, logp, dx, y)
-        _normalise(logp, nb, mx, total, y, bits)
+        _weighted_log_prob(xt, nb, means, prec, const, expo, d)
+        _exponentiate(expo, nb, mx, total)
         for b in range(nb):
             if mx[b] < worst_value:
                 worst_value = mx[b]
@@ -231,55 +248,51 @@ def em_pass(X, start, stop, sample_weight, means, prec, const):
             for b in range(nb):
                 wb = sample_weight[s + b]
                 loglik += wb * (mx[b] + math.log(total[b]))
-            for k in range(K):
-                row = logp[k]
-                for b in range(nb):
-                    row[b] *= sample_weight[s + b]
+                factor[b] = wb / total[b]
         else:
-            # total[b] lies in [1, K]: multiply 16 of them before one log
-            # instead of 16 scalar logs (the product stays far from overflow).
             for b in range(nb):
                 loglik += mx[b]
+                factor[b] = 1.0 / total[b]
+            # total[b] lies in [1, K]: one log of a product of 16 of them
+            # instead of 16 scalar logs (no overflow while K < 1e19).
             for g in range(0, nb, 16):
                 prod = 1.0
                 for b in range(g, min(g + 16, nb)):
                     prod *= total[b]
                 loglik += math.log(prod)
-        _accumulate(xt, nb, logp, means, diagonal, stats, y)
+        _accumulate(xt, nb, expo, factor, means, diagonal, stats, scratch[0], scratch[1])
     return stats, loglik, worst_value, worst_row
 
 
 @kernel(fastmath=FASTMATH)
-def estimate(X, start, stop, means, prec, const, log_norm, resp, labels):
+def estimate(X, start, stop, means, prec, const, features, log_norm, resp, labels):
     """Per-sample outputs for rows [start, stop) under fixed parameters.
 
     Writes whichever outputs are non-empty (length 0 means "not wanted"):
     ``log_norm[n]`` the log-likelihood of each sample, ``resp[n, K]`` the
     responsibilities (any float dtype, e.g. float32 maps), ``labels[n]`` the
-    most probable component.
+    most probable component. ``features`` as in :func:`em_pass`.
     """
-    K, d = means.shape
+    d = len(features)
+    K = means.shape[0]
     want_norm = log_norm.shape[0] > 0
     want_resp = resp.shape[0] > 0
     want_labels = labels.shape[0] > 0
     xt = np.empty((d, BLOCK))
-    dx = np.empty((d, BLOCK))
-    logp = np.empty((K, BLOCK))
-    y = np.empty(BLOCK)
+    expo = np.empty((K, BLOCK))
     mx = np.empty(BLOCK)
     total = np.empty(BLOCK)
-    bits = np.empty(BLOCK, dtype=np.int64)
     best = np.empty(BLOCK, dtype=np.int64)
     for s in range(start, stop, BLOCK):
         nb = min(BLOCK, stop - s)
         _load_block(X, s, nb, xt)
-        _weighted_log_prob(xt, nb, means, prec, const, logp, dx, y)
+        _weighted_log_prob(xt, nb, means, prec, const, expo, d)
         if want_labels:
             for b in range(nb):
                 best[b] = 0
-                mx[b] = logp[0, b]
+                mx[b] = expo[0, b]
             for k in range(1, K):
-                row = logp[k]
+                row = expo[k]
                 for b in range(nb):
                     if row[b] > mx[b]:
                         mx[b] = row[b]
@@ -287,14 +300,15 @@ def estimate(X, start, stop, means, prec, const, log_norm, resp, labels):
             for b in range(nb):
                 labels[s + b] = best[b]
         if want_norm or want_resp:
-            _normalise(logp, nb, mx, total, y, bits)
+            _exponentiate(expo, nb, mx, total)
         if want_norm:
             for b in range(nb):
                 log_norm[s + b] = mx[b] + math.log(total[b])
         if want_resp:
             for b in range(nb):
+                inv = 1.0 / total[b]
                 for k in range(K):
-                    resp[s + b, k] = logp[k, b]
+                    resp[s + b, k] = expo[k, b] * inv
 
 
 @kernel(fastmath=FASTMATH)
@@ -310,15 +324,16 @@ def weighted_moments(X, start, stop, resp, sample_weight, shift, diagonal):
     stats = np.zeros((K, width))
     xt = np.empty((d, BLOCK))
     block_resp = np.empty((K, BLOCK))
-    rx = np.empty(BLOCK)
+    factor = np.empty(BLOCK)
+    scratch = np.empty((2, BLOCK))
     for s in range(start, stop, BLOCK):
         nb = min(BLOCK, stop - s)
         _load_block(X, s, nb, xt)
         for b in range(nb):
-            wb = sample_weight[s + b] if weighted else 1.0
+            factor[b] = sample_weight[s + b] if weighted else 1.0
             for k in range(K):
-                block_resp[k, b] = resp[s - start + b, k] * wb
-        _accumulate(xt, nb, block_resp, shift, diagonal, stats, rx)
+                block_resp[k, b] = resp[s - start + b, k]
+        _accumulate(xt, nb, block_resp, factor, shift, diagonal, stats, scratch[0], scratch[1])
     return stats
 
 

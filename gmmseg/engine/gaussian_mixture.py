@@ -429,8 +429,9 @@ class GaussianMixture:
     def _em_pass(self, X, w):
         """Fused E-step / M-step statistics over all rows, in parallel."""
         means, prec, const = self._kernel_parameters()
+        features = _kernels.feature_tuple(X.shape[1])
         parts = map_rows(
-            lambda s, e: _kernels.em_pass(X, s, e, w, means, prec, const), X.shape[0]
+            lambda s, e: _kernels.em_pass(X, s, e, w, means, prec, const, features), X.shape[0]
         )
         stats = parts[0][0].copy()
         loglik = parts[0][1]
@@ -488,9 +489,10 @@ class GaussianMixture:
         out_norm = np.empty(n if log_norm else 0)
         out_resp = np.empty((n, K) if resp else (0, K), dtype=resp_dtype)
         out_labels = np.empty(n if labels else 0, dtype=np.int64)
+        features = _kernels.feature_tuple(X.shape[1])
         map_rows(
             lambda s, e: _kernels.estimate(
-                X, s, e, means, prec, const, out_norm, out_resp, out_labels
+                X, s, e, means, prec, const, features, out_norm, out_resp, out_labels
             ),
             n,
         )
