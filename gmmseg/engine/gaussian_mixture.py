@@ -522,6 +522,86 @@ class GaussianMixture:
         X = self._check_X(X)
         return self._estimate(X, resp=True)["resp"]
 
+    def estimate(self, X, proba_dtype=np.float64):
+        """Labels, probabilities and log-likelihoods in one pass over X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        proba_dtype : float32 or float64
+            dtype of the probabilities (float32 halves the memory of image
+            maps; computations are float64 either way).
+
+        Returns
+        -------
+        labels : ndarray (n_samples,), int64
+        proba : ndarray (n_samples, n_components), ``proba_dtype``
+        log_likelihood : ndarray (n_samples,), float64
+        """
+        X = self._check_X(X)
+        if np.dtype(proba_dtype) not in (np.float32, np.float64):
+            raise ValueError(f"proba_dtype must be float32 or float64, got {proba_dtype}.")
+        out = self._estimate(X, log_norm=True, resp=True, labels=True, resp_dtype=proba_dtype)
+        return out["labels"], out["resp"], out["log_norm"]
+
+    def reorder_components(self, order):
+        """Permute the fitted components: new component i is old ``order[i]``."""
+        self._check_is_fitted()
+        order = np.asarray(order)
+        K = self.means_.shape[0]
+        if sorted(order.tolist()) != list(range(K)):
+            raise ValueError(f"order must be a permutation of 0..{K - 1}, got {order.tolist()}.")
+        self.weights_ = self.weights_[order]
+        self.means_ = self.means_[order]
+        if self.covariance_type != "tied":
+            self.covariances_ = self.covariances_[order]
+            self.precisions_cholesky_ = self.precisions_cholesky_[order]
+            self.precisions_ = self.precisions_[order]
+        return self
+
+    @classmethod
+    def from_parameters(cls, weights, means, precisions_cholesky, covariance_type="full", **params):
+        """A fitted model from stored parameters (e.g. a model file).
+
+        ``precisions_cholesky`` are the factors of ``precisions_cholesky_``;
+        the covariances are derived from them, so predictions equal those of
+        the model the parameters came from, bit for bit.
+        """
+        K = len(weights)
+        model = cls(K, covariance_type=covariance_type, **params)
+        check_choice(covariance_type, "covariance_type", cov.COVARIANCE_TYPES)
+        weights = np.array(weights, dtype=np.float64)
+        means = np.array(means, dtype=np.float64)
+        prec_chol = np.array(precisions_cholesky, dtype=np.float64)
+        if means.ndim != 2 or means.shape[0] != K:
+            raise ValueError(f"means must have shape ({K}, n_features), got {means.shape}.")
+        d = means.shape[1]
+        shapes = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}
+        if prec_chol.shape != shapes[covariance_type]:
+            raise ValueError(
+                f"precisions_cholesky for {covariance_type!r} must have shape "
+                f"{shapes[covariance_type]}, got {prec_chol.shape}."
+            )
+        for name, arr in (("weights", weights), ("means", means), ("precisions_cholesky", prec_chol)):
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} contains NaN or infinity.")
+        if (weights < 0).any() or not np.isclose(weights.sum(), 1.0, atol=1e-6):
+            raise ValueError("weights must be non-negative and sum to 1.")
+        if covariance_type in ("full", "tied"):
+            diag = np.diagonal(prec_chol, axis1=-2, axis2=-1)
+            if (diag <= 0).any() or not np.allclose(prec_chol, np.triu(prec_chol)):
+                raise ValueError("precisions_cholesky must be upper triangular with a positive diagonal.")
+        elif (prec_chol <= 0).any():
+            raise ValueError("precisions_cholesky must be positive.")
+        model._set_state(weights, means, cov.covariances_from_cholesky(prec_chol, covariance_type), prec_chol)
+        model.precisions_ = cov.precisions_from_cholesky(prec_chol, covariance_type)
+        model.n_features_in_ = d
+        model.converged_ = True
+        model.n_iter_ = 0
+        model.lower_bound_ = -np.inf
+        model.lower_bounds_ = []
+        return model
+
     def _n_parameters(self):
         K, d = self.means_.shape
         return cov.n_parameters(self.covariance_type, K, d)

@@ -1,0 +1,215 @@
+"""Every file gmmseg writes for a segmentation, in one place.
+
+Per image, :func:`export_segmentation` writes into one folder:
+
+* ``labels.png``: palette PNG, pixel value = component index, palette =
+  component colours; masked-out pixels are index 255 (transparent).
+* ``mask_<k>.png``: 8-bit, 255 where the label is k, else 0.
+* ``probabilities.tif``: float32, H x W x K.
+* ``loglik.tif``: float32, H x W, log density per pixel (NaN if masked).
+* ``anomaly.png``: 8-bit, 255 where the log-likelihood is below the
+  anomaly threshold.
+* ``overlay.png``: the image with the label colours blended over it.
+* ``summary.json``: image, settings, components and anomaly statistics.
+
+All writes are atomic (temporary file + rename) and nothing is written when
+any target exists, unless ``overwrite`` is true.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .io import atomic_write
+from .modelfile import write_json
+
+OUTPUTS = ("labels", "masks", "probabilities", "loglik", "anomaly", "overlay", "summary")
+MASKED_INDEX = 255
+
+
+def _colors_uint8(colors):
+    return (np.clip(np.asarray(colors, dtype=np.float64), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def label_png_writer(labels, colors):
+    """Writer of a palette PNG: value = component, palette = colours."""
+    K = len(colors)
+    if K > MASKED_INDEX:
+        raise ValueError(f"labels.png holds at most {MASKED_INDEX} components, got {K}.")
+    index = np.where(labels >= 0, labels, MASKED_INDEX).astype(np.uint8)
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[:K] = _colors_uint8(colors)
+
+    def write(tmp):
+        img = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())
+        img.putpalette(palette.ravel().tolist())
+        img.save(tmp, format="PNG", transparency=MASKED_INDEX, optimize=True)
+
+    return write
+
+
+def gray_png_writer(array):
+    """Writer of an 8-bit greyscale PNG."""
+    data = np.ascontiguousarray(array, dtype=np.uint8)
+
+    def write(tmp):
+        Image.fromarray(data).save(tmp, format="PNG", optimize=True)
+
+    return write
+
+
+def rgb_png_writer(array):
+    """Writer of an 8-bit RGB PNG."""
+    data = np.ascontiguousarray(array, dtype=np.uint8)
+
+    def write(tmp):
+        Image.fromarray(data).save(tmp, format="PNG")
+
+    return write
+
+
+def float_tiff_writer(array):
+    """Writer of a float32 TIFF (H x W or H x W x K, samples interleaved)."""
+    import tifffile
+
+    data = np.ascontiguousarray(array, dtype=np.float32)
+
+    def write(tmp):
+        tifffile.imwrite(
+            tmp, data, photometric="minisblack",
+            planarconfig="contig" if data.ndim == 3 else None,
+            compression="zlib", metadata=None,
+        )
+
+    return write
+
+
+def overlay_image(rgb_uint8, labels, colors, opacity=0.5):
+    """The image with each labelled pixel blended towards its component colour."""
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}.")
+    palette = _colors_uint8(colors).astype(np.float32)
+    out = rgb_uint8.astype(np.float32)
+    valid = labels >= 0
+    out[valid] = (1.0 - opacity) * out[valid] + opacity * palette[labels[valid]]
+    return (out + 0.5).astype(np.uint8)
+
+
+def plan_outputs(out_dir, n_components, outputs=OUTPUTS):
+    """Paths that an export of ``outputs`` would write."""
+    out_dir = Path(out_dir)
+    unknown = set(outputs) - set(OUTPUTS)
+    if unknown:
+        raise ValueError(f"Unknown outputs {sorted(unknown)}; choose from {', '.join(OUTPUTS)}.")
+    paths = {}
+    for name in OUTPUTS:
+        if name not in outputs:
+            continue
+        if name == "masks":
+            for k in range(n_components):
+                paths[f"mask_{k}"] = out_dir / f"mask_{k}.png"
+        elif name in ("probabilities", "loglik"):
+            paths[name] = out_dir / f"{name}.tif"
+        elif name == "summary":
+            paths[name] = out_dir / "summary.json"
+        else:
+            paths[name] = out_dir / f"{name}.png"
+    return paths
+
+
+def export_segmentation(
+    segmentation,
+    image,
+    out_dir,
+    *,
+    outputs=OUTPUTS,
+    overwrite=False,
+    anomaly_percentile=1.0,
+    anomaly_threshold=None,
+    overlay_opacity=0.5,
+    settings=None,
+):
+    """Write the chosen outputs of a segmentation into ``out_dir``.
+
+    Parameters
+    ----------
+    segmentation : Segmentation
+    image : ImageData
+        The segmented image (for the overlay and the summary).
+    out_dir : path
+        Created if needed.
+    outputs : iterable of str
+        Subset of :data:`OUTPUTS`.
+    overwrite : bool
+        Replace existing files; otherwise nothing is written when any target
+        exists (FileExistsError lists them).
+    anomaly_percentile, anomaly_threshold : float
+        Threshold of ``anomaly.png``: a log-likelihood value, or else a
+        percentile of the image's own log-likelihoods.
+    overlay_opacity : float
+    settings : dict, optional
+        Extra settings recorded in ``summary.json`` (e.g. the Segmenter's).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    seg = segmentation
+    paths = plan_outputs(out_dir, seg.n_components, outputs)
+    if not overwrite:
+        existing = [str(p) for p in paths.values() if p.exists()]
+        if existing:
+            raise FileExistsError(
+                f"{len(existing)} output file(s) already exist, e.g. {existing[0]}; "
+                "nothing was written (use --force / overwrite=True to replace them)."
+            )
+    threshold = anomaly_threshold if anomaly_threshold is not None else seg.anomaly_threshold(anomaly_percentile)
+    anomaly = seg.anomaly_mask(threshold=threshold)
+    writers = {}
+    for key in paths:
+        if key == "labels":
+            writers[key] = label_png_writer(seg.labels, seg.component_colors)
+        elif key.startswith("mask_"):
+            k = int(key.split("_")[1])
+            writers[key] = gray_png_writer(np.where(seg.labels == k, 255, 0))
+        elif key == "probabilities":
+            writers[key] = float_tiff_writer(seg.probabilities)
+        elif key == "loglik":
+            writers[key] = float_tiff_writer(seg.log_likelihood)
+        elif key == "anomaly":
+            writers[key] = gray_png_writer(np.where(anomaly, 255, 0))
+        elif key == "overlay":
+            writers[key] = rgb_png_writer(overlay_image(image.to_uint8(), seg.labels, seg.component_colors, overlay_opacity))
+    written = []
+    for key, path in paths.items():
+        if key == "summary":
+            continue
+        atomic_write(path, writers[key], overwrite=overwrite)
+        written.append(path)
+    if "summary" in paths:
+        n_valid = int(seg.mask.sum())
+        summary = {
+            "image": {
+                "source": str(image.source) if image.source is not None else None,
+                "width": int(image.width),
+                "height": int(image.height),
+                "mode": image.mode,
+                "bit_depth": int(image.bit_depth),
+                "used_pixels": n_valid,
+                "notes": list(image.notes),
+            },
+            "settings": settings or {},
+            "components": seg.component_stats(),
+            "anomaly": {
+                "threshold_log_likelihood": float(threshold) if np.isfinite(threshold) else None,
+                "percentile": None if anomaly_threshold is not None else float(anomaly_percentile),
+                "flagged_pixels": int(anomaly.sum()),
+                "flagged_fraction": float(anomaly.sum() / n_valid) if n_valid else 0.0,
+            },
+            "files": [p.name for p in written] + ["summary.json"],
+        }
+        write_json(paths["summary"], summary, overwrite=overwrite)
+        written.append(paths["summary"])
+    return written

@@ -1,0 +1,188 @@
+"""From images to feature matrices, and exact compression of repeated colours.
+
+Every colour space is scaled so that its features span roughly one unit
+(like RGB in [0, 1]); ``reg_covar`` and ``tol`` then mean the same whatever
+the colour space and the bit depth of the file:
+
+* ``rgb``: R, G, B in [0, 1].
+* ``lab``: CIE L*a*b* (D65) divided by 100: L in [0, 1], a and b in about
+  [-1, 1]; Euclidean distance is Delta E / 100.
+* ``hsv``: (S cos H, S sin H, V); hue is an angle, so red at 0 and at 360
+  degrees are neighbours, and greys (S = 0) sit at the centre whatever hue.
+* ``ycbcr``: full-range (JPEG) Y in [0, 1], Cb and Cr in [-0.5, 0.5].
+* ``gray``: luminance (Rec. 709 weights) in [0, 1].
+
+Grey images give one feature in every colour space (its lightness in that
+space). With ``spatial_weight > 0`` the pixel position (x, y), divided by the
+image's longer side and multiplied by the weight, is appended.
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+COLOR_SPACES = ("rgb", "lab", "hsv", "ycbcr", "gray")
+
+_LUMA_709 = np.array([0.2125, 0.7154, 0.0721])
+# Full-range YCbCr (JFIF): rows give Y, Cb, Cr from R, G, B in [0, 1].
+_YCBCR = np.array(
+    [
+        [0.299, 0.587, 0.114],
+        [-0.168736, -0.331264, 0.5],
+        [0.5, -0.418688, -0.081312],
+    ]
+)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How pixels become features.
+
+    Parameters
+    ----------
+    color_space : {'rgb', 'lab', 'hsv', 'ycbcr', 'gray'}
+    spatial_weight : float
+        Weight of the pixel position features; 0 (default) leaves them out.
+    """
+
+    color_space: str = "lab"
+    spatial_weight: float = 0.0
+
+    def __post_init__(self):
+        if self.color_space not in COLOR_SPACES:
+            raise ValueError(
+                f"color_space must be one of {', '.join(COLOR_SPACES)}; got {self.color_space!r}."
+            )
+        weight = self.spatial_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.floating, np.integer)) or not np.isfinite(weight) or weight < 0:
+            raise ValueError(f"spatial_weight must be a finite number >= 0, got {weight!r}.")
+        object.__setattr__(self, "spatial_weight", float(weight))
+
+    @property
+    def uses_position(self):
+        return self.spatial_weight > 0
+
+    def n_color_features(self, channels):
+        """Colour features for an image with 1 (grey) or 3 channels."""
+        return 1 if channels == 1 or self.color_space == "gray" else 3
+
+    def n_features(self, channels):
+        return self.n_color_features(channels) + (2 if self.uses_position else 0)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(color_space=data["color_space"], spatial_weight=data["spatial_weight"])
+
+
+def color_features(colors, color_space):
+    """Features of colours.
+
+    Parameters
+    ----------
+    colors : array of shape (N, 1) or (N, 3)
+        Grey or sRGB values in [0, 1].
+    color_space : str
+        One of :data:`COLOR_SPACES`.
+
+    Returns
+    -------
+    ndarray of shape (N, 1) or (N, 3), float64
+    """
+    colors = np.asarray(colors, dtype=np.float64)
+    if colors.ndim != 2 or colors.shape[1] not in (1, 3):
+        raise ValueError(f"colors must have shape (N, 1) or (N, 3), got {colors.shape}.")
+    if color_space not in COLOR_SPACES:
+        raise ValueError(f"color_space must be one of {', '.join(COLOR_SPACES)}; got {color_space!r}.")
+    if colors.shape[1] == 1:
+        grey = colors
+        if color_space == "lab":
+            return _lab_lightness(grey[:, 0])[:, None] / 100.0
+        return grey.copy()
+    if color_space == "rgb":
+        return colors.copy()
+    if color_space == "gray":
+        return (colors @ _LUMA_709)[:, None]
+    if color_space == "ycbcr":
+        return colors @ _YCBCR.T
+    if color_space == "hsv":
+        from skimage.color import rgb2hsv
+
+        hsv = rgb2hsv(colors[None, :, :])[0]
+        angle = 2.0 * np.pi * hsv[:, 0]
+        return np.column_stack([hsv[:, 1] * np.cos(angle), hsv[:, 1] * np.sin(angle), hsv[:, 2]])
+    from skimage.color import rgb2lab
+
+    return rgb2lab(colors[None, :, :])[0] / 100.0
+
+
+def _lab_lightness(grey):
+    """CIE L* of grey sRGB values (the luminance of R = G = B)."""
+    from skimage.color import rgb2lab
+
+    rgb = np.repeat(grey[:, None], 3, axis=1)
+    return rgb2lab(rgb[None])[0][:, 0]
+
+
+def lab_lightness(colors):
+    """CIE L* (0-100) of sRGB colours of shape (N, 3) in [0, 1]."""
+    from skimage.color import rgb2lab
+
+    return rgb2lab(np.asarray(colors, dtype=np.float64)[None])[0][:, 0]
+
+
+def unique_colors(colors, bit_depth):
+    """Exact compression of repeated colours.
+
+    Parameters
+    ----------
+    colors : array of shape (N, C), float32 in [0, 1]
+    bit_depth : int
+        Source bit depth: 8- and 16-bit colours are keyed by their integer
+        codes (a counting sort for 8-bit RGB); other data by exact float bits.
+
+    Returns
+    -------
+    unique : ndarray (M, C), float32
+    counts : ndarray (M,), float64
+    inverse : ndarray (N,), int64 with ``unique[inverse] == colors``
+    """
+    n, c = colors.shape
+    if bit_depth <= 16:
+        bits = 8 if bit_depth <= 8 else 16
+        top = float((1 << bits) - 1)
+        codes = np.rint(colors * top).astype(np.int64)
+        if np.array_equal(codes.astype(np.float32) / np.float32(top), colors):
+            keys = codes[:, 0]
+            for i in range(1, c):
+                keys = (keys << bits) | codes[:, i]
+            if bits * c <= 24:
+                # Counting sort over every possible code: O(N), no sorting.
+                size = 1 << (bits * c)
+                all_counts = np.bincount(keys, minlength=size)
+                present = np.flatnonzero(all_counts)
+                counts = all_counts[present]
+                lookup = np.empty(size, dtype=np.int64)
+                lookup[present] = np.arange(present.size)
+                inverse = lookup[keys]
+            else:
+                present, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+            mask = (1 << bits) - 1
+            unique = np.column_stack(
+                [(present >> (bits * (c - 1 - i))) & mask for i in range(c)]
+            ).astype(np.float32) / np.float32(top)
+            return unique, counts.astype(np.float64), inverse.ravel().astype(np.int64)
+    # Any other depth: unique on the exact float32 bit patterns of each row.
+    view = np.ascontiguousarray(colors).view(np.dtype((np.void, colors.dtype.itemsize * c)))[:, 0]
+    _, first, inverse, counts = np.unique(view, return_index=True, return_inverse=True, return_counts=True)
+    return colors[first], counts.astype(np.float64), inverse.ravel().astype(np.int64)
+
+
+def position_features(mask, spatial_weight):
+    """(x, y) of the masked-in pixels, divided by the longer side, times weight."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    scale = spatial_weight / max(h, w)
+    return np.column_stack([xs * scale, ys * scale]).astype(np.float32)

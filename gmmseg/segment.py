@@ -1,0 +1,501 @@
+"""Segmenting images with a Gaussian mixture over colour features."""
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engine import ConvergenceWarning, GaussianMixture, NotFittedError
+from .features import FeatureConfig, color_features, lab_lightness, position_features, unique_colors
+from .io import load_image
+
+_LUMA_709 = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+_CHUNK_ROWS = 1 << 18
+_MEAN_FIELD_ITERATIONS = 10
+
+
+class Segmentation:
+    """The result of segmenting one image.
+
+    Attributes
+    ----------
+    labels : ndarray (H, W), int32
+        Most probable component; -1 where the pixel is masked out.
+    probabilities : ndarray (H, W, K), float32
+        Probability of each component; sums to 1 over K on used pixels, 0
+        where masked out.
+    log_likelihood : ndarray (H, W), float32
+        Log density of each pixel's features under the mixture (NaN where
+        masked out). With smoothing it is still the mixture's own density.
+    mask : ndarray (H, W), bool
+        The pixels that were segmented.
+    component_colors : ndarray (K, 3)
+        Display colour of each component: its mean sRGB colour in [0, 1].
+    weights : ndarray (K,)
+        Mixture weights.
+    """
+
+    def __init__(self, labels, probabilities, log_likelihood, mask, component_colors, weights, names=None):
+        self.labels = labels
+        self.probabilities = probabilities
+        self.log_likelihood = log_likelihood
+        self.mask = mask
+        self.component_colors = np.asarray(component_colors, dtype=np.float64)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        K = self.probabilities.shape[2]
+        self.names = list(names) if names is not None else [f"Component {k}" for k in range(K)]
+        self._uncertainty = None
+
+    @property
+    def n_components(self):
+        return self.probabilities.shape[2]
+
+    @property
+    def shape(self):
+        return self.labels.shape
+
+    @property
+    def uncertainty(self):
+        """Normalised entropy of the probabilities, (H, W) float32.
+
+        0 means certain (one component has probability 1), 1 means all
+        components equally likely; NaN where masked out (0 when K = 1).
+        """
+        if self._uncertainty is None:
+            K = self.n_components
+            out = np.full(self.labels.shape, np.nan, dtype=np.float32)
+            if K == 1:
+                out[self.mask] = 0.0
+            else:
+                p = self.probabilities[self.mask]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    terms = np.where(p > 0, p * np.log(p), 0.0)
+                entropy = -terms.sum(axis=1) / np.log(K)
+                out[self.mask] = np.clip(entropy, 0.0, 1.0)
+            self._uncertainty = out
+        return self._uncertainty
+
+    def component_stats(self):
+        """One dict per component: index, name, color, weight, pixel_count,
+        area_fraction (of the used pixels)."""
+        counts = np.bincount(self.labels[self.mask].ravel(), minlength=self.n_components)
+        total = max(int(self.mask.sum()), 1)
+        return [
+            {
+                "index": k,
+                "name": self.names[k],
+                "color": [float(c) for c in self.component_colors[k]],
+                "weight": float(self.weights[k]),
+                "pixel_count": int(counts[k]),
+                "area_fraction": float(counts[k] / total),
+            }
+            for k in range(self.n_components)
+        ]
+
+    def anomaly_threshold(self, percentile=1.0):
+        """The log-likelihood below which ``percentile`` % of used pixels lie."""
+        if not 0.0 <= percentile <= 100.0:
+            raise ValueError(f"percentile must be in [0, 100], got {percentile}.")
+        values = self.log_likelihood[self.mask]
+        if values.size == 0:
+            return float("nan")
+        return float(np.percentile(values, percentile))
+
+    def anomaly_mask(self, threshold=None, percentile=None):
+        """Pixels whose log-likelihood is below a threshold.
+
+        Give either ``threshold`` (a log-likelihood value) or ``percentile``
+        (of this image's own log-likelihoods); by default the lowest 1 %.
+        """
+        if threshold is not None and percentile is not None:
+            raise ValueError("Give either threshold or percentile, not both.")
+        if threshold is None:
+            threshold = self.anomaly_threshold(1.0 if percentile is None else percentile)
+        with np.errstate(invalid="ignore"):
+            return (self.log_likelihood < threshold) & self.mask
+
+
+def smooth_probabilities(probabilities, mask, strength, n_iter=_MEAN_FIELD_ITERATIONS):
+    """Mean-field inference of a Potts Markov random field over the pixels.
+
+    Each pixel's distribution is its mixture posterior times
+    ``exp(strength * sum of its 8 neighbours' distributions)``, renormalised;
+    ``n_iter`` synchronous updates. Neighbours that agree reinforce each
+    other, so isolated pixels whose colour is ambiguous join the region
+    around them while clear colour edges stay. Masked pixels take no part.
+    """
+    from scipy import ndimage
+
+    prior = probabilities
+    q = prior.copy()
+    outside = ~mask
+    for _ in range(n_iter):
+        neighbours = ndimage.uniform_filter(q, size=(3, 3, 1), mode="constant") * np.float32(9.0) - q
+        energy = neighbours * np.float32(strength)
+        energy -= energy.max(axis=2, keepdims=True)
+        q = prior * np.exp(energy)
+        total = q.sum(axis=2, keepdims=True)
+        q = np.where(total > 0, q / np.where(total > 0, total, 1), prior)
+        q[outside] = 0.0
+    return q.astype(np.float32, copy=False)
+
+
+@dataclass
+class _TrainingData:
+    X: np.ndarray
+    sample_weight: np.ndarray | None
+    colors: np.ndarray  # display colour (sRGB) of each row of X
+    counts: np.ndarray  # pixels represented by each row
+
+
+class Segmenter:
+    """Segment images by fitting a Gaussian mixture to pixel colour features.
+
+    Parameters
+    ----------
+    n_components : int, default=4
+        Number of segments (mixture components).
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+    color_space : {'rgb', 'lab', 'hsv', 'ycbcr', 'gray'}, default='lab'
+    spatial_weight : float, default=0
+        Weight of the pixel position features (0: colour only).
+    smoothing : float, default=0
+        Strength of the spatial (Potts mean-field) smoothing of the
+        probabilities; 0 turns it off, about 1 cleans noisy regions.
+    max_iter, tol, reg_covar, n_init, init_params, random_state
+        Passed to :class:`gmmseg.GaussianMixture`.
+    max_samples : int, optional
+        Fit on a random (seeded) subset of at most this many pixels; the
+        whole image is still predicted. None fits on every pixel.
+
+    When the features depend on colour alone, the mixture is fitted on the
+    image's unique colours with their pixel counts as weights: exactly the
+    same model as fitting every pixel, at a fraction of the cost.
+    Components are ordered by the lightness of their mean colour (darkest
+    first), so the same image gives the same label numbers.
+    """
+
+    def __init__(
+        self,
+        n_components=4,
+        *,
+        covariance_type="full",
+        color_space="lab",
+        spatial_weight=0.0,
+        smoothing=0.0,
+        max_iter=100,
+        tol=1e-3,
+        reg_covar=1e-6,
+        n_init=1,
+        init_params="kmeans",
+        random_state=0,
+        max_samples=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.color_space = color_space
+        self.spatial_weight = spatial_weight
+        self.smoothing = smoothing
+        self.max_iter = max_iter
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.n_init = n_init
+        self.init_params = init_params
+        self.random_state = random_state
+        self.max_samples = max_samples
+        self._validate()
+
+    def _validate(self):
+        self.features = FeatureConfig(self.color_space, self.spatial_weight)
+        s = self.smoothing
+        if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) or not np.isfinite(s) or s < 0:
+            raise ValueError(f"smoothing must be a finite number >= 0, got {s!r}.")
+        m = self.max_samples
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
+            raise ValueError(f"max_samples must be None or a positive integer, got {m!r}.")
+        # Let the engine check its own parameters now, not after loading an image.
+        self._new_mixture()._check_parameters(1)
+
+    def _new_mixture(self):
+        return GaussianMixture(
+            self.n_components,
+            covariance_type=self.covariance_type,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            n_init=self.n_init,
+            init_params=self.init_params,
+            random_state=self.random_state,
+        )
+
+    def get_params(self):
+        """Constructor parameters as a dict."""
+        names = (
+            "n_components", "covariance_type", "color_space", "spatial_weight", "smoothing",
+            "max_iter", "tol", "reg_covar", "n_init", "init_params", "random_state", "max_samples",
+        )
+        return {name: getattr(self, name) for name in names}
+
+    def __repr__(self):
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"Segmenter({params})"
+
+    # ------------------------------------------------------------------
+    def _colors_for_model(self, image, channels):
+        """Used pixels' colours with the channel count the model expects."""
+        colors = image.pixels[image.mask]
+        if colors.shape[1] == channels:
+            return colors
+        if channels == 3:  # grey image, colour model: R = G = B
+            return np.repeat(colors, 3, axis=1)
+        return (colors @ _LUMA_709)[:, None]  # colour image, grey model
+
+    def _training_data(self, image):
+        image = load_image(image)
+        channels = image.pixels.shape[2]
+        colors = self._colors_for_model(image, channels)
+        positions = position_features(image.mask, self.features.spatial_weight) if self.features.uses_position else None
+        n = colors.shape[0]
+        if n == 0:
+            raise ValueError(f"{image.name}: no usable pixels (all transparent or not finite).")
+        if n < self.n_components:
+            raise ValueError(
+                f"{image.name}: only {n} usable pixels, fewer than n_components={self.n_components}; "
+                "use fewer components."
+            )
+        if self.max_samples is not None and n > self.max_samples:
+            rng = np.random.RandomState(self.random_state if isinstance(self.random_state, (int, np.integer)) else 0)
+            keep = np.sort(rng.choice(n, size=self.max_samples, replace=False))
+            colors = colors[keep]
+            positions = positions[keep] if positions is not None else None
+        unique, counts, inverse = unique_colors(colors, image.bit_depth)
+        feats = color_features(unique, self.features.color_space)
+        display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
+        if positions is None:
+            return image, channels, _TrainingData(feats, counts, display, counts)
+        X = np.hstack([feats.astype(np.float32)[inverse], positions])
+        ones = np.ones(X.shape[0])
+        return image, channels, _TrainingData(X, None, display[inverse], ones)
+
+    def fit(self, image, callback=None):
+        """Fit the mixture to an image (path, ImageData or array).
+
+        ``callback`` receives an :class:`gmmseg.EMProgress` after every EM
+        iteration; returning True stops the fit (the model stays usable).
+        """
+        self._validate()
+        image, channels, data = self._training_data(image)
+        gm = self._new_mixture()
+        gm.fit(data.X, sample_weight=data.sample_weight, callback=callback)
+        colors = self._mean_colors(gm, data)
+        order = np.lexsort((-gm.weights_, lab_lightness(colors)))
+        gm.reorder_components(order)
+        self.gmm_ = gm
+        self.component_colors_ = colors[order]
+        self.component_names_ = [f"Component {k}" for k in range(self.n_components)]
+        self.channels_ = channels
+        self.n_features_in_ = data.X.shape[1]
+        return self
+
+    @staticmethod
+    def _mean_colors(gm, data):
+        """Responsibility-weighted mean sRGB colour of each component."""
+        K = gm.means_.shape[0]
+        sums = np.zeros((K, 3))
+        mass = np.zeros(K)
+        for start in range(0, data.X.shape[0], _CHUNK_ROWS):
+            stop = start + _CHUNK_ROWS
+            _, proba, _ = gm.estimate(data.X[start:stop])
+            weighted = proba * data.counts[start:stop, None]
+            sums += weighted.T @ data.colors[start:stop]
+            mass += weighted.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            colors = np.where(mass[:, None] > 0, sums / mass[:, None], 0.5)
+        return np.clip(colors, 0.0, 1.0)
+
+    def _check_fitted(self):
+        if not hasattr(self, "gmm_"):
+            raise NotFittedError("This Segmenter is not fitted yet; call fit(image) or load a model first.")
+
+    def predict(self, image):
+        """Segment an image with the fitted model.
+
+        Returns
+        -------
+        Segmentation
+        """
+        self._check_fitted()
+        image = load_image(image)
+        colors = self._colors_for_model(image, self.channels_)
+        H, W = image.mask.shape
+        K = self.gmm_.means_.shape[0]
+        if self.features.uses_position:
+            unique, _, inverse = unique_colors(colors, image.bit_depth)
+            feats = color_features(unique, self.features.color_space).astype(np.float32)[inverse]
+            X = np.hstack([feats, position_features(image.mask, self.features.spatial_weight)])
+            labels_v, proba_v, ll_v = self.gmm_.estimate(X, proba_dtype=np.float32)
+        elif colors.shape[0]:
+            unique, _, inverse = unique_colors(colors, image.bit_depth)
+            X = color_features(unique, self.features.color_space)
+            labels_u, proba_u, ll_u = self.gmm_.estimate(X, proba_dtype=np.float32)
+            labels_v, proba_v, ll_v = labels_u[inverse], proba_u[inverse], ll_u[inverse]
+        else:
+            labels_v = np.empty(0, np.int64)
+            proba_v = np.empty((0, K), np.float32)
+            ll_v = np.empty(0)
+        full = bool(image.mask.all())
+        if full:
+            probabilities = proba_v.reshape(H, W, K)
+        else:
+            probabilities = np.zeros((H, W, K), dtype=np.float32)
+            probabilities[image.mask] = proba_v
+        log_likelihood = np.full((H, W), np.nan, dtype=np.float32)
+        log_likelihood[image.mask] = ll_v
+        labels = np.full((H, W), -1, dtype=np.int32)
+        if self.smoothing > 0 and colors.shape[0]:
+            probabilities = smooth_probabilities(probabilities, image.mask, self.smoothing)
+            labels[image.mask] = probabilities[image.mask].argmax(axis=1)
+        else:
+            labels[image.mask] = labels_v
+        return Segmentation(
+            labels, probabilities, log_likelihood, image.mask.copy(),
+            self.component_colors_, self.gmm_.weights_, self.component_names_,
+        )
+
+    def fit_predict(self, image, callback=None):
+        """Fit on an image and segment it; returns a :class:`Segmentation`."""
+        image = load_image(image)
+        return self.fit(image, callback=callback).predict(image)
+
+    # ------------------------------------------------------------------
+    def save(self, path, *, overwrite=False):
+        """Write the fitted model (mixture and feature settings) as JSON."""
+        from .modelfile import save_segmenter
+
+        self._check_fitted()
+        return save_segmenter(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save`; validates the file."""
+        from .modelfile import load_segmenter
+
+        return load_segmenter(path)
+
+
+@dataclass
+class KSelection:
+    """The result of :func:`select_k`.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One per fitted model: k, covariance_type, bic, aic, log_likelihood
+        (mean per pixel), n_parameters, converged.
+    criterion : str
+    best_k : int
+    best_covariance_type : str
+    """
+
+    rows: list = field(default_factory=list)
+    criterion: str = "bic"
+    best_k: int = 0
+    best_covariance_type: str = ""
+
+    def best_row(self):
+        for row in self.rows:
+            if row["k"] == self.best_k and row["covariance_type"] == self.best_covariance_type:
+                return row
+        return None
+
+    def format_table(self):
+        """The table as aligned text, the best row marked with '*'."""
+        lines = [f"{'':1} {'K':>3} {'covariance':<10} {'BIC':>14} {'AIC':>14} {'log-lik/pixel':>14}"]
+        for row in self.rows:
+            mark = "*" if row is self.best_row() else " "
+            lines.append(
+                f"{mark:1} {row['k']:>3} {row['covariance_type']:<10} {row['bic']:>14.1f} "
+                f"{row['aic']:>14.1f} {row['log_likelihood']:>14.4f}"
+            )
+        return "\n".join(lines)
+
+
+def select_k(
+    image,
+    k_range=range(1, 9),
+    covariance_type="full",
+    criterion="bic",
+    *,
+    color_space="lab",
+    spatial_weight=0.0,
+    random_state=0,
+    n_init=1,
+    max_iter=100,
+    tol=1e-3,
+    reg_covar=1e-6,
+    max_samples=None,
+    callback=None,
+):
+    """Fit a mixture for every K (and covariance type) and pick the best.
+
+    Parameters
+    ----------
+    image : path, ImageData or array
+    k_range : iterable of int
+    covariance_type : str or sequence of str
+        One covariance type, or several to compare.
+    criterion : {'bic', 'aic'}
+    callback : callable, optional
+        Called with each finished row (a dict); returning True stops the
+        sweep early (the rows so far are kept).
+
+    Returns
+    -------
+    KSelection
+    """
+    if criterion not in ("bic", "aic"):
+        raise ValueError(f"criterion must be 'bic' or 'aic', got {criterion!r}.")
+    ks = [int(k) for k in k_range]
+    if not ks or min(ks) < 1:
+        raise ValueError(f"k_range must hold integers >= 1, got {list(k_range)!r}.")
+    types = [covariance_type] if isinstance(covariance_type, str) else list(covariance_type)
+    template = Segmenter(
+        min(ks), covariance_type=types[0], color_space=color_space, spatial_weight=spatial_weight,
+        random_state=random_state, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+        max_samples=max_samples,
+    )
+    _, _, data = template._training_data(image)
+    result = KSelection(criterion=criterion)
+    stopped = False
+    for ctype in types:
+        if stopped:
+            break
+        for k in ks:
+            gm = GaussianMixture(
+                k, covariance_type=ctype, tol=tol, reg_covar=reg_covar, max_iter=max_iter,
+                n_init=n_init, random_state=random_state,
+            )
+            if data.sample_weight is None and data.X.shape[0] < k:
+                continue  # fewer pixels than components
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                gm.fit(data.X, sample_weight=data.sample_weight)
+            row = {
+                "k": k,
+                "covariance_type": ctype,
+                "bic": float(gm.bic(data.X, sample_weight=data.sample_weight)),
+                "aic": float(gm.aic(data.X, sample_weight=data.sample_weight)),
+                "log_likelihood": float(gm.score(data.X, sample_weight=data.sample_weight)),
+                "n_parameters": int(gm._n_parameters()),
+                "converged": bool(gm.converged_),
+            }
+            result.rows.append(row)
+            if callback is not None and callback(row) is True:
+                stopped = True
+                break
+    if not result.rows:
+        raise ValueError("No K in k_range could be fitted (fewer pixels than components).")
+    best = min(result.rows, key=lambda r: r[criterion])
+    result.best_k = best["k"]
+    result.best_covariance_type = best["covariance_type"]
+    return result
