@@ -140,6 +140,17 @@ def smooth_probabilities(probabilities, mask, strength, n_iter=_MEAN_FIELD_ITERA
     return q.astype(np.float32, copy=False)
 
 
+def _pooled_image(images, colors):
+    """The used pixels of several images as one 1-row image (for naming and
+    bit depth only; positions are not used with several images)."""
+    from .io import ImageData
+
+    return ImageData(
+        pixels=colors[None], mask=np.ones((1, colors.shape[0]), dtype=bool),
+        bit_depth=max(im.bit_depth for im in images), mode="pooled",
+    )
+
+
 @dataclass
 class _TrainingData:
     X: np.ndarray
@@ -161,7 +172,8 @@ class Segmenter:
         Weight of the pixel position features (0: colour only).
     smoothing : float, default=0
         Strength of the spatial (Potts mean-field) smoothing of the
-        probabilities; 0 turns it off, about 1 cleans noisy regions.
+        probabilities; 0 turns it off, 1 is gentle, about 3 makes very noisy
+        regions coherent.
     max_iter, tol, reg_covar, n_init, init_params, random_state
         Passed to :class:`gmmseg.GaussianMixture`.
     max_samples : int, optional
@@ -251,9 +263,20 @@ class Segmenter:
         return (colors @ _LUMA_709)[:, None]  # colour image, grey model
 
     def _training_data(self, image):
-        image = load_image(image)
-        channels = image.pixels.shape[2]
-        colors = self._colors_for_model(image, channels)
+        """Rows to fit. ``image`` may also be a list of images (fitted together)."""
+        if isinstance(image, (list, tuple)):
+            images = [load_image(im) for im in image]
+            if not images:
+                raise ValueError("No images to fit.")
+            if self.features.uses_position and len(images) > 1:
+                raise ValueError("spatial_weight > 0 needs one image per fit: positions of different images do not mix.")
+            channels = 3 if any(not im.is_gray for im in images) else 1
+            colors = np.concatenate([self._colors_for_model(im, channels) for im in images])
+            image = images[0] if len(images) == 1 else _pooled_image(images, colors)
+        else:
+            image = load_image(image)
+            channels = image.pixels.shape[2]
+            colors = self._colors_for_model(image, channels)
         positions = position_features(image.mask, self.features.spatial_weight) if self.features.uses_position else None
         n = colors.shape[0]
         if n == 0:

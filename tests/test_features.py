@@ -1,0 +1,101 @@
+"""Colour features against independent references, and exact compression."""
+
+import numpy as np
+import pytest
+from skimage.color import rgb2hsv, rgb2lab
+
+from gmmseg.features import COLOR_SPACES, FeatureConfig, color_features, position_features, unique_colors
+
+COLOURS = np.array(
+    [[0, 0, 0], [1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0.5, 0.5, 0.5], [1, 1, 0], [0.2, 0.4, 0.6]],
+    dtype=np.float64,
+)
+
+
+def test_rgb_is_identity():
+    np.testing.assert_array_equal(color_features(COLOURS, "rgb"), COLOURS)
+
+
+def test_lab_matches_skimage_scaled():
+    np.testing.assert_allclose(color_features(COLOURS, "lab"), rgb2lab(COLOURS[None])[0] / 100.0, rtol=1e-12)
+    lab = color_features(COLOURS, "lab")
+    np.testing.assert_allclose(lab[1], [1.0, 0.0, 0.0], atol=1e-4)  # white: L = 100, a = b = 0
+    np.testing.assert_allclose(lab[0], [0.0, 0.0, 0.0], atol=1e-6)
+    assert lab[2, 1] > 0.5  # red has a large positive a*
+
+
+def test_hsv_hue_is_circular():
+    near_zero = np.array([[1.0, 0.0, 0.001]])  # hue just above 0 degrees
+    near_360 = np.array([[1.0, 0.001, 0.0]])  # hue just below 360 degrees
+    a, b = color_features(near_zero, "hsv"), color_features(near_360, "hsv")
+    assert np.linalg.norm(a - b) < 0.01
+    hsv = rgb2hsv(COLOURS[None])[0]
+    f = color_features(COLOURS, "hsv")
+    np.testing.assert_allclose(np.hypot(f[:, 0], f[:, 1]), hsv[:, 1], atol=1e-12)  # radius = saturation
+    np.testing.assert_allclose(f[:, 2], hsv[:, 2], atol=1e-12)  # value
+    np.testing.assert_allclose(f[5, :2], [0, 0], atol=1e-12)  # grey at the centre
+
+
+def test_ycbcr_known_values():
+    f = color_features(COLOURS, "ycbcr")
+    np.testing.assert_allclose(f[1], [1.0, 0.0, 0.0], atol=1e-6)  # white
+    np.testing.assert_allclose(f[5], [0.5, 0.0, 0.0], atol=1e-6)  # grey: no chroma
+    np.testing.assert_allclose(f[2], [0.299, -0.168736, 0.5], atol=1e-6)  # red
+
+
+def test_gray_is_luminance():
+    f = color_features(COLOURS, "gray")
+    assert f.shape == (8, 1)
+    np.testing.assert_allclose(f[:, 0], COLOURS @ [0.2125, 0.7154, 0.0721])
+
+
+@pytest.mark.parametrize("space", COLOR_SPACES)
+def test_every_space_spans_about_one_unit(space):
+    rng = np.random.RandomState(0)
+    f = color_features(rng.rand(5000, 3), space)
+    spread = f.max(axis=0) - f.min(axis=0)
+    assert np.all(spread > 0.3) and np.all(spread < 2.1)
+
+
+@pytest.mark.parametrize("space", COLOR_SPACES)
+def test_grey_images_give_one_feature(space):
+    grey = np.linspace(0, 1, 11)[:, None]
+    f = color_features(grey, space)
+    assert f.shape == (11, 1)
+    assert np.all(np.diff(f[:, 0]) > 0)  # lightness increases
+
+
+def test_feature_config_validation_and_dict():
+    cfg = FeatureConfig("hsv", 0.5)
+    assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.n_features(3) == 5 and cfg.n_features(1) == 3
+    with pytest.raises(ValueError, match="color_space"):
+        FeatureConfig("cmyk")
+    with pytest.raises(ValueError, match="spatial_weight"):
+        FeatureConfig("lab", -1)
+
+
+def test_position_features():
+    mask = np.ones((4, 8), dtype=bool)
+    mask[0, 0] = False
+    pos = position_features(mask, 2.0)
+    assert pos.shape == (31, 2)
+    np.testing.assert_allclose(pos[0], [1 * 2.0 / 8, 0.0])
+    np.testing.assert_allclose(pos.max(axis=0), [7 * 2.0 / 8, 3 * 2.0 / 8])
+
+
+@pytest.mark.parametrize("depth", [8, 16, 32])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_unique_colors_is_exact(depth, channels):
+    rng = np.random.RandomState(depth)
+    if depth == 32:
+        base = rng.rand(40, channels).astype(np.float32)
+    else:
+        top = 2**depth - 1
+        base = (rng.randint(0, top + 1, size=(40, channels)) / top).astype(np.float32)
+    colors = base[rng.randint(0, 40, size=5000)]
+    unique, counts, inverse = unique_colors(colors, depth)
+    np.testing.assert_array_equal(unique[inverse], colors)
+    assert counts.sum() == 5000
+    assert len(unique) == len(np.unique(colors, axis=0))
+    np.testing.assert_array_equal(np.bincount(inverse, minlength=len(unique)), counts)
