@@ -126,7 +126,7 @@ def build_parser():
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     _add_model_options(p)
     _add_batch_options(p)
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("select-k", help="compare the number of components by BIC/AIC",
                        description="Fit K = first..last components and print BIC, AIC and "
@@ -138,7 +138,7 @@ def build_parser():
     p.add_argument("--plot", metavar="FILE.png", help="also draw the BIC and AIC curves into a PNG")
     p.add_argument("--force", action="store_true", help="overwrite an existing plot")
     _add_model_options(p)
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("fit", help="fit one model on one or more images and save it",
                        description="Fit one mixture on the pixels of all the given images together "
@@ -148,7 +148,7 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="overwrite an existing model file")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders of folder inputs")
     _add_model_options(p)
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("apply", help="segment images with a saved model",
                        description="Segment each image with a model saved by 'gmmseg fit' (or the "
@@ -156,14 +156,14 @@ def build_parser():
     p.add_argument("--model", required=True, metavar="MODEL.json")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     _add_batch_options(p)
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("inspect", help="flag defects with a reference model (not available yet)")
     p.add_argument("args", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("gui", help="start the desktop application")
     p.add_argument("image", nargs="?", metavar="IMAGE", help="an image to open")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -395,7 +395,8 @@ def run_batch(args, mode):
     for item, message in problems:
         print(f"gmmseg: error: {item}: {message}", file=sys.stderr)
     if not files:
-        print("gmmseg: error: no input images", file=sys.stderr)
+        if not problems:
+            print("gmmseg: error: no input images", file=sys.stderr)
         return EXIT_FAILED
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():

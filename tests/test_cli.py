@@ -1,0 +1,212 @@
+"""The real ``gmmseg`` entry point, driven in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from imagefiles import voronoi_image
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = Path(sys.executable).with_name("gmmseg")
+PER_IMAGE = ["anomaly.png", "labels.png", "loglik.tif", "mask_0.png", "mask_1.png", "mask_2.png",
+             "overlay.png", "probabilities.tif", "summary.json"]
+
+
+def run(*args, cwd=None):
+    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
+    env = dict(os.environ, GMMSEG_NUM_THREADS="1")
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def write_image(path, seed=0, regions=3, size=48):
+    img, _ = voronoi_image(size=size, n_regions=regions, noise=0.03, seed=seed)
+    Image.fromarray((img * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def assert_outputs(folder, k=3):
+    assert sorted(p.name for p in folder.iterdir()) == sorted(PER_IMAGE[:3] + [f"mask_{i}.png" for i in range(k)] + PER_IMAGE[6:])
+    labels = np.asarray(Image.open(folder / "labels.png"))
+    assert labels.max() < k
+    probs = tifffile.imread(folder / "probabilities.tif")
+    assert probs.shape == labels.shape + (k,)
+    np.testing.assert_allclose(probs.sum(axis=2), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(axis=2), labels)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["settings"]["n_components"] == k
+
+
+def test_version_and_help():
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.startswith("gmmseg ")
+    out = run("segment", "--help")
+    assert out.returncode == 0 and "--n-components" in out.stdout and "--covariance" in out.stdout
+    out = run()
+    assert out.returncode == 2
+
+
+def test_segment_one_image(tmp_path):
+    img = write_image(tmp_path / "scene.png")
+    out = run("segment", img, "-k", "3", "--out", tmp_path / "out")
+    assert out.returncode == 0, out.stderr
+    assert_outputs(tmp_path / "out" / "scene")
+    run_summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    assert run_summary["failed"] == 0 and run_summary["images"] == 1
+    assert (tmp_path / "out" / "run_summary.csv").read_text().startswith("input,output,status")
+
+
+def test_segment_a_folder_in_parallel_with_name_clashes(tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for i in range(3):
+        write_image(src / f"img{i}.png", seed=i)
+    write_image(src / "sub" / "img0.png", seed=7)
+    out = run("segment", src, "-k", "3", "--out", tmp_path / "out", "--jobs", "2", "--recursive")
+    assert out.returncode == 0, out.stderr
+    folders = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir())
+    assert folders == ["img0", "img0-2", "img1", "img2"]
+    for name in folders:
+        assert_outputs(tmp_path / "out" / name)
+    assert "4 of 4 images done" in out.stderr
+
+
+def test_refuses_to_overwrite_without_force(tmp_path):
+    img = write_image(tmp_path / "a.png")
+    assert run("segment", img, "-k", "3", "--out", tmp_path / "out").returncode == 0
+    before = (tmp_path / "out" / "a" / "labels.png").read_bytes()
+    again = run("segment", img, "-k", "2", "--out", tmp_path / "out")
+    assert again.returncode == 1 and "already exists" in again.stderr and "--force" in again.stderr
+    assert (tmp_path / "out" / "a" / "labels.png").read_bytes() == before
+    forced = run("segment", img, "-k", "2", "--out", tmp_path / "out", "--force")
+    assert forced.returncode == 0
+    assert not (tmp_path / "out" / "a" / "mask_2.png").exists()  # the old set was replaced as a whole
+
+
+def test_select_k_finds_the_regions_and_plots(tmp_path):
+    img = write_image(tmp_path / "four.png", seed=1, regions=4, size=120)
+    out = run("select-k", img, "--k-range", "1-7", "--plot", tmp_path / "bic.png")
+    assert out.returncode == 0, out.stderr
+    starred = [line for line in out.stdout.splitlines() if line.startswith("*")]
+    assert len(starred) == 1 and starred[0].split()[1] == "4"
+    assert "best K by BIC: 4" in out.stdout
+    plot = Image.open(tmp_path / "bic.png")
+    assert plot.size[0] > 400 and plot.mode == "RGB"
+
+
+def test_fit_then_apply_equals_segment(tmp_path):
+    img = write_image(tmp_path / "a.png", seed=3)
+    assert run("segment", img, "-k", "3", "--seed", "2", "--out", tmp_path / "seg").returncode == 0
+    out = run("fit", img, "-k", "3", "--seed", "2", "--save-model", tmp_path / "m.json")
+    assert out.returncode == 0, out.stderr
+    out = run("apply", "--model", tmp_path / "m.json", img, "--out", tmp_path / "app")
+    assert out.returncode == 0, out.stderr
+    a = np.asarray(Image.open(tmp_path / "seg" / "a" / "labels.png"))
+    b = np.asarray(Image.open(tmp_path / "app" / "a" / "labels.png"))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "seg" / "a" / "probabilities.tif"),
+                                  tifffile.imread(tmp_path / "app" / "a" / "probabilities.tif"))
+    model_exists = run("fit", img, "--save-model", tmp_path / "m.json")
+    assert model_exists.returncode == 2 and "already exists" in model_exists.stderr
+
+
+def test_bad_file_in_a_folder_does_not_stop_the_rest(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_image(src / "good1.png", seed=1)
+    write_image(src / "good2.png", seed=2)
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    out = run("segment", src, "-k", "3", "--out", tmp_path / "out")
+    assert out.returncode == 1
+    errors = [line for line in out.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "broken.png" in errors[0]
+    assert "Traceback" not in out.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["good1", "good2"]
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    assert [r["status"] for r in summary["results"]] == ["failed", "ok", "ok"]
+
+
+def _bad_inputs(tmp):
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    good = write_image(tmp / "good.png")
+    cases = {
+        "missing.png": None,
+        "empty.png": b"",
+        "notes.png": b"this is text",
+        "truncated.png": good.read_bytes()[:200],
+        "bomb.png": b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""),
+        "transparent.png": None,
+        "nan.tif": None,
+    }
+    paths = {}
+    for name, data in cases.items():
+        path = tmp / name
+        if data is not None:
+            path.write_bytes(data)
+        paths[name] = path
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(paths["transparent.png"])
+    tifffile.imwrite(paths["nan.tif"], np.full((6, 6), np.nan, np.float32))
+    good.unlink()
+    return paths
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("missing.png", "file not found"),
+    ("empty.png", "empty file"),
+    ("notes.png", "not an image"),
+    ("truncated.png", "truncated or corrupt"),
+    ("bomb.png", "too large"),
+    ("transparent.png", "no usable pixels"),
+    ("nan.tif", "no usable pixels"),
+])
+def test_every_bad_input_gets_one_line(tmp_path, name, problem):
+    paths = _bad_inputs(tmp_path)
+    out = run("segment", paths[name], "-k", "2", "--out", tmp_path / "out")
+    assert out.returncode == 1
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line]
+    assert len(errors) == 1, out.stderr
+    assert name in errors[0] and problem in errors[0]
+    assert "Traceback" not in out.stderr
+    produced = [p for p in (tmp_path / "out").rglob("*") if p.name not in ("run_summary.json", "run_summary.csv")] if (tmp_path / "out").exists() else []
+    assert produced == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["segment", "x.png", "-k", "0", "--out", "o"], "positive integer"),
+    (["segment", "x.png", "--color-space", "cmyk", "--out", "o"], "invalid choice"),
+    (["select-k", "x.png", "--k-range", "5-2"], "first <= last"),
+    (["segment", "x.png"], "--out"),
+])
+def test_usage_errors_exit_2(tmp_path, args, message):
+    out = run(*args, cwd=tmp_path)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_model_file_for_apply(tmp_path):
+    img = write_image(tmp_path / "a.png")
+    (tmp_path / "m.json").write_text("{\"format\": \"something else\"}")
+    out = run("apply", "--model", tmp_path / "m.json", img, "--out", tmp_path / "out")
+    assert out.returncode == 2 and "not a gmmseg model" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    out = run("--debug", "select-k", tmp_path / "missing.png")
+    assert out.returncode == 1 and "Traceback" in out.stderr and "file not found" in out.stderr
+
+
+def test_gui_reports_it_is_not_available_yet():
+    out = run("gui")
+    assert out.returncode == 1 and "not available" in out.stderr and "Traceback" not in out.stderr
