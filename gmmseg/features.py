@@ -147,24 +147,31 @@ def unique_colors(colors, bit_depth):
     -------
     unique : ndarray (M, C), float32
     counts : ndarray (M,), float64
-    inverse : ndarray (N,), int64 with ``unique[inverse] == colors``
+    inverse : ndarray (N,) of int, with ``unique[inverse] == colors``
     """
     n, c = colors.shape
     if bit_depth <= 16:
         bits = 8 if bit_depth <= 8 else 16
         top = float((1 << bits) - 1)
-        codes = np.rint(colors * top).astype(np.int64)
-        if np.array_equal(codes.astype(np.float32) / np.float32(top), colors):
-            keys = codes[:, 0]
-            for i in range(1, c):
-                keys = (keys << bits) | codes[:, i]
-            if bits * c <= 24:
-                # Counting sort over every possible code: O(N), no sorting.
+        keys = np.zeros(n, dtype=np.int64)
+        exact = True
+        for i in range(c):  # channel by channel: no (N, C) int64 temporaries
+            column = colors[:, i]
+            code = np.rint(column * np.float32(top)).astype(np.int32)
+            if not np.array_equal(code.astype(np.float32) / np.float32(top), column):
+                exact = False  # not integer codes after all: use the float path
+                break
+            keys <<= bits
+            keys |= code
+        if exact:
+            if bits * c <= 24 and n >= (1 << (bits * c)) // 4:
+                # Many pixels: a counting sort over every possible code is
+                # O(N) and beats sorting (its tables cost 2**24 entries).
                 size = 1 << (bits * c)
                 all_counts = np.bincount(keys, minlength=size)
                 present = np.flatnonzero(all_counts)
                 counts = all_counts[present]
-                lookup = np.empty(size, dtype=np.int64)
+                lookup = np.empty(size, dtype=np.int32)
                 lookup[present] = np.arange(present.size)
                 inverse = lookup[keys]
             else:
@@ -173,7 +180,7 @@ def unique_colors(colors, bit_depth):
             unique = np.column_stack(
                 [(present >> (bits * (c - 1 - i))) & mask for i in range(c)]
             ).astype(np.float32) / np.float32(top)
-            return unique, counts.astype(np.float64), inverse.ravel().astype(np.int64)
+            return unique, counts.astype(np.float64), inverse.ravel()
     # Any other depth: unique on the exact float32 bit patterns of each row.
     view = np.ascontiguousarray(colors).view(np.dtype((np.void, colors.dtype.itemsize * c)))[:, 0]
     _, first, inverse, counts = np.unique(view, return_index=True, return_inverse=True, return_counts=True)

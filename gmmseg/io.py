@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .engine._jit import kernel
 
 # Pillow's own decompression-bomb limit (about 89.5 megapixels) is our default.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -362,7 +363,7 @@ def _png_is_16bit_colour(head):
     return depth == 16 and colour_type in (2, 4, 6)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _png_unfilter(raw, height, stride, bpp):
     """Undo PNG scanline filters (types 0-4) in place order; returns rows."""
     out = np.empty((height, stride), dtype=np.uint8)

@@ -210,3 +210,32 @@ def test_debug_shows_traceback(tmp_path):
 def test_gui_reports_it_is_not_available_yet():
     out = run("gui")
     assert out.returncode == 1 and "not available" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ctrl_c_stops_cleanly_without_partial_outputs(tmp_path):
+    import signal
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(40):
+        write_image(src / f"img{i:02d}.png", seed=i, size=96)
+    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
+    out_dir = tmp_path / "out"
+    proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, GMMSEG_NUM_THREADS="1"))
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out_dir.exists() and any(p.is_dir() and not p.name.startswith(".") for p in out_dir.iterdir())):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    finished = [p for p in out_dir.iterdir() if p.is_dir()]
+    assert 1 <= len(finished) < 40
+    for folder in finished:
+        assert not folder.name.startswith("."), f"partial folder left: {folder.name}"
+        assert_outputs(folder)
+    summary = json.loads((out_dir / "run_summary.json").read_text())
+    assert summary["interrupted"] is True
