@@ -288,6 +288,8 @@ def process_image(task):
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # one bad file must not stop the batch
+        if _was_interrupted(exc):
+            raise KeyboardInterrupt from None
         result["status"] = "failed"
         result["error"] = _one_line(exc)
         if task.get("debug"):
@@ -299,6 +301,12 @@ def process_image(task):
     return result
 
 
+def _was_interrupted(exc):
+    """True for the error a compiled kernel reports when Ctrl-C arrived
+    while it ran (a SystemError chained to the KeyboardInterrupt)."""
+    return isinstance(exc.__cause__, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt)
+
+
 def _one_line(exc):
     text = str(exc).strip().replace("\n", " ") or type(exc).__name__
     if isinstance(exc, (MemoryError,)):
@@ -307,8 +315,13 @@ def _one_line(exc):
 
 
 def _worker_init():
+    import signal
+
     from .engine import set_num_threads
 
+    # Ctrl-C in a terminal reaches the whole process group: the parent alone
+    # handles it (no new images; running ones finish their files).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_num_threads(1)  # the processes already use every core
     warnings.simplefilter("ignore")
 
@@ -594,6 +607,9 @@ def main(argv=None):
         print("gmmseg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
+        if _was_interrupted(exc):
+            print("gmmseg: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if getattr(args, "debug", False):
             traceback.print_exc()
         print(f"gmmseg: error: {_one_line(exc)}", file=sys.stderr)

@@ -219,10 +219,12 @@ def test_ctrl_c_stops_cleanly_without_partial_outputs(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     for i in range(40):
-        write_image(src / f"img{i:02d}.png", seed=i, size=96)
+        write_image(src / f"img{i:02d}.png", seed=i, size=200)
     cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
     out_dir = tmp_path / "out"
-    proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "1"],
+    # Slow enough per image (restarts, no early stop) that the batch is still running.
+    proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "1",
+                                   "--n-init", "4", "--tol", "0", "--max-iter", "150", "--spatial-weight", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, GMMSEG_NUM_THREADS="1"))
     deadline = time.time() + 120
