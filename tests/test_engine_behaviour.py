@@ -248,8 +248,9 @@ def test_callback_reports_every_iteration_and_can_stop(blobs):
     seen = []
 
     def stop_at_four(progress):
-        seen.append(progress)
-        return progress.iteration == 4
+        if progress.phase == "em":
+            seen.append(progress)
+        return progress.phase == "em" and progress.iteration == 4
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # a stop is not a failure
@@ -266,10 +267,27 @@ def test_callback_reports_every_iteration_and_can_stop(blobs):
 
 def test_callback_sees_convergence(blobs):
     X, _, _ = blobs
-    seen = []
-    gm = GaussianMixture(4, max_iter=500, tol=1e-4, random_state=0).fit(X, callback=seen.append)
+    reports = []
+    gm = GaussianMixture(4, max_iter=500, tol=1e-4, random_state=0).fit(X, callback=reports.append)
+    seen = [p for p in reports if p.phase == "em"]
+    assert any(p.phase == "init" for p in reports)  # k-means steps are reported too
     assert gm.converged_ and seen[-1].converged and not any(p.converged for p in seen[:-1])
     assert len(seen) == gm.n_iter_
+
+
+def test_stop_during_initialisation_leaves_a_usable_model(blobs):
+    X, _, _ = blobs
+    calls = []
+
+    def stop_in_kmeans(progress):
+        calls.append(progress.phase)
+        return progress.phase == "init" and progress.iteration == 1
+
+    gm = GaussianMixture(4, random_state=0, n_init=3).fit(X, callback=stop_in_kmeans)
+    assert gm.stopped_ and not gm.converged_ and gm.n_iter_ == 0
+    assert "em" not in calls
+    assert np.all(np.isfinite(gm.means_)) and gm.predict(X).shape == (len(X),)
+    np.testing.assert_allclose(gm.predict_proba(X).sum(axis=1), 1.0)
 
 
 def test_float32_input_is_supported(blobs):

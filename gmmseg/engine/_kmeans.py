@@ -57,13 +57,14 @@ def kmeans_plusplus(X, sample_weight, n_clusters, random_state):
     return centers, indices
 
 
-def kmeans(X, sample_weight, n_clusters, random_state, max_iter=300, tol=1e-4):
+def kmeans(X, sample_weight, n_clusters, random_state, max_iter=300, tol=1e-4, should_stop=None):
     """Weighted Lloyd k-means from a k-means++ start.
 
     Stops when the total squared centre shift falls below ``tol`` times the
     mean feature variance. An empty cluster keeps its previous centre.
+    ``should_stop(step)`` is asked after every step; True ends early.
 
-    Returns ``(centers, labels)``.
+    Returns ``(centers, labels, stopped)``.
     """
     n, d = X.shape
     w = _weights_or_ones(sample_weight, n)
@@ -85,7 +86,11 @@ def kmeans(X, sample_weight, n_clusters, random_state, max_iter=300, tol=1e-4):
         counts = np.sum([p[1] for p in parts], axis=0)
         return sums, counts
 
-    for _ in range(max_iter):
+    stopped = False
+    for step in range(max_iter):
+        if should_stop is not None and should_stop(step):
+            stopped = True
+            break
         sums, counts = assign(centers)
         filled = counts > 0
         new_centers = centers.copy()
@@ -95,4 +100,4 @@ def kmeans(X, sample_weight, n_clusters, random_state, max_iter=300, tol=1e-4):
         if shift <= tol_abs:
             break
     assign(centers)  # labels consistent with the final centres
-    return centers, labels
+    return centers, labels, stopped

@@ -45,10 +45,14 @@ class EMProgress:
         this iteration's M-step, as scikit-learn's ``lower_bound_``.
     change : float
         Change of ``lower_bound`` from the previous iteration.
-    weights, means, covariances : ndarray
+    weights, means, covariances, precisions_cholesky : ndarray
         Parameters after this iteration's M-step (do not modify them).
     converged : bool
         True when ``|change| < tol``: this is the last iteration.
+    phase : str
+        ``"em"`` after an EM iteration; ``"init"`` while the k-means
+        initialisation runs (then ``iteration`` counts k-means steps and the
+        parameters are None), so a long initialisation can be stopped too.
     """
 
     init: int
@@ -59,6 +63,8 @@ class EMProgress:
     means: np.ndarray
     covariances: np.ndarray
     converged: bool
+    precisions_cholesky: np.ndarray = None
+    phase: str = "em"
 
 
 class GaussianMixture:
@@ -292,15 +298,23 @@ class GaussianMixture:
             if self.verbose:
                 print(f"Initialization {init}")
             if do_init:
-                self._initialize_parameters(
-                    X, w, total_weight, random_state, weights_init, means_init, precisions_init
+                should_stop = None
+                if callback is not None:
+
+                    def should_stop(step, init=init):
+                        report = EMProgress(init, step, -np.inf, np.nan, None, None, None, False, phase="init")
+                        return callback(report) is True
+
+                self.stopped_ = self._initialize_parameters(
+                    X, w, total_weight, random_state, weights_init, means_init, precisions_init,
+                    should_stop,
                 )
             lower_bound = -np.inf if do_init else self.lower_bound_
             lower_bounds = []
             converged = False
             n_iter = 0
             reseed_budget = np.ones(K, dtype=bool)
-            for n_iter in range(1, self.max_iter + 1):
+            for n_iter in range(1, 0 if self.stopped_ else self.max_iter + 1):
                 previous = lower_bound
                 stats, loglik, worst_row = self._em_pass(X, w)
                 reseeded = self._m_step(X, w, stats, total_weight, worst_row, reseed_budget)
@@ -316,7 +330,7 @@ class GaussianMixture:
                 if callback is not None:
                     progress = EMProgress(
                         init, n_iter, lower_bound, change, self.weights_,
-                        self.means_, self.covariances_, converged,
+                        self.means_, self.covariances_, converged, self.precisions_cholesky_,
                     )
                     if callback(progress) is True:
                         self.stopped_ = True
@@ -327,9 +341,11 @@ class GaussianMixture:
             if self.verbose:
                 state = "converged" if converged else "did not converge"
                 print(f"Initialization {state}. time lapse {time.perf_counter() - start_time:.5f}s\t lower bound {lower_bound:.5f}")
-            if self.max_iter == 0:
+            if self.max_iter == 0 or (self.stopped_ and n_iter == 0):
                 # as scikit-learn: the initial parameters of the last init
-                best = (self._get_parameters(), 0, [], False)
+                # (or of an init that was stopped before EM began)
+                if best is None or self.max_iter == 0:
+                    best = (self._get_parameters(), 0, [], False)
             elif best is None or lower_bound > max_lower_bound:
                 max_lower_bound = lower_bound
                 best = (self._get_parameters(), n_iter, lower_bounds, converged)
@@ -353,8 +369,11 @@ class GaussianMixture:
         return X
 
     def _initialize_parameters(
-        self, X, w, total_weight, random_state, weights_init, means_init, precisions_init
+        self, X, w, total_weight, random_state, weights_init, means_init, precisions_init,
+        should_stop=None,
     ):
+        """Set the initial parameters; returns True when ``should_stop``
+        interrupted k-means (the parameters then come from its last centres)."""
         n, d = X.shape
         K = self.n_components
         ctype = self.covariance_type
@@ -364,15 +383,16 @@ class GaussianMixture:
                 weights_init.copy(), means_init.copy(),
                 cov.covariances_from_cholesky(prec_chol, ctype), prec_chol,
             )
-            return
+            return False
 
         unit = np.ones(n) if w.shape[0] == 0 else w
         global_mean = (unit @ X) / total_weight
         shift = np.repeat(global_mean[None, :], K, axis=0)
         labels = None
         resp_chunk = None
+        stopped = False
         if self.init_params == "kmeans":
-            shift, labels = kmeans(X, w, K, random_state)
+            shift, labels, stopped = kmeans(X, w, K, random_state, should_stop=should_stop)
         elif self.init_params == "k-means++":
             shift, indices = kmeans_plusplus(X, w, K, random_state)
             labels = _labels_from_indices(indices, n)
@@ -414,6 +434,7 @@ class GaussianMixture:
                 covariances, ctype, self.reg_covar
             )
         self._set_state(weights, means, covariances, prec_chol)
+        return stopped
 
     def _kernel_parameters(self):
         """Means, 3-D precision factors and per-component constants for kernels."""
