@@ -129,6 +129,7 @@ def export_segmentation(
     anomaly_threshold=None,
     overlay_opacity=0.5,
     settings=None,
+    progress=None,
 ):
     """Write the chosen outputs of a segmentation into ``out_dir``.
 
@@ -150,6 +151,8 @@ def export_segmentation(
     overlay_opacity : float
     settings : dict, optional
         Extra settings recorded in ``summary.json`` (e.g. the Segmenter's).
+    progress : callable, optional
+        ``progress(done, total, file_name)`` before each file is written.
 
     Returns
     -------
@@ -186,6 +189,8 @@ def export_segmentation(
     for key, path in paths.items():
         if key == "summary":
             continue
+        if progress is not None:
+            progress(len(written), len(paths), path.name)
         atomic_write(path, writers[key], overwrite=overwrite)
         written.append(path)
     if "summary" in paths:
@@ -210,6 +215,10 @@ def export_segmentation(
             },
             "files": [p.name for p in written] + ["summary.json"],
         }
+        if progress is not None:
+            progress(len(written), len(paths), "summary.json")
         write_json(paths["summary"], summary, overwrite=overwrite)
         written.append(paths["summary"])
+    if progress is not None:
+        progress(len(written), len(paths), "")
     return written

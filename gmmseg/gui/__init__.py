@@ -1,4 +1,8 @@
-"""The desktop application (PySide6). The only package that imports Qt.
+"""The desktop application (PySide6): the only package that imports Qt."""
 
-Not built yet: ``gmmseg gui`` reports that it is unavailable.
-"""
+
+def main(image=None):
+    """Start the application; returns the process exit code."""
+    from .app import run
+
+    return run(image)

@@ -1,0 +1,118 @@
+"""The image canvas: zoom around the cursor, drag to pan, fit and 100 %."""
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QImage, QPainter, QPixmap
+from PySide6.QtWidgets import QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
+
+
+def qimage_from_rgb(rgb):
+    """A QImage that owns a copy of an (H, W, 3) uint8 array (thread-safe)."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w, _ = rgb.shape
+    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class ImageCanvas(QGraphicsView):
+    """Shows one picture; emits the image pixel under the mouse."""
+
+    hovered = Signal(int, int)  # x, y in image pixels; (-1, -1) when outside
+    zoomChanged = Signal(float)
+
+    MIN_SCALE, MAX_SCALE = 0.02, 64.0
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._scene = QGraphicsScene(self)
+        self._item = QGraphicsPixmapItem()
+        self._item.setTransformationMode(Qt.TransformationMode.FastTransformation)
+        self._scene.addItem(self._item)
+        self.setScene(self._scene)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setBackgroundBrush(Qt.GlobalColor.darkGray)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        self.setMouseTracking(True)
+        self._fit_on_resize = True
+        self._size = (0, 0)
+
+    # -- content ---------------------------------------------------------
+    def set_image(self, qimage, reset_view=False):
+        """Show a QImage; keeps the zoom unless the size changed or asked."""
+        size = (qimage.width(), qimage.height())
+        pixmap = QPixmap.fromImage(qimage)
+        self._item.setPixmap(pixmap)
+        self._scene.setSceneRect(QRectF(0, 0, size[0], size[1]))
+        if reset_view or size != self._size:
+            self._size = size
+            self.fit_to_window()
+
+    def clear(self):
+        self._item.setPixmap(QPixmap())
+        self._size = (0, 0)
+
+    def has_image(self):
+        return self._size != (0, 0)
+
+    def current_pixmap(self):
+        return self._item.pixmap()
+
+    # -- view ------------------------------------------------------------
+    def scale_factor(self):
+        return self.transform().m11()
+
+    def fit_to_window(self):
+        if self.has_image():
+            self.fitInView(self._item, Qt.AspectRatioMode.KeepAspectRatio)
+            self._fit_on_resize = True
+            self.zoomChanged.emit(self.scale_factor())
+
+    def actual_size(self):
+        self.resetTransform()
+        self._fit_on_resize = False
+        self.zoomChanged.emit(1.0)
+
+    def zoom_by(self, factor):
+        current = self.scale_factor()
+        factor = max(self.MIN_SCALE / current, min(self.MAX_SCALE / current, factor))
+        self.scale(factor, factor)
+        self._fit_on_resize = False
+        self.zoomChanged.emit(self.scale_factor())
+
+    def zoom_to_rect(self, x, y, w, h, margin=0.25):
+        """Zoom onto an image rectangle (e.g. a region) with some margin."""
+        rect = QRectF(x, y, w, h).adjusted(-w * margin - 4, -h * margin - 4, w * margin + 4, h * margin + 4)
+        self.fitInView(rect, Qt.AspectRatioMode.KeepAspectRatio)
+        self._fit_on_resize = False
+        self.zoomChanged.emit(self.scale_factor())
+
+    # -- events ----------------------------------------------------------
+    def wheelEvent(self, event):
+        steps = event.angleDelta().y() / 120.0
+        if steps:
+            self.zoom_by(1.25**steps)
+        event.accept()
+
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        if self._fit_on_resize:
+            self.fit_to_window()
+
+    def mouseMoveEvent(self, event):
+        super().mouseMoveEvent(event)
+        point = self.mapToScene(event.position().toPoint())
+        self._emit_hover(point)
+
+    def leaveEvent(self, event):
+        super().leaveEvent(event)
+        self.hovered.emit(-1, -1)
+
+    def _emit_hover(self, point: QPointF):
+        x, y = int(np.floor(point.x())), int(np.floor(point.y()))
+        w, h = self._size
+        if 0 <= x < w and 0 <= y < h:
+            self.hovered.emit(x, y)
+        else:
+            self.hovered.emit(-1, -1)

@@ -1,0 +1,200 @@
+"""Long work off the GUI thread: fits, K sweeps, exports, kernel warm-up.
+
+Every worker is a QThread that reports through signals and stops when asked
+(``cancel()``); the main window keeps track of them and waits for them on
+close, so none is left running.
+"""
+
+import threading
+import time
+import traceback
+import warnings
+
+import numpy as np
+from PySide6.QtCore import QThread, Signal
+
+from ..engine import ConvergenceWarning, GaussianMixture
+from ..features import color_features, unique_colors
+from ..segment import Segmenter, select_k
+from .canvas import qimage_from_rgb
+from .render import blend, label_colors
+
+PREVIEW_INTERVAL_S = 0.4
+
+
+class Worker(QThread):
+    """Base: a cancel flag and a ``failed`` signal with a one-line message."""
+
+    failed = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._cancel = threading.Event()
+
+    def cancel(self):
+        self._cancel.set()
+
+    @property
+    def cancelled(self):
+        return self._cancel.is_set()
+
+    def run(self):
+        try:
+            self.work()
+        except Exception as exc:  # reported, never raised into Qt
+            message = str(exc).strip() or type(exc).__name__
+            self.failed.emit(message.splitlines()[0])
+            self.debug_traceback = traceback.format_exc()
+
+    def work(self):
+        raise NotImplementedError
+
+
+class FitWorker(Worker):
+    """Fit a Segmenter on an image, reporting every EM iteration.
+
+    Signals: ``progress(dict)`` per iteration (iteration, lower_bound,
+    change, weights, means, covariances, precisions_cholesky);
+    ``preview(QImage)`` a label view of the current parameters every
+    ``PREVIEW_INTERVAL_S``; ``stopped()`` when the fit ended on cancel;
+    ``finished_fit(segmenter, segmentation, cancelled)``.
+    """
+
+    progress = Signal(object)
+    preview = Signal(object)
+    stopped = Signal()
+    finished_fit = Signal(object, object, bool)
+
+    def __init__(self, image, params, base_rgb=None, opacity=0.6, parent=None):
+        super().__init__(parent)
+        self.image = image
+        self.params = dict(params)
+        self.base_rgb = base_rgb
+        self.opacity = opacity
+
+    def _preview_data(self, segmenter):
+        """Unique-colour features and their pixel map, for fast previews."""
+        if segmenter.features.uses_position:
+            return None
+        img = self.image
+        colors = segmenter._colors_for_model(img, img.pixels.shape[2])
+        unique, counts, inverse = unique_colors(colors, img.bit_depth)
+        X = color_features(unique, segmenter.features.color_space)
+        display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
+        return X, counts, inverse, display
+
+    def _render_preview(self, data, progress, covariance_type):
+        X, counts, inverse, display = data
+        gm = GaussianMixture.from_parameters(progress.weights, progress.means, progress.precisions_cholesky,
+                                             covariance_type=covariance_type)
+        labels_u = gm.predict(X)
+        K = len(progress.weights)
+        mass = np.bincount(labels_u, weights=counts, minlength=K)
+        colours = np.stack([np.bincount(labels_u, weights=counts * display[:, c], minlength=K) for c in range(3)], axis=1)
+        colours = np.where(mass[:, None] > 0, colours / np.maximum(mass, 1e-12)[:, None], 0.5)
+        labels = np.full(self.image.mask.shape, -1, dtype=np.int32)
+        labels[self.image.mask] = labels_u[inverse]
+        rgb, valid = label_colors(labels, colours)
+        if self.base_rgb is not None:
+            rgb = blend(self.base_rgb, rgb, self.opacity, where=valid)
+        return qimage_from_rgb(rgb)
+
+    def work(self):
+        segmenter = Segmenter(**self.params)
+        data = self._preview_data(segmenter)
+        last_preview = [time.perf_counter()]
+
+        def callback(p):
+            if self.cancelled:
+                return True
+            if p.phase != "em":
+                return False
+            self.progress.emit({
+                "init": p.init, "iteration": p.iteration, "lower_bound": p.lower_bound, "change": p.change,
+                "weights": p.weights, "means": p.means, "covariances": p.covariances,
+            })
+            now = time.perf_counter()
+            if data is not None and now - last_preview[0] > PREVIEW_INTERVAL_S:
+                self.preview.emit(self._render_preview(data, p, segmenter.covariance_type))
+                last_preview[0] = time.perf_counter()
+            return self.cancelled
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            segmenter.fit(self.image, callback=callback)
+        was_cancelled = self.cancelled
+        if was_cancelled:
+            self.stopped.emit()
+        segmentation = segmenter.predict(self.image)
+        self.finished_fit.emit(segmenter, segmentation, was_cancelled)
+
+
+class PredictWorker(Worker):
+    """Apply a loaded Segmenter to an image."""
+
+    finished_predict = Signal(object, object)
+
+    def __init__(self, segmenter, image, parent=None):
+        super().__init__(parent)
+        self.segmenter, self.image = segmenter, image
+
+    def work(self):
+        self.finished_predict.emit(self.segmenter, self.segmenter.predict(self.image))
+
+
+class AutoKWorker(Worker):
+    """BIC/AIC over a range of K; ``row(dict)`` as each K is done."""
+
+    row = Signal(object)
+    finished_sweep = Signal(object)
+
+    def __init__(self, image, k_range, params, parent=None):
+        super().__init__(parent)
+        self.image, self.k_range, self.params = image, k_range, params
+
+    def work(self):
+        p = self.params
+
+        def on_row(row):
+            self.row.emit(row)
+            return self.cancelled
+
+        result = select_k(
+            self.image, k_range=self.k_range, covariance_type=p["covariance_type"], criterion="bic",
+            color_space=p["color_space"], spatial_weight=p["spatial_weight"], random_state=p["random_state"],
+            n_init=p["n_init"], max_iter=p["max_iter"], tol=p["tol"], callback=on_row,
+        )
+        self.finished_sweep.emit(result)
+
+
+class ExportWorker(Worker):
+    """Write the chosen export files; ``step(done, total, name)``."""
+
+    step = Signal(int, int, str)
+    finished_export = Signal(object)
+
+    def __init__(self, segmentation, image, out_dir, outputs, overwrite, percentile, settings, parent=None):
+        super().__init__(parent)
+        self.args = (segmentation, image, out_dir, outputs, overwrite, percentile, settings)
+
+    def work(self):
+        from ..export import export_segmentation
+
+        seg, image, out_dir, outputs, overwrite, percentile, settings = self.args
+        written = export_segmentation(seg, image, out_dir, outputs=outputs, overwrite=overwrite,
+                                      anomaly_percentile=percentile, settings=settings,
+                                      progress=lambda done, total, name: self.step.emit(done, total, name))
+        self.finished_export.emit(written)
+
+
+class WarmupWorker(Worker):
+    """Compile (or load from cache) the kernels while the user looks around."""
+
+    warmed = Signal(float)
+
+    def work(self):
+        from ..engine import warm_up
+
+        start = time.perf_counter()
+        warm_up()
+        self.warmed.emit(time.perf_counter() - start)
