@@ -496,7 +496,7 @@ class MainWindow(QMainWindow):
         worker.stopped.connect(self._on_fit_stopped)
         worker.finished_fit.connect(self._on_fit_finished)
         self.fit_worker = self._track(worker)
-        worker.finished.connect(self._clear_fit_worker)
+        worker.finished.connect(lambda w=worker: self._clear_fit_worker(w))
         self.progress.setRange(0, self.iter_spin.value())
         self.progress.setValue(0)
         self.progress.setFormat("initialising...")
@@ -506,9 +506,10 @@ class MainWindow(QMainWindow):
         worker.start()
         self._update_enabled()
 
-    def _clear_fit_worker(self):
-        self.fit_worker = None
-        self.progress.hide()
+    def _clear_fit_worker(self, worker):
+        if self.fit_worker is worker:
+            self.fit_worker = None
+            self.progress.hide()
         self._update_enabled()
 
     def cancel_work(self):
@@ -537,6 +538,9 @@ class MainWindow(QMainWindow):
         self.progress_label.setText("stopped; finishing the maps...")
 
     def _on_fit_finished(self, segmenter, segmentation, cancelled):
+        # The worker's run() ends right after this signal: accept a new Run now.
+        self.fit_worker = None
+        self.progress.hide()
         self.segmenter = segmenter
         self.segmentation = segmentation
         self.visible = [True] * segmentation.n_components
@@ -620,10 +624,15 @@ class MainWindow(QMainWindow):
         worker = AutoKWorker(self.image, range(1, k_max + 1), self.current_params())
         worker.row.connect(self._on_autok_row)
         worker.finished_sweep.connect(self._on_autok_finished)
-        worker.finished.connect(lambda: setattr(self, "autok_worker", None))
+        worker.finished.connect(lambda w=worker: self._clear_autok_worker(w))
         self.autok_worker = self._track(worker)
         self.progress_label.setText("Auto K: sweeping...")
         worker.start()
+        self._update_enabled()
+
+    def _clear_autok_worker(self, worker):
+        if self.autok_worker is worker:
+            self.autok_worker = None
         self._update_enabled()
 
     def _plot_autok(self, best=None):
@@ -642,6 +651,7 @@ class MainWindow(QMainWindow):
         self.progress_label.setText(f"Auto K: K = {row['k']} done")
 
     def _on_autok_finished(self, result):
+        self.autok_worker = None
         self._plot_autok(result.best_k)
         self.k_spin.setValue(result.best_k)
         self.progress_label.setText(f"Auto K: best K = {result.best_k} by BIC (click a point to choose another)")

@@ -23,9 +23,20 @@ PREVIEW_INTERVAL_S = 0.4
 
 
 class Worker(QThread):
-    """Base: a cancel flag and a ``failed`` signal with a one-line message."""
+    """Base: a cancel flag and a ``failed`` signal with a one-line message.
+
+    ``Worker.running_count()`` tells how many workers are inside ``run()``
+    right now (tests use it to prove none is left behind).
+    """
 
     failed = Signal(str)
+    _running = 0
+    _running_lock = threading.Lock()
+
+    @classmethod
+    def running_count(cls):
+        with cls._running_lock:
+            return cls._running
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -39,12 +50,17 @@ class Worker(QThread):
         return self._cancel.is_set()
 
     def run(self):
+        with Worker._running_lock:
+            Worker._running += 1
         try:
             self.work()
         except Exception as exc:  # reported, never raised into Qt
             message = str(exc).strip() or type(exc).__name__
-            self.failed.emit(message.splitlines()[0])
             self.debug_traceback = traceback.format_exc()
+            self.failed.emit(message.splitlines()[0])
+        finally:
+            with Worker._running_lock:
+                Worker._running -= 1
 
     def work(self):
         raise NotImplementedError

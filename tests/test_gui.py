@@ -1,0 +1,210 @@
+"""The real main window, driven offscreen with pytest-qt."""
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+pytest.importorskip("PySide6")
+from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+from gmmseg.gui.main_window import MainWindow  # noqa: E402
+from gmmseg.gui.render import VIEW_MODES  # noqa: E402
+from gmmseg.gui.workers import Worker  # noqa: E402
+from gmmseg.paths import sample_images_dir  # noqa: E402
+
+SAMPLE = sample_images_dir() / "coffee.jpg"
+WAIT_MS = 120_000
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    threads_before = {t.ident for t in threading.enumerate()}
+    w = MainWindow(settings)
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    yield w
+    w.close()
+    # No worker may outlive the window: every QThread has left run(), and no
+    # new Python thread is alive (QThreads show up as inert "dummy" entries).
+    assert Worker.running_count() == 0, "a worker thread is still running"
+    leftover = [t for t in threading.enumerate() if t.ident not in threads_before and t.is_alive()
+                and not isinstance(t, threading._DummyThread) and not t.name.startswith("gmmseg-kernel")]
+    assert not leftover, f"threads left running: {[t.name for t in leftover]}"
+
+
+def _fit(qtbot, window):
+    with qtbot.waitSignal(window.fitFinished, timeout=WAIT_MS) as blocker:
+        window.run_fit()
+    return blocker.args[0]
+
+
+def test_open_run_and_every_view(qtbot, window):
+    assert window.open_image(SAMPLE)
+    assert window.canvas.has_image() and window.windowTitle().startswith("coffee.jpg")
+    window.k_spin.setValue(4)
+    cancelled = _fit(qtbot, window)
+    assert not cancelled
+    seg = window.segmentation
+    assert seg.n_components == 4 and seg.labels.shape == (400, 600)
+    assert window.table.rowCount() == 4
+    pictures = {}
+    for mode in VIEW_MODES:
+        with qtbot.waitSignal(window.viewRendered, timeout=5000):
+            window.set_view_mode(mode)
+        pix = window.canvas.current_pixmap()
+        assert (pix.width(), pix.height()) == (600, 400)
+        pictures[mode] = window.current_rgb()
+    for a in VIEW_MODES:
+        for b in VIEW_MODES:
+            if a < b:
+                assert not np.array_equal(pictures[a], pictures[b]), (a, b)
+    assert window.colorbar.isVisible() is False  # anomaly view last: no colour bar
+    window.set_view_mode("soft")
+    assert window.colorbar.isVisibleTo(window)
+
+
+def test_opacity_threshold_and_components(qtbot, window):
+    window.open_image(SAMPLE)
+    window.k_spin.setValue(3)
+    _fit(qtbot, window)
+    window.set_view_mode("labels")
+    window.opacity_slider.setValue(0)
+    assert np.array_equal(window.current_rgb(), window.base_rgb)
+    window.opacity_slider.setValue(100)
+    full = window.current_rgb()
+    assert not np.array_equal(full, window.base_rgb)
+    window.act_overlay.trigger()  # overlay off
+    assert np.array_equal(window.current_rgb(), window.base_rgb)
+    window.act_overlay.trigger()
+    window.threshold_slider.setValue(10)
+    low = int(window.anomaly.sum())
+    window.threshold_slider.setValue(100)
+    high = int(window.anomaly.sum())
+    assert high > low > 0
+    assert abs(high / window.segmentation.mask.sum() - 0.10) < 0.01
+    assert "flagged" in window.threshold_label.text()
+    # Hiding a component removes its colour from the label view.
+    window.table.item(0, 5).setCheckState(window.table.item(0, 5).checkState().__class__.Unchecked)
+    hidden = window.current_rgb()
+    zero = window.segmentation.labels == 0
+    assert np.array_equal(hidden[zero], window.base_rgb[zero])
+    # Selecting a row shows its soft map; renaming is kept.
+    window.table.selectRow(2)
+    assert window.view_mode == "soft" and window.component == 2
+    window.table.item(1, 1).setText("saucer")
+    assert window.segmentation.names[1] == "saucer"
+    window._on_hover(10, 10)
+    text = window.hover_label.text()
+    assert "x 10, y 10" in text and "label" in text and "log-lik" in text
+
+
+def test_cancel_a_long_fit_keeps_the_window_usable(qtbot, window, tmp_path):
+    rng = np.random.RandomState(0)
+    big = (rng.rand(900, 1200, 3) * 255).astype(np.uint8)  # ~1 M distinct colours
+    path = tmp_path / "noise.png"
+    Image.fromarray(big).save(path)
+    window.open_image(path)
+    window.k_spin.setValue(8)
+    window.tol_spin.setValue(0.0)
+    window.iter_spin.setValue(5000)
+    window.run_fit()
+    with qtbot.waitSignal(window.fit_worker.progress, timeout=WAIT_MS):
+        pass
+    with qtbot.waitSignal(window.fitFinished, timeout=WAIT_MS) as blocker:
+        window.cancel_work()
+    assert blocker.args == [True]
+    assert window.segmentation is not None and window.segmenter.gmm_.stopped_
+    assert window.last_cancel_latency is not None
+    assert window.act_run.isEnabled()
+    window.iter_spin.setValue(3)
+    assert _fit(qtbot, window) is False  # usable again
+
+
+def test_corrupt_file_leaves_the_current_image(qtbot, window, tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda *args: shown.append(args[2]))
+    window.open_image(SAMPLE)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert window.open_image(bad) is False
+    assert shown and "broken.png" in shown[0]
+    assert window.image_path == SAMPLE and window.canvas.has_image()
+    assert window.open_image(tmp_path / "missing.jpg") is False
+    assert "file not found" in shown[-1]
+
+
+def test_export_and_read_back(qtbot, window, tmp_path):
+    window.open_image(SAMPLE)
+    window.k_spin.setValue(3)
+    _fit(qtbot, window)
+    out = tmp_path / "export"
+    with qtbot.waitSignal(window.exportFinished, timeout=WAIT_MS) as blocker:
+        window.start_export(out, ["labels", "masks", "probabilities", "summary"], overwrite=False)
+    names = sorted(p.split("/")[-1] for p in blocker.args[0])
+    assert names == ["labels.png", "mask_0.png", "mask_1.png", "mask_2.png", "probabilities.tif", "summary.json"]
+    labels = np.asarray(Image.open(out / "labels.png"))
+    np.testing.assert_array_equal(labels, window.segmentation.labels)
+    np.testing.assert_array_equal(tifffile.imread(out / "probabilities.tif"), window.segmentation.probabilities)
+    assert json.loads((out / "summary.json").read_text())["settings"]["n_components"] == 3
+    assert window.save_view(tmp_path / "view.png")
+    assert Image.open(tmp_path / "view.png").size == (600, 400)
+
+
+def test_auto_k_and_model_files(qtbot, window, tmp_path):
+    window.open_image(sample_images_dir() / "surface_good.png")
+    window.iter_spin.setValue(50)
+    with qtbot.waitSignal(window.autoKFinished, timeout=WAIT_MS) as blocker:
+        window.run_auto_k()
+    best = blocker.args[0]
+    assert window.k_spin.value() == best
+    rows = window.autok_rows
+    assert [r["k"] for r in rows] == list(range(1, len(rows) + 1))
+    assert min(rows, key=lambda r: r["bic"])["k"] == best
+    window.bic_plot.pointClicked.emit(2.0)  # clicking a point picks that K
+    assert window.k_spin.value() == 2
+    _fit(qtbot, window)
+    path = tmp_path / "model.json"
+    window.segmenter.save(path)
+    labels = window.segmentation.labels.copy()
+    window.open_image(SAMPLE)
+    window.open_image(sample_images_dir() / "surface_good.png")
+    with qtbot.waitSignal(window.fitFinished, timeout=WAIT_MS):
+        assert window.load_model(path)
+    np.testing.assert_array_equal(window.segmentation.labels, labels)
+
+
+def test_settings_are_kept_between_sessions(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    first = MainWindow(settings)
+    qtbot.addWidget(first)
+    first.open_image(SAMPLE)
+    first.k_spin.setValue(7)
+    first.cov_combo.setCurrentText("diag")
+    first.close()
+    second = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(second)
+    assert second.k_spin.value() == 7 and second.cov_combo.currentText() == "diag"
+    assert second.recent and second.recent[0].endswith("coffee.jpg")
+    assert second.recent_menu.actions()[0].text().endswith("coffee.jpg")
+    second.close()
+
+
+def test_missing_display_libraries_are_named(monkeypatch):
+    from gmmseg.gui import app
+
+    monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(app.ctypes.util, "find_library", lambda name: None if name == "xcb-cursor" else "lib.so")
+    problem = app.display_problem()
+    assert "libxcb-cursor0" in problem and "apt-get install" in problem
+    monkeypatch.delenv("DISPLAY")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert "no display" in app.display_problem()
