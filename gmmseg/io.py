@@ -89,6 +89,9 @@ class ImageData:
 
     def to_uint8(self):
         """Pixels as (H, W, 3) uint8 sRGB, for display and overlays."""
+        cached = getattr(self, "_uint8", None)
+        if cached is not None and cached.shape[:2] == self.pixels.shape[:2]:
+            return cached
         return (np.clip(self.rgb(), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -248,20 +251,26 @@ def from_array(array, *, mode=None):
     alpha = arr[:, :, n_colour] if arr.shape[2] in (2, 4) else None
 
     bit_depth, value_range, scaled = _scale(colour)
-    finite = np.isfinite(scaled).all(axis=2)
-    if not finite.all():
-        scaled = np.where(finite[:, :, None], scaled, 0.0)
-    mask = finite
+    if colour.dtype.kind == "f":
+        finite = np.isfinite(scaled).all(axis=2)
+        if not finite.all():
+            scaled = np.where(finite[:, :, None], scaled, 0.0)
+        mask = finite
+    else:  # integers are always finite
+        mask = np.ones(colour.shape[:2], dtype=bool)
     if alpha is not None:
         mask = mask & (np.nan_to_num(alpha.astype(np.float64), nan=0.0) > 0)
     kind = {1: "grey", 3: "RGB"}[n_colour] + ("+alpha" if alpha is not None else "")
-    return ImageData(
+    image = ImageData(
         pixels=np.ascontiguousarray(scaled, dtype=np.float32),
         mask=np.ascontiguousarray(mask),
         bit_depth=bit_depth,
         mode=mode or f"{kind} {arr.dtype}",
         value_range=value_range,
     )
+    if colour.dtype == np.uint8 and n_colour == 3:
+        image._uint8 = np.ascontiguousarray(colour)  # the display copy, for free
+    return image
 
 
 def _scale(colour):

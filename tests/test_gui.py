@@ -208,3 +208,18 @@ def test_missing_display_libraries_are_named(monkeypatch):
     monkeypatch.delenv("DISPLAY")
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert "no display" in app.display_problem()
+
+
+def test_qt_bindings_do_not_leak_none(qtbot):
+    """PySide6 6.12.0 dropped a reference to None on every void call, which
+    aborts a long session ("deallocating None"); pyproject excludes it."""
+    import sys
+
+    from PySide6.QtCore import QPointF
+    from PySide6.QtGui import QPainterPath
+
+    path = QPainterPath(QPointF(0, 0))
+    before = sys.getrefcount(None)
+    for _ in range(2000):
+        path.lineTo(QPointF(1.0, 2.0))
+    assert sys.getrefcount(None) - before > -100

@@ -7,10 +7,18 @@ from PySide6.QtWidgets import QFrame, QGraphicsPixmapItem, QGraphicsScene, QGrap
 
 
 def qimage_from_rgb(rgb):
-    """A QImage that owns a copy of an (H, W, 3) uint8 array (thread-safe)."""
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    """A QImage holding a copy of an (H, W, 3) uint8 array.
+
+    The pixels are copied into the QImage's own buffer (rows padded to 4
+    bytes), so no Python buffer is shared with Qt; safe in worker threads.
+    """
+    rgb = np.asarray(rgb, dtype=np.uint8)
     h, w, _ = rgb.shape
-    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    image = QImage(w, h, QImage.Format.Format_RGB888)
+    stride = image.bytesPerLine()
+    rows = np.frombuffer(image.bits(), dtype=np.uint8, count=stride * h).reshape(h, stride)
+    rows[:, : 3 * w] = rgb.reshape(h, 3 * w)
+    return image
 
 
 class ImageCanvas(QGraphicsView):
@@ -39,11 +47,16 @@ class ImageCanvas(QGraphicsView):
         self._size = (0, 0)
 
     # -- content ---------------------------------------------------------
-    def set_image(self, qimage, reset_view=False):
-        """Show a QImage; keeps the zoom unless the size changed or asked."""
-        size = (qimage.width(), qimage.height())
+    def set_image(self, qimage, reset_view=False, logical_size=None):
+        """Show a QImage; keeps the zoom unless the size changed or asked.
+
+        ``logical_size`` (width, height) shows a reduced preview stretched
+        over the full image's area.
+        """
+        size = logical_size or (qimage.width(), qimage.height())
         pixmap = QPixmap.fromImage(qimage)
         self._item.setPixmap(pixmap)
+        self._item.setScale(size[0] / max(qimage.width(), 1))
         self._scene.setSceneRect(QRectF(0, 0, size[0], size[1]))
         if reset_view or size != self._size:
             self._size = size

@@ -412,7 +412,7 @@ class MainWindow(QMainWindow):
 
     def open_image(self, path):
         """Load an image; on failure show why and keep the current work."""
-        if self._busy():
+        if self.fit_worker is not None or self.autok_worker is not None:
             self.cancel_work()
             self._wait_workers()
         try:
@@ -434,7 +434,8 @@ class MainWindow(QMainWindow):
         self._density_cache = None
         self.set_view_mode("original", render_now=False)
         self.canvas.set_image(qimage_from_rgb(self.base_rgb), reset_view=True)
-        self._update_density(recompute=True)
+        # The density plot is not needed to see the image: draw it just after.
+        QTimer.singleShot(0, lambda: self._update_density(recompute=True))
         self.setWindowTitle(f"{self.image_path.name} - gmmseg")
         path = str(Path(path).resolve())
         self.recent = [path] + [p for p in self.recent if p != path]
@@ -466,9 +467,6 @@ class MainWindow(QMainWindow):
             "smoothing": self.smooth_spin.value(), "max_iter": self.iter_spin.value(), "tol": self.tol_spin.value(),
             "n_init": self.init_spin.value(), "random_state": self.seed_spin.value(),
         }
-
-    def _busy(self):
-        return any(w.isRunning() for w in self.workers)
 
     def _track(self, worker):
         self.workers.add(worker)
@@ -528,9 +526,10 @@ class MainWindow(QMainWindow):
         self.ll_plot.set_series([("", xs, self.ll_history, QColor(31, 119, 180), "line")])
         self._show_components_live(p)
 
-    def _on_fit_preview(self, qimage):
-        if self.view_mode in ("labels", "original"):
-            self.canvas.set_image(qimage)
+    def _on_fit_preview(self, preview):
+        qimage, size = preview
+        if self.view_mode in ("labels", "original") and self.fit_worker is not None:
+            self.canvas.set_image(qimage, logical_size=size)
 
     def _on_fit_stopped(self):
         if self._cancel_time is not None:
@@ -826,8 +825,8 @@ class MainWindow(QMainWindow):
         if self._density_cache is not None and self._density_cache[0] == space:
             return self._density_cache[1:]
         colors = self.image.pixels[self.image.mask]
-        if colors.shape[0] > 400_000:
-            colors = colors[np.random.RandomState(0).choice(colors.shape[0], 400_000, replace=False)]
+        if colors.shape[0] > 400_000:  # an even sample is plenty for a 128 x 128 density
+            colors = colors[:: colors.shape[0] // 400_000]
         unique, counts, _ = unique_colors(colors, self.image.bit_depth)
         X = color_features(unique, space)
         self._density_cache = (space, X, counts)

@@ -5,9 +5,10 @@ import math
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from .canvas import qimage_from_rgb
 from .render import LUT
 
 
@@ -208,8 +209,7 @@ class ColorBar(QWidget):
         self.label = ""
         self.setFixedSize(96, 170)
         self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
-        gradient = np.ascontiguousarray(LUT[::-1][:, None, :].repeat(12, axis=1))
-        self._image = QImage(gradient.data, 12, len(LUT), 36, QImage.Format.Format_RGB888).copy()
+        self._image = qimage_from_rgb(LUT[::-1][:, None, :].repeat(12, axis=1))
 
     def set_label(self, text):
         self.label = text
@@ -258,8 +258,7 @@ class DensityView(QWidget):
         logd = np.log1p(hist)[::-1]
         top = logd.max() or 1.0
         shade = (255 - np.clip(logd / top, 0, 1) * 215).astype(np.uint8)
-        rgb = np.ascontiguousarray(np.repeat(shade[..., None], 3, axis=2))
-        self._density = QImage(rgb.data, 128, 128, 3 * 128, QImage.Format.Format_RGB888).copy()
+        self._density = qimage_from_rgb(np.repeat(shade[..., None], 3, axis=2))
         self.axis_names = names
         self.update()
 

@@ -20,6 +20,7 @@ from .canvas import qimage_from_rgb
 from .render import blend, label_colors
 
 PREVIEW_INTERVAL_S = 0.4
+PREVIEW_PIXELS = 1_500_000  # previews are drawn on a grid of at most this many pixels
 
 
 class Worker(QThread):
@@ -71,7 +72,8 @@ class FitWorker(Worker):
 
     Signals: ``progress(dict)`` per iteration (iteration, lower_bound,
     change, weights, means, covariances, precisions_cholesky);
-    ``preview(QImage)`` a label view of the current parameters every
+    ``preview((QImage, (width, height)))`` a label view of the current
+    parameters, on a grid of at most ``PREVIEW_PIXELS``, every
     ``PREVIEW_INTERVAL_S``; ``stopped()`` when the fit ended on cancel;
     ``finished_fit(segmenter, segmentation, cancelled)``.
     """
@@ -97,10 +99,17 @@ class FitWorker(Worker):
         unique, counts, inverse = unique_colors(colors, img.bit_depth)
         X = color_features(unique, segmenter.features.color_space)
         display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
-        return X, counts, inverse, display
+        # Unique-colour index of each pixel on a coarse grid (-1: masked out).
+        H, W = img.mask.shape
+        step = max(1, int(np.ceil(np.sqrt(H * W / PREVIEW_PIXELS))))
+        index = np.full((H, W), -1, dtype=np.int64)
+        index[img.mask] = inverse
+        grid = np.ascontiguousarray(index[::step, ::step])
+        base = None if self.base_rgb is None else np.ascontiguousarray(self.base_rgb[::step, ::step])
+        return X, counts, grid, display, base
 
     def _render_preview(self, data, progress, covariance_type):
-        X, counts, inverse, display = data
+        X, counts, grid, display, base = data
         gm = GaussianMixture.from_parameters(progress.weights, progress.means, progress.precisions_cholesky,
                                              covariance_type=covariance_type)
         labels_u = gm.predict(X)
@@ -108,11 +117,10 @@ class FitWorker(Worker):
         mass = np.bincount(labels_u, weights=counts, minlength=K)
         colours = np.stack([np.bincount(labels_u, weights=counts * display[:, c], minlength=K) for c in range(3)], axis=1)
         colours = np.where(mass[:, None] > 0, colours / np.maximum(mass, 1e-12)[:, None], 0.5)
-        labels = np.full(self.image.mask.shape, -1, dtype=np.int32)
-        labels[self.image.mask] = labels_u[inverse]
+        labels = np.where(grid >= 0, labels_u[np.maximum(grid, 0)], -1)
         rgb, valid = label_colors(labels, colours)
-        if self.base_rgb is not None:
-            rgb = blend(self.base_rgb, rgb, self.opacity, where=valid)
+        if base is not None:
+            rgb = blend(base, rgb, self.opacity, where=valid)
         return qimage_from_rgb(rgb)
 
     def work(self):
@@ -130,8 +138,9 @@ class FitWorker(Worker):
                 "weights": p.weights, "means": p.means, "covariances": p.covariances,
             })
             now = time.perf_counter()
-            if data is not None and now - last_preview[0] > PREVIEW_INTERVAL_S:
-                self.preview.emit(self._render_preview(data, p, segmenter.covariance_type))
+            if data is not None and now - last_preview[0] > PREVIEW_INTERVAL_S and not self.cancelled:
+                size = self.image.mask.shape[::-1]
+                self.preview.emit((self._render_preview(data, p, segmenter.covariance_type), size))
                 last_preview[0] = time.perf_counter()
             return self.cancelled
 
