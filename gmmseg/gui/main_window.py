@@ -313,7 +313,7 @@ class MainWindow(QMainWindow):
         self.threshold_slider.setToolTip("Percentile of this image's own log-likelihoods below which pixels are flagged")
         self.threshold_slider.valueChanged.connect(self._on_threshold_changed)
         row.addWidget(self.threshold_slider)
-        self.threshold_label = QLabel()
+        self.threshold_label = QLabel("1.0 %")
         self.threshold_label.setMinimumWidth(150)
         row.addWidget(self.threshold_label)
         v.addLayout(row)
