@@ -63,3 +63,60 @@ def voronoi_image(size=160, n_regions=5, noise=0.12, seed=0):
                         [0.3, 0.8, 0.8], [0.5, 0.5, 0.5]])[:n_regions]
     img = palette[truth] + rng.normal(scale=noise, size=(size, size, 3))
     return np.clip(img, 0.0, 1.0), truth
+
+
+def surface(seed, size=256):
+    """A brushed, unevenly shaded metal-like surface (float RGB 0-255)."""
+    from scipy import ndimage
+
+    rng = np.random.RandomState(seed)
+    streaks = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=(0.6, 12.0)) * 60.0
+    shading = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=40.0) * 300.0
+    grain = rng.normal(scale=4.0, size=(size, size, 3))
+    return np.array([168.0, 164.0, 152.0]) + (streaks + shading)[..., None] + grain
+
+
+def paint_defects(img, seed, faint=False):
+    """Paint a stain, a thin scratch and two small spots at random places.
+
+    Returns ``(uint8 image, list of boolean masks, one per defect)``.
+    """
+    rng = np.random.RandomState(seed)
+    size = img.shape[0]
+    yy, xx = np.mgrid[:size, :size]
+    out = img.copy()
+    masks = []
+    # Stain: darker, brownish, soft edge.
+    cy, cx, r = rng.randint(30, size - 30), rng.randint(30, size - 30), rng.randint(9, 16)
+    d = np.hypot(yy - cy, (xx - cx) / 1.3)
+    alpha = np.clip((r - d) / 4.0, 0.0, 1.0)[..., None] * (0.3 if faint else 0.55)
+    out = out * (1 - alpha) + alpha * np.array([70.0, 55.0, 35.0])
+    masks.append(alpha[..., 0] >= 0.1)  # a visible change of 10 % or more
+    # Thin scratch: a bright line, 1-2 pixels wide.
+    y0, x0 = rng.randint(20, size - 80), rng.randint(20, size - 100)
+    length, angle = rng.randint(50, 90), rng.uniform(-0.6, 0.6)
+    scratch = np.zeros((size, size), bool)
+    for t in np.linspace(0, 1, length * 3):
+        y, x = int(y0 + t * length * np.sin(angle)), int(x0 + t * length * np.cos(angle))
+        scratch[y : y + 2, x] = True
+    strength = 0.45 if faint else 0.7
+    out[scratch] = out[scratch] * (1 - strength) + 240.0 * strength
+    masks.append(scratch)
+    # Small spots of another colour.
+    for _ in range(2):
+        cy, cx = rng.randint(10, size - 10), rng.randint(10, size - 10)
+        spot = np.hypot(yy - cy, xx - cx) < 3.2
+        colour = np.array([150.0, 75.0, 35.0]) if not faint else np.array([160.0, 120.0, 95.0])
+        out[spot] = colour
+        masks.append(spot)
+    return np.clip(out, 0, 255).astype(np.uint8), masks
+
+
+def auroc(scores, truth):
+    """Area under the ROC curve by the rank-sum (Mann-Whitney) formula."""
+    from scipy.stats import rankdata
+
+    scores, truth = np.asarray(scores, float), np.asarray(truth, bool)
+    ranks = rankdata(scores)
+    n_pos, n_neg = truth.sum(), (~truth).sum()
+    return (ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)

@@ -228,7 +228,10 @@ def test_ctrl_c_stops_cleanly_without_partial_outputs(tmp_path):
     proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "1",
                                    "--n-init", "4", "--tol", "0", "--max-iter", "150", "--spatial-weight", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, GMMSEG_NUM_THREADS="1"))
+                            env=dict(os.environ, GMMSEG_NUM_THREADS="1"),
+                            # A background CI shell may ignore SIGINT, and Python
+                            # keeps an inherited "ignore": give the child the default.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not (out_dir.exists() and any(p.is_dir() and not p.name.startswith(".") for p in out_dir.iterdir())):
         time.sleep(0.05)
