@@ -2,7 +2,8 @@
 
 Errors are one line on stderr (``--debug`` shows the traceback). Batch runs
 keep going past a bad file and exit with status 1 at the end if any failed.
-Exit status: 0 success, 1 some inputs failed, 2 usage error, 130 interrupted.
+Exit status: 0 success, 1 some inputs failed, 2 usage error, 3 defects found
+(``inspect --fail-on-defects``), 130 interrupted.
 """
 
 import argparse
@@ -16,11 +17,13 @@ import time
 import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import numpy as np
 from multiprocessing import get_context
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".jfif", ".ppm", ".pgm", ".pbm"}
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFECTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class UsageError(Exception):
@@ -62,6 +65,13 @@ def _non_negative_float(text):
     return value
 
 
+def _rate(text):
+    value = _non_negative_float(text)
+    if not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"expected a rate in (0, 0.5), e.g. 0.001, got {text!r}")
+    return value
+
+
 def _percentile(text):
     value = _non_negative_float(text)
     if value > 100:
@@ -97,7 +107,8 @@ def _add_model_options(p):
 def _add_batch_options(p, out_required=True):
     g = p.add_argument_group("batch")
     g.add_argument("--out", required=out_required, metavar="DIR",
-                   help="output folder; each image's files go to DIR/<image name>/")
+                   help="output folder; each image's files go to DIR/<image name>/"
+                        + ("" if out_required else " (optional)"))
     g.add_argument("--recursive", action="store_true", help="look for images in sub-folders of folder inputs")
     g.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                    help="images processed in parallel (default: the number of cores)")
@@ -140,14 +151,24 @@ def build_parser():
     _add_model_options(p)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    p = sub.add_parser("fit", help="fit one model on one or more images and save it",
-                       description="Fit one mixture on the pixels of all the given images together "
-                                   "and save it as a JSON model file for 'gmmseg apply'.")
+    p = sub.add_parser("fit", help="fit one model on reference images and save it",
+                       description="Fit one mixture on the pixels of the given images together (e.g. "
+                                   "defect-free references), pick K by BIC unless -k is given, calibrate "
+                                   "the anomaly threshold for --false-alarm-rate (on a held-out reference "
+                                   "when there are several) and save a JSON model for 'gmmseg apply' "
+                                   "and 'gmmseg inspect'.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--save-model", required=True, metavar="MODEL.json", help="where to write the model")
+    p.add_argument("--false-alarm-rate", type=_rate, default=1e-3, metavar="R",
+                   help="fraction of good pixels allowed above the threshold (default 0.001)")
+    p.add_argument("--score-smoothing", type=_non_negative_float, default=1.5, metavar="SIGMA",
+                   help="Gaussian smoothing (pixels) of the anomaly score before thresholding (default 1.5)")
+    p.add_argument("--min-area", type=_positive_int, default=12, metavar="PIXELS",
+                   help="ignore defect regions smaller than this (default 12)")
     p.add_argument("--force", action="store_true", help="overwrite an existing model file")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders of folder inputs")
     _add_model_options(p)
+    p.set_defaults(n_components=None)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("apply", help="segment images with a saved model",
@@ -158,8 +179,19 @@ def build_parser():
     _add_batch_options(p)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    p = sub.add_parser("inspect", help="flag defects with a reference model (not available yet)")
-    p.add_argument("args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("inspect", help="flag defects in images with a model fitted on good references",
+                       description="Score each image with a model from 'gmmseg fit', flag pixels above its "
+                                   "calibrated threshold, group them into defect regions and write one "
+                                   "report row per image (verdict, score, regions, defect area). "
+                                   "Exit status: 0 all images inspected, 1 some could not be read, "
+                                   "2 usage error, 3 defects found (only with --fail-on-defects).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, metavar="MODEL.json")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--report", required=True, metavar="REPORT.csv", help="one row per image")
+    p.add_argument("--fail-on-defects", action="store_true", help="exit with status 3 when any image has defects")
+    _add_batch_options(p, out_required=False)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("gui", help="start the desktop application")
     p.add_argument("image", nargs="?", metavar="IMAGE", help="an image to open")
@@ -243,25 +275,48 @@ def _segmenter_from(options):
 
 
 def process_image(task):
-    """Segment (or apply a model to) one image and export its files.
+    """Segment, apply a model to, or inspect one image and export its files.
 
-    ``task`` is a dict: input, output, mode ('segment' or 'apply'), model
-    options or model path, anomaly percentile, force. Returns a result dict;
-    never raises for a bad input.
+    ``task`` is a dict: input, output (a folder, or None for no files), mode
+    ('segment', 'apply' or 'inspect'), model options or model path, anomaly
+    percentile, force. Returns a result dict; never raises for a bad input.
     """
     from .engine import ConvergenceWarning
-    from .export import export_segmentation
+    from .export import export_inspection, export_segmentation
     from .io import load_image
     from .segment import Segmenter
 
     start = time.perf_counter()
-    src, target = Path(task["input"]), Path(task["output"])
-    result = {"input": str(src), "output": str(target), "status": "ok", "error": "", "seconds": 0.0}
+    src = Path(task["input"])
+    target = Path(task["output"]) if task["output"] else None
+    result = {"input": str(src), "output": str(target or ""), "status": "ok", "error": "", "seconds": 0.0}
     staging = None
     try:
-        if target.exists() and not task["force"]:
+        if target is not None and target.exists() and not task["force"]:
             raise FileExistsError(f"{target} already exists; not overwriting it (use --force)")
         image = load_image(src)
+        if task["mode"] == "inspect":
+            from .inspection import Inspector
+
+            inspection = Inspector.load(task["model"]).inspect(image)
+            n_valid = max(int(image.mask.sum()), 1)
+            result.update({
+                "verdict": inspection.verdict,
+                "score": round(inspection.image_score, 4) if np.isfinite(inspection.image_score) else "",
+                "threshold": round(inspection.threshold, 4),
+                "regions": len(inspection.regions),
+                "defect_area": inspection.defect_area,
+                "defect_fraction": round(inspection.defect_area / n_valid, 6),
+            })
+            if target is not None:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+                export_inspection(inspection, image, staging, overwrite=True,
+                                  summary={"image": str(src), "model": task["model"]})
+                _replace_dir(staging, target, task["force"])
+                staging = None
+            result["seconds"] = round(time.perf_counter() - start, 3)
+            return result
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             if task["mode"] == "apply":
@@ -390,7 +445,10 @@ def _check_model_options(args):
     try:
         if args.max_iter < 0:
             raise ValueError(f"--max-iter must be >= 0, got {args.max_iter}")
-        Segmenter(**{k: v for k, v in _segmenter_kwargs(_model_options(args)).items()})
+        options = _model_options(args)
+        if options["n_components"] is None:  # fit: K chosen by BIC later
+            options["n_components"] = 1
+        Segmenter(**_segmenter_kwargs(options))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -411,26 +469,32 @@ def run_batch(args, mode):
         if not problems:
             print("gmmseg: error: no input images", file=sys.stderr)
         return EXIT_FAILED
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
+    out_dir = Path(args.out) if args.out else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file, not a folder")
-    if mode == "apply":
+    report = Path(args.report) if mode == "inspect" else None
+    if report is not None and report.exists() and not args.force:
+        raise UsageError(f"{report} already exists; not overwriting it (use --force)")
+    if mode in ("apply", "inspect"):
+        from .inspection import Inspector
         from .segment import Segmenter
 
-        try:
-            Segmenter.load(args.model)  # fail once, early, on a bad model
+        try:  # fail once, early, on a bad model
+            (Inspector if mode == "inspect" else Segmenter).load(args.model)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    outputs = output_dirs(files, out_dir) if out_dir is not None else [None] * len(files)
     tasks = [
         {
-            "input": str(f), "output": str(o), "mode": mode, "force": args.force,
+            "input": str(f), "output": str(o) if o is not None else None, "mode": mode, "force": args.force,
             "anomaly_percentile": args.anomaly_percentile, "debug": args.debug,
             "options": _model_options(args) if mode == "segment" else None,
-            "model": str(Path(args.model).resolve()) if mode == "apply" else None,
+            "model": str(Path(args.model).resolve()) if mode != "segment" else None,
         }
-        for f, o in zip(files, output_dirs(files, out_dir))
+        for f, o in zip(files, outputs)
     ]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     jobs = min(args.jobs or _cores(), len(tasks))
     progress = Progress(len(tasks), quiet=args.quiet)
     results = [None] * len(tasks)
@@ -456,18 +520,27 @@ def run_batch(args, mode):
                     raise
     except KeyboardInterrupt:
         progress.finish()
-        _cleanup_partials(out_dir)
+        if out_dir is not None:
+            _cleanup_partials(out_dir)
         print("gmmseg: interrupted; finished images are complete, the rest were not written", file=sys.stderr)
-        _write_run_summary(out_dir, [r for r in results if r], started, args.force, interrupted=True)
+        _write_run_summary(out_dir, report, [r for r in results if r], started, interrupted=True)
         return EXIT_INTERRUPTED
     progress.finish()
-    _write_run_summary(out_dir, results, started, args.force)
+    _write_run_summary(out_dir, report, results, started)
     failed = sum(r["status"] != "ok" for r in results) + len(problems)
     if not args.quiet:
         ok = len(results) - sum(r["status"] != "ok" for r in results)
         print(f"{ok} of {len(results) + len(problems)} images done in {time.perf_counter() - started:.1f}s "
               f"-> {out_dir}" + (f"; {failed} failed" if failed else ""), file=sys.stderr)
-    return EXIT_FAILED if failed else EXIT_OK
+    if failed:
+        return EXIT_FAILED
+    if mode == "inspect":
+        defective = sum(r.get("verdict") == "fail" for r in results)
+        if not args.quiet:
+            print(f"{defective} of {len(results)} images have defects; report: {report}", file=sys.stderr)
+        if defective and args.fail_on_defects:
+            return EXIT_DEFECTS
+    return EXIT_OK
 
 
 def _cleanup_partials(out_dir):
@@ -475,10 +548,21 @@ def _cleanup_partials(out_dir):
         shutil.rmtree(p, ignore_errors=True)
 
 
-def _write_run_summary(out_dir, results, started, force, interrupted=False):
+SEGMENT_FIELDS = ("input", "output", "status", "error", "seconds", "n_components", "converged")
+REPORT_FIELDS = ("input", "verdict", "score", "threshold", "regions", "defect_area", "defect_fraction",
+                 "status", "error", "output", "seconds")
+
+
+def _write_run_summary(out_dir, report, results, started, interrupted=False):
+    from .export import csv_writer
     from .io import atomic_write
     from .modelfile import write_json
 
+    fields = REPORT_FIELDS if report is not None else SEGMENT_FIELDS
+    if report is not None:
+        atomic_write(report, csv_writer(results, fields), overwrite=True)
+    if out_dir is None:
+        return
     data = {
         "results": results,
         "images": len(results),
@@ -487,16 +571,7 @@ def _write_run_summary(out_dir, results, started, force, interrupted=False):
         "interrupted": interrupted,
     }
     write_json(Path(out_dir) / "run_summary.json", data, overwrite=True)
-    fields = ["input", "output", "status", "error", "seconds", "n_components", "converged"]
-
-    def write(tmp):
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            writer.writeheader()
-            for r in results:
-                writer.writerow(r)
-
-    atomic_write(Path(out_dir) / "run_summary.csv", write, overwrite=True)
+    atomic_write(Path(out_dir) / "run_summary.csv", csv_writer(results, fields), overwrite=True)
 
 
 def _cores():
@@ -546,8 +621,8 @@ def cmd_select_k(args):
 
 
 def cmd_fit(args):
+    from .inspection import Inspector
     from .io import load_image
-    from .segment import Segmenter
 
     _check_model_options(args)
     files, problems = expand_inputs(args.images, args.recursive)
@@ -558,14 +633,27 @@ def cmd_fit(args):
     if Path(args.save_model).exists() and not args.force:
         raise UsageError(f"{args.save_model} already exists; not overwriting it (use --force)")
     images = [load_image(f) for f in files]
-    segmenter = Segmenter(**_segmenter_kwargs(_model_options(args)))
-    segmenter.fit(images if len(images) > 1 else images[0])
-    segmenter.save(args.save_model, overwrite=args.force)
-    gm = segmenter.gmm_
-    print(f"fitted K={args.n_components} {args.covariance} on {len(images)} image(s): "
-          f"{'converged' if gm.converged_ else 'not converged'} after {gm.n_iter_} iterations, "
-          f"log-likelihood/pixel {gm.lower_bound_:.4f}; model saved to {args.save_model}")
+    inspector = Inspector(
+        args.n_components, covariance_type=args.covariance, color_space=args.color_space,
+        false_alarm_rate=args.false_alarm_rate, smoothing_sigma=args.score_smoothing, min_area=args.min_area,
+        random_state=args.seed, max_iter=args.max_iter, tol=args.tol, n_init=args.n_init,
+        segmenter_options={"spatial_weight": args.spatial_weight, "smoothing": args.smoothing,
+                           "max_samples": args.max_samples},
+    )
+    inspector.fit(images)
+    inspector.save(args.save_model, overwrite=args.force)
+    gm = inspector.segmenter_.gmm_
+    chosen = "chosen by BIC" if args.n_components is None else "given"
+    calibration = "a held-out reference" if inspector.held_out_ else "the reference itself"
+    print(f"fitted K={gm.means_.shape[0]} ({chosen}) {args.covariance} on {len(images)} image(s): "
+          f"{'converged' if gm.converged_ else 'not converged'} after {gm.n_iter_} iterations; "
+          f"anomaly threshold {inspector.threshold_:.3f} for a false-alarm rate of {args.false_alarm_rate:g} "
+          f"(calibrated on {calibration}); model saved to {args.save_model}")
     return EXIT_OK
+
+
+def cmd_inspect(args):
+    return run_batch(args, "inspect")
 
 
 def cmd_gui(args):
@@ -575,11 +663,6 @@ def cmd_gui(args):
         print(f"gmmseg: error: the desktop application is not available ({exc})", file=sys.stderr)
         return EXIT_FAILED
     return gui_main(args.image)
-
-
-def cmd_inspect(args):
-    print("gmmseg: error: 'inspect' (defect inspection) is not available in this version yet", file=sys.stderr)
-    return EXIT_USAGE
 
 
 COMMANDS = {

@@ -222,3 +222,64 @@ def export_segmentation(
     if progress is not None:
         progress(len(written), len(paths), "")
     return written
+
+
+# ---------------------------------------------------------------------------
+# defect inspection
+REGION_FIELDS = ("region", "area", "x", "y", "width", "height", "centroid_x", "centroid_y", "mean_score", "max_score")
+
+
+def inspection_overlay(rgb_uint8, result, color=(255, 30, 30), opacity=0.45):
+    """The image with flagged pixels tinted and each region's box outlined."""
+    out = rgb_uint8.astype(np.float32)
+    tint = np.array(color, dtype=np.float32)
+    out[result.mask] = (1.0 - opacity) * out[result.mask] + opacity * tint
+    out = (out + 0.5).astype(np.uint8)
+    h, w = result.mask.shape
+    for region in result.regions:
+        x, y, bw, bh = region.bbox
+        x0, y0 = max(x - 2, 0), max(y - 2, 0)
+        x1, y1 = min(x + bw + 1, w - 1), min(y + bh + 1, h - 1)
+        out[y0:y1 + 1, [x0, x1]] = color
+        out[[y0, y1], x0:x1 + 1] = color
+    return out
+
+
+def csv_writer(rows, fields):
+    """Writer of a CSV table (header + one line per dict)."""
+    import csv
+
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(row)
+
+    return write
+
+
+def export_inspection(result, image, out_dir, *, overwrite=False, summary=None):
+    """Write one image's inspection: anomaly.png (kept defect pixels),
+    overlay.png (regions outlined), regions.csv, score.tif (float32 score
+    map) and summary.json. Nothing is written if any target exists, unless
+    ``overwrite``."""
+    out_dir = Path(out_dir)
+    paths = {name: out_dir / name for name in ("anomaly.png", "overlay.png", "regions.csv", "score.tif", "summary.json")}
+    if not overwrite:
+        existing = [str(p) for p in paths.values() if p.exists()]
+        if existing:
+            raise FileExistsError(f"{existing[0]} already exists; nothing was written (use --force / overwrite=True).")
+    atomic_write(paths["anomaly.png"], gray_png_writer(np.where(result.mask, 255, 0)), overwrite=overwrite)
+    atomic_write(paths["overlay.png"], rgb_png_writer(inspection_overlay(image.to_uint8(), result)), overwrite=overwrite)
+    atomic_write(paths["regions.csv"], csv_writer([r.as_dict() for r in result.regions], REGION_FIELDS), overwrite=overwrite)
+    atomic_write(paths["score.tif"], float_tiff_writer(result.score), overwrite=overwrite)
+    data = {
+        "verdict": result.verdict,
+        "image_score": result.image_score if np.isfinite(result.image_score) else None,
+        "threshold": result.threshold,
+        "regions": [r.as_dict() for r in result.regions],
+        **(summary or {}),
+    }
+    write_json(paths["summary.json"], data, overwrite=overwrite)
+    return list(paths.values())

@@ -114,6 +114,9 @@ class Inspector:
         defects are areas, single noisy pixels are not.
     min_area : int, default=12
         Smaller connected regions are ignored.
+    segmenter_options : dict, optional
+        Further :class:`gmmseg.Segmenter` settings (e.g. ``smoothing`` for
+        the label maps of ``gmmseg apply``).
     """
 
     def __init__(
@@ -130,6 +133,7 @@ class Inspector:
         max_iter=200,
         tol=1e-4,
         n_init=1,
+        segmenter_options=None,
     ):
         if not (isinstance(false_alarm_rate, (int, float)) and 0.0 < false_alarm_rate < 0.5):
             raise ValueError(f"false_alarm_rate must be in (0, 0.5), e.g. 0.001; got {false_alarm_rate!r}.")
@@ -148,6 +152,7 @@ class Inspector:
         self.max_iter = max_iter
         self.tol = tol
         self.n_init = n_init
+        self.segmenter_options = dict(segmenter_options or {})
 
     def get_params(self):
         return {
@@ -183,6 +188,7 @@ class Inspector:
             self.segmenter_ = Segmenter(
                 k, covariance_type=self.covariance_type, color_space=self.color_space,
                 random_state=self.random_state, max_iter=self.max_iter, tol=self.tol, n_init=self.n_init,
+                **self.segmenter_options,
             ).fit(fit_images if len(fit_images) > 1 else fit_images[0])
         scores = np.concatenate([self._scores(img)[img.mask] for img in calibration])
         self.threshold_ = float(np.quantile(scores, 1.0 - self.false_alarm_rate))
