@@ -154,17 +154,17 @@ def build_parser():
     p = sub.add_parser("fit", help="fit one model on reference images and save it",
                        description="Fit one mixture on the pixels of the given images together (e.g. "
                                    "defect-free references), pick K by BIC unless -k is given, calibrate "
-                                   "the anomaly threshold for --false-alarm-rate (on a held-out reference "
-                                   "when there are several) and save a JSON model for 'gmmseg apply' "
+                                   "the anomaly threshold for --false-alarm-rate (leave-one-out over the "
+                                   "references when there are several) and save a JSON model for 'gmmseg apply' "
                                    "and 'gmmseg inspect'.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--save-model", required=True, metavar="MODEL.json", help="where to write the model")
-    p.add_argument("--false-alarm-rate", type=_rate, default=1e-3, metavar="R",
-                   help="fraction of good pixels allowed above the threshold (default 0.001)")
+    p.add_argument("--false-alarm-rate", type=_rate, default=1e-4, metavar="R",
+                   help="fraction of good pixels allowed above the threshold (default 0.0001)")
     p.add_argument("--score-smoothing", type=_non_negative_float, default=1.5, metavar="SIGMA",
                    help="Gaussian smoothing (pixels) of the anomaly score before thresholding (default 1.5)")
-    p.add_argument("--min-area", type=_positive_int, default=12, metavar="PIXELS",
-                   help="ignore defect regions smaller than this (default 12)")
+    p.add_argument("--min-area", type=_positive_int, default=25, metavar="PIXELS",
+                   help="ignore defect regions smaller than this (default 25)")
     p.add_argument("--force", action="store_true", help="overwrite an existing model file")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders of folder inputs")
     _add_model_options(p)
@@ -644,7 +644,7 @@ def cmd_fit(args):
     inspector.save(args.save_model, overwrite=args.force)
     gm = inspector.segmenter_.gmm_
     chosen = "chosen by BIC" if args.n_components is None else "given"
-    calibration = "a held-out reference" if inspector.held_out_ else "the reference itself"
+    calibration = "held-out references (leave-one-out)" if inspector.held_out_ else "the reference itself"
     print(f"fitted K={gm.means_.shape[0]} ({chosen}) {args.covariance} on {len(images)} image(s): "
           f"{'converged' if gm.converged_ else 'not converged'} after {gm.n_iter_} iterations; "
           f"anomaly threshold {inspector.threshold_:.3f} for a false-alarm rate of {args.false_alarm_rate:g} "

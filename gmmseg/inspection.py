@@ -5,8 +5,8 @@ pixels of defect-free reference images, picks K by BIC unless told, and
 calibrates a threshold on the anomaly score (the negative log-likelihood,
 smoothed spatially) so that a chosen fraction of good pixels, the expected
 false-alarm rate, is flagged. With more than one reference image the
-threshold is calibrated on a reference that was held out of the fit, so it
-is not optimistic. New images are scored, thresholded and split into
+threshold is calibrated on references held out of the fit (leave-one-out),
+so it is not optimistic. New images are scored, thresholded and split into
 connected defect regions with an area, bounding box, centroid and scores;
 an image fails when any region is found.
 """
@@ -21,7 +21,7 @@ from .engine import ConvergenceWarning
 from .io import load_image
 from .segment import Segmenter, select_k
 
-DEFAULT_FALSE_ALARM_RATE = 1e-3
+DEFAULT_FALSE_ALARM_RATE = 1e-4
 DEFAULT_K_RANGE = range(1, 9)
 
 
@@ -107,12 +107,12 @@ class Inspector:
     k_range : iterable of int, default=range(1, 9)
     covariance_type, color_space, random_state, max_iter, tol, n_init
         As for :class:`gmmseg.Segmenter`.
-    false_alarm_rate : float, default=0.001
+    false_alarm_rate : float, default=0.0001
         Expected fraction of good pixels above the threshold.
     smoothing_sigma : float, default=1.5
         Gaussian smoothing (pixels) of the score map before thresholding:
         defects are areas, single noisy pixels are not.
-    min_area : int, default=12
+    min_area : int, default=25
         Smaller connected regions are ignored.
     segmenter_options : dict, optional
         Further :class:`gmmseg.Segmenter` settings (e.g. ``smoothing`` for
@@ -128,7 +128,7 @@ class Inspector:
         color_space="lab",
         false_alarm_rate=DEFAULT_FALSE_ALARM_RATE,
         smoothing_sigma=1.5,
-        min_area=12,
+        min_area=25,
         random_state=0,
         max_iter=200,
         tol=1e-4,
@@ -164,37 +164,49 @@ class Inspector:
     def fit(self, references):
         """Fit on defect-free references (paths, ImageData or arrays).
 
-        With two or more references the last one is held out of the fit and
-        the threshold is calibrated on it; with one the threshold comes from
-        the same pixels the model was fitted on.
+        With two or more references the threshold is calibrated by
+        leave-one-out: each reference is scored by a model fitted on the
+        others, and the final model is fitted on all of them (so it has seen
+        every reference's variation and the threshold is not optimistic).
+        With one reference the threshold comes from the pixels the model was
+        fitted on.
         """
         images = [load_image(r) for r in (references if isinstance(references, (list, tuple)) else [references])]
         if not images:
             raise ValueError("Give at least one defect-free reference image.")
-        fit_images = images[:-1] if len(images) > 1 else images
-        calibration = images[-1:] if len(images) > 1 else images
-        k = self.n_components
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
+            k = self.n_components
             if k is None:
-                pooled = fit_images if len(fit_images) > 1 else fit_images[0]
                 selection = select_k(
-                    pooled if not isinstance(pooled, list) else _pool(pooled), k_range=self.k_range,
+                    _pool(images) if len(images) > 1 else images[0], k_range=self.k_range,
                     covariance_type=self.covariance_type, color_space=self.color_space,
                     random_state=self.random_state, max_iter=self.max_iter, tol=self.tol, n_init=self.n_init,
                 )
                 k = selection.best_k
                 self.k_selection_ = selection
-            self.segmenter_ = Segmenter(
-                k, covariance_type=self.covariance_type, color_space=self.color_space,
-                random_state=self.random_state, max_iter=self.max_iter, tol=self.tol, n_init=self.n_init,
-                **self.segmenter_options,
-            ).fit(fit_images if len(fit_images) > 1 else fit_images[0])
-        scores = np.concatenate([self._scores(img)[img.mask] for img in calibration])
+            if len(images) > 1:
+                scores = []
+                for i, held_out in enumerate(images):
+                    others = images[:i] + images[i + 1 :]
+                    self.segmenter_ = self._new_segmenter(k).fit(others if len(others) > 1 else others[0])
+                    scores.append(self._scores(held_out)[held_out.mask])
+                scores = np.concatenate(scores)
+                self.segmenter_ = self._new_segmenter(k).fit(images)
+            else:
+                self.segmenter_ = self._new_segmenter(k).fit(images[0])
+                scores = self._scores(images[0])[images[0].mask]
         self.threshold_ = float(np.quantile(scores, 1.0 - self.false_alarm_rate))
         self.n_references_ = len(images)
         self.held_out_ = len(images) > 1
         return self
+
+    def _new_segmenter(self, k):
+        return Segmenter(
+            k, covariance_type=self.covariance_type, color_space=self.color_space,
+            random_state=self.random_state, max_iter=self.max_iter, tol=self.tol, n_init=self.n_init,
+            **self.segmenter_options,
+        )
 
     def _check_fitted(self):
         if not hasattr(self, "segmenter_"):

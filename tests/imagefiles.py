@@ -70,8 +70,10 @@ def surface(seed, size=256):
     from scipy import ndimage
 
     rng = np.random.RandomState(seed)
-    streaks = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=(0.6, 12.0)) * 60.0
-    shading = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=40.0) * 300.0
+    # 'wrap' keeps the texture's statistics the same up to the borders
+    # (reflection would make the edges more extreme than the middle).
+    streaks = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=(0.6, 12.0), mode="wrap") * 60.0
+    shading = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=40.0, mode="wrap") * 300.0
     grain = rng.normal(scale=4.0, size=(size, size, 3))
     return np.array([168.0, 164.0, 152.0]) + (streaks + shading)[..., None] + grain
 

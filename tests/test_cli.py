@@ -246,3 +246,50 @@ def test_ctrl_c_stops_cleanly_without_partial_outputs(tmp_path):
         assert_outputs(folder)
     summary = json.loads((out_dir / "run_summary.json").read_text())
     assert summary["interrupted"] is True
+
+
+def test_fit_and_inspect_defects(tmp_path):
+    import csv
+
+    from imagefiles import paint_defects, surface
+
+    refs = []
+    for seed in (1, 2):
+        path = tmp_path / f"good{seed}.png"
+        Image.fromarray(np.clip(surface(seed), 0, 255).astype(np.uint8)).save(path)
+        refs.append(path)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for seed in (10, 11):
+        img, _ = paint_defects(surface(seed), seed)
+        Image.fromarray(img).save(parts / f"bad{seed}.png")
+    Image.fromarray(np.clip(surface(50), 0, 255).astype(np.uint8)).save(parts / "ok50.png")
+    out = run("fit", *refs, "--save-model", tmp_path / "m.json")
+    assert out.returncode == 0, out.stderr
+    assert "chosen by BIC" in out.stdout and "held-out" in out.stdout
+
+    out = run("inspect", "--model", tmp_path / "m.json", parts, "--report", tmp_path / "report.csv",
+              "--out", tmp_path / "res")
+    assert out.returncode == 0, out.stderr
+    rows = {Path(r["input"]).name: r for r in csv.DictReader(open(tmp_path / "report.csv"))}
+    assert rows["bad10.png"]["verdict"] == "fail" and int(rows["bad10.png"]["regions"]) >= 3
+    assert rows["bad11.png"]["verdict"] == "fail"
+    assert int(rows["ok50.png"]["regions"]) <= 1
+    folder = tmp_path / "res" / "bad10"
+    assert sorted(p.name for p in folder.iterdir()) == ["anomaly.png", "overlay.png", "regions.csv", "score.tif", "summary.json"]
+    regions = list(csv.DictReader(open(folder / "regions.csv")))
+    assert len(regions) == int(rows["bad10.png"]["regions"])
+    mask = np.asarray(Image.open(folder / "anomaly.png"))
+    assert mask.max() == 255 and int(rows["bad10.png"]["defect_area"]) == int((mask > 0).sum())
+
+    strict = run("inspect", "--model", tmp_path / "m.json", parts / "bad10.png", "--report",
+                 tmp_path / "r2.csv", "--fail-on-defects")
+    assert strict.returncode == 3
+    again = run("inspect", "--model", tmp_path / "m.json", parts, "--report", tmp_path / "report.csv")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    (parts / "broken.png").write_bytes(b"junk")
+    broken = run("inspect", "--model", tmp_path / "m.json", parts, "--report", tmp_path / "r3.csv")
+    assert broken.returncode == 1 and "broken.png" in broken.stderr
+    assert "failed" in (tmp_path / "r3.csv").read_text()
+    plain = run("inspect", "--model", tmp_path / "nope.json", parts, "--report", tmp_path / "r4.csv")
+    assert plain.returncode == 2 and "model file not found" in plain.stderr
