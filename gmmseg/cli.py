@@ -22,7 +22,6 @@ import numpy as np
 from multiprocessing import get_context
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".jfif", ".ppm", ".pgm", ".pbm"}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFECTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -207,6 +206,8 @@ def expand_inputs(items, recursive=False):
     Returns ``(files, problems)``: problems are (item, message) for inputs
     that match nothing.
     """
+    from .io import list_images
+
     files, problems, seen = [], [], set()
 
     def add(path):
@@ -218,8 +219,7 @@ def expand_inputs(items, recursive=False):
     for item in items:
         path = Path(item)
         if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = list_images(path, recursive)
             if not found:
                 problems.append((item, "folder holds no images" + ("" if recursive else " (try --recursive)")))
             for p in found:
@@ -549,12 +549,10 @@ def _cleanup_partials(out_dir):
 
 
 SEGMENT_FIELDS = ("input", "output", "status", "error", "seconds", "n_components", "converged")
-REPORT_FIELDS = ("input", "verdict", "score", "threshold", "regions", "defect_area", "defect_fraction",
-                 "status", "error", "output", "seconds")
 
 
 def _write_run_summary(out_dir, report, results, started, interrupted=False):
-    from .export import csv_writer
+    from .export import REPORT_FIELDS, csv_writer
     from .io import atomic_write
     from .modelfile import write_json
 

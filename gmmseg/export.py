@@ -226,6 +226,9 @@ def export_segmentation(
 
 # ---------------------------------------------------------------------------
 # defect inspection
+# One row per inspected image (gmmseg inspect --report, and the application's report).
+REPORT_FIELDS = ("input", "verdict", "score", "threshold", "regions", "defect_area", "defect_fraction",
+                 "status", "error", "output", "seconds")
 REGION_FIELDS = ("region", "area", "x", "y", "width", "height", "centroid_x", "centroid_y", "mean_score", "max_score")
 
 

@@ -197,6 +197,7 @@ class Inspector:
                 self.segmenter_ = self._new_segmenter(k).fit(images[0])
                 scores = self._scores(images[0])[images[0].mask]
         self.threshold_ = float(np.quantile(scores, 1.0 - self.false_alarm_rate))
+        self.calibration_scores_ = np.sort(scores)  # for thresholds at other rates
         self.n_references_ = len(images)
         self.held_out_ = len(images) > 1
         return self
@@ -229,11 +230,18 @@ class Inspector:
         ``threshold`` overrides the calibrated one (e.g. from
         :meth:`threshold_for`).
         """
+        self._check_fitted()
+        return self.find_regions(self._scores(load_image(image)), threshold)
+
+    def find_regions(self, score, threshold=None):
+        """Threshold a score map (from :meth:`score_map`) into defect regions.
+
+        Cheap compared with scoring: re-thresholding a shown image (e.g. for
+        another false-alarm rate) reuses its score map.
+        """
         from scipy import ndimage
 
         self._check_fitted()
-        image = load_image(image)
-        score = self._scores(image)
         thr = self.threshold_ if threshold is None else float(threshold)
         with np.errstate(invalid="ignore"):
             above = score > thr
@@ -268,10 +276,17 @@ class Inspector:
             passed=not regions, image_score=top - thr,
         )
 
-    def threshold_for(self, false_alarm_rate, references):
-        """A threshold for another false-alarm rate, from reference images."""
+    def threshold_for(self, false_alarm_rate, references=None):
+        """A threshold for another false-alarm rate: from the calibration
+        scores of this fit, or from the given reference images."""
         self._check_fitted()
-        scores = np.concatenate([self._scores(load_image(r))[load_image(r).mask] for r in references])
+        if references is None:
+            if not hasattr(self, "calibration_scores_"):
+                raise ValueError("This model was loaded from a file: give reference images to recalibrate.")
+            scores = self.calibration_scores_
+        else:
+            images = [load_image(r) for r in references]
+            scores = np.concatenate([self._scores(im)[im.mask] for im in images])
         return float(np.quantile(scores, 1.0 - false_alarm_rate))
 
     # ------------------------------------------------------------------

@@ -23,6 +23,10 @@ from .engine._jit import kernel
 # Pillow's own decompression-bomb limit (about 89.5 megapixels) is our default.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
+# File name endings taken as images when listing a folder.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".tif", ".tiff", ".bmp", ".webp", ".gif",
+                            ".ppm", ".pgm", ".pbm"})
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _pil_limit_lock = threading.Lock()
@@ -93,6 +97,12 @@ class ImageData:
         if cached is not None and cached.shape[:2] == self.pixels.shape[:2]:
             return cached
         return (np.clip(self.rgb(), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def list_images(folder, recursive=False):
+    """Image files in a folder (by name ending), sorted by path."""
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in Path(folder).glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _error(path, problem):

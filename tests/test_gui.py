@@ -1,6 +1,7 @@
 """The real main window, driven offscreen with pytest-qt."""
 
 import json
+from pathlib import Path
 import threading
 import time
 
@@ -223,3 +224,54 @@ def test_qt_bindings_do_not_leak_none(qtbot):
     for _ in range(2000):
         path.lineTo(QPointF(1.0, 2.0))
     assert sys.getrefcount(None) - before > -100
+
+
+def test_inspection_mode(qtbot, window, tmp_path):
+    import csv
+
+    from imagefiles import paint_defects, surface
+
+    refs = []
+    for seed in (1, 2, 3):
+        path = tmp_path / f"ref{seed}.png"
+        Image.fromarray(np.clip(surface(seed), 0, 255).astype(np.uint8)).save(path)
+        refs.append(path)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for seed in (20, 21):
+        img, _ = paint_defects(surface(seed), seed)
+        Image.fromarray(img).save(parts / f"part{seed}.png")
+    Image.fromarray(np.clip(surface(60), 0, 255).astype(np.uint8)).save(parts / "part99_good.png")
+    panel = window.inspection
+    panel.set_references(refs)
+    with qtbot.waitSignal(panel.fitted, timeout=WAIT_MS):
+        panel.fit()
+    with qtbot.waitSignal(panel.inspected, timeout=WAIT_MS):
+        assert panel.open_folder(parts)
+    assert window.view_mode == "inspection" and panel.index == 0
+    first = panel.result
+    assert not first.passed and panel.regions.rowCount() == len(first.regions) >= 3
+    assert "FAIL" in panel.verdict_label.text()
+    shown = window.current_rgb()
+    assert np.any(np.all(shown == [255, 30, 30], axis=2))  # region outlines are drawn
+    # Clicking a region zooms onto it.
+    before = window.canvas.scale_factor()
+    panel.zoom_to_region(0)
+    assert window.canvas.scale_factor() > before
+    # A stricter false-alarm rate re-thresholds live without rescoring.
+    score = panel.score
+    loose_area = first.mask.sum()
+    panel.far_slider.setValue(panel.far_slider.minimum())
+    assert panel.score is score and panel.result.mask.sum() <= loose_area
+    panel.far_slider.setValue(-40)
+    # Step to the defect-free part with the keyboard shortcut's slot.
+    with qtbot.waitSignal(panel.inspected, timeout=WAIT_MS):
+        panel.next_image()
+    with qtbot.waitSignal(panel.inspected, timeout=WAIT_MS):
+        panel.next_image()
+    assert panel.index == 2 and len(panel.result.regions) <= 1
+    with qtbot.waitSignal(panel.reportWritten, timeout=WAIT_MS):
+        panel.write_report(tmp_path / "report.csv")
+    rows = list(csv.DictReader(open(tmp_path / "report.csv")))
+    assert [Path(r["input"]).name for r in rows] == ["part20.png", "part21.png", "part99_good.png"]
+    assert [r["verdict"] for r in rows][:2] == ["fail", "fail"]

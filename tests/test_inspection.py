@@ -107,3 +107,14 @@ def test_smoothing_ignores_masked_pixels():
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Inspector(**kwargs)
+
+
+def test_rethresholding_reuses_the_score_map(inspector):
+    image, _ = paint_defects(surface(8), 8)
+    score = inspector.score_map(image)
+    same = inspector.find_regions(score)
+    direct = inspector.inspect(image)
+    np.testing.assert_array_equal(same.mask, direct.mask)
+    loose = inspector.find_regions(score, inspector.threshold_for(1e-2))
+    assert loose.mask.sum() >= same.mask.sum()
+    assert inspector.threshold_for(1e-2) < inspector.threshold_

@@ -51,6 +51,7 @@ SHORTCUTS = [
     ("Ctrl+O", "Open an image"), ("Ctrl+R", "Run the segmentation"), ("Esc", "Cancel the running fit"),
     ("Ctrl+K", "Auto K (BIC/AIC sweep)"), ("Ctrl+E", "Export..."), ("Ctrl+Shift+C", "Copy the view"),
     ("1 ... 5", "View: original, labels, soft map, uncertainty, anomaly"), ("T", "Toggle the overlay"),
+    ("Page Down / Page Up", "Inspection: next / previous image of the folder"),
     ("Ctrl+0", "Fit to window"), ("Ctrl+1", "Actual size (100 %)"), ("Ctrl++ / Ctrl+-", "Zoom in / out"),
     ("Mouse wheel", "Zoom around the cursor"), ("Drag", "Pan"), ("Ctrl+Q", "Quit"),
 ]
@@ -338,6 +339,15 @@ class MainWindow(QMainWindow):
         self.space_combo.currentTextChanged.connect(self._fill_axes_combo)
         self._fill_axes_combo()
 
+        # Inspection
+        from .inspection_panel import InspectionPanel
+
+        self.inspection = InspectionPanel(self)
+        self.dock_inspection = self._dock("Inspection", self.inspection.widget, Qt.DockWidgetArea.RightDockWidgetArea,
+                                          "dock_inspection")
+        self.tabifyDockWidget(self.dock_components, self.dock_inspection)
+        self.dock_components.raise_()
+
     def _create_status_bar(self):
         sb = self.statusBar()
         self.hover_label = QLabel()
@@ -427,6 +437,7 @@ class MainWindow(QMainWindow):
         self.segmentation = None
         self.anomaly = None
         self.visible = None
+        self.inspection.clear_result()
         self.ll_history = []
         self.ll_plot.clear()
         self.hist_plot.clear()
@@ -659,13 +670,14 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------
     # views
     def set_view_mode(self, mode, render_now=True):
-        if mode not in VIEW_MODES:
+        """Show one of VIEW_MODES, or "inspection" (the inspection overlay)."""
+        if mode not in VIEW_MODES and mode != "inspection":
             return
         self.view_mode = mode
         for m, a in self.view_actions.items():
             a.setChecked(m == mode)
-        index = VIEW_MODES.index(mode)
-        if self.view_combo.currentIndex() != index:
+        index = VIEW_MODES.index(mode) if mode in VIEW_MODES else -1
+        if index >= 0 and self.view_combo.currentIndex() != index:
             self.view_combo.blockSignals(True)
             self.view_combo.setCurrentIndex(index)
             self.view_combo.blockSignals(False)
@@ -678,6 +690,8 @@ class MainWindow(QMainWindow):
     def current_rgb(self):
         if self.base_rgb is None:
             return None
+        if self.view_mode == "inspection":
+            return self.inspection.overlay_rgb(self.base_rgb)
         return render(self.view_mode, self.base_rgb, self.segmentation, component=self.component,
                       opacity=self.opacity_slider.value() / 100.0, overlay=self.act_overlay.isChecked(),
                       visible=self.visible, anomaly=self.anomaly)

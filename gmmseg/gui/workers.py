@@ -223,3 +223,67 @@ class WarmupWorker(Worker):
         start = time.perf_counter()
         warm_up()
         self.warmed.emit(time.perf_counter() - start)
+
+
+class InspectorFitWorker(Worker):
+    """Fit an Inspector on reference images."""
+
+    finished_inspector = Signal(object)
+
+    def __init__(self, references, params, parent=None):
+        super().__init__(parent)
+        self.references, self.params = list(references), dict(params)
+
+    def work(self):
+        from ..inspection import Inspector
+
+        self.finished_inspector.emit(Inspector(**self.params).fit(self.references))
+
+
+class ScoreWorker(Worker):
+    """Anomaly score map of one image (the slow part of an inspection)."""
+
+    scored = Signal(object, object)  # image, score map
+
+    def __init__(self, inspector, image, parent=None):
+        super().__init__(parent)
+        self.inspector, self.image = inspector, image
+
+    def work(self):
+        self.scored.emit(self.image, self.inspector.score_map(self.image))
+
+
+class ReportWorker(Worker):
+    """Inspect a list of images and write the CSV report (as the CLI does)."""
+
+    step = Signal(int, int, str)
+    finished_report = Signal(str, int, int)  # path, images, defective
+
+    def __init__(self, inspector, paths, threshold, report, parent=None):
+        super().__init__(parent)
+        self.inspector, self.paths, self.threshold, self.report = inspector, list(paths), threshold, report
+
+    def work(self):
+        from ..export import REPORT_FIELDS, csv_writer
+        from ..io import atomic_write, load_image
+
+        rows = []
+        for i, path in enumerate(self.paths):
+            if self.cancelled:
+                break
+            self.step.emit(i, len(self.paths), path.name)
+            row = {"input": str(path), "status": "ok", "error": ""}
+            try:
+                image = load_image(path)
+                result = self.inspector.inspect(image, threshold=self.threshold)
+                row.update({
+                    "verdict": result.verdict, "score": round(result.image_score, 4),
+                    "threshold": round(result.threshold, 4), "regions": len(result.regions),
+                    "defect_area": result.defect_area,
+                    "defect_fraction": round(result.defect_area / max(int(image.mask.sum()), 1), 6),
+                })
+            except (OSError, ValueError) as exc:
+                row.update({"status": "failed", "error": str(exc).splitlines()[0]})
+            rows.append(row)
+        atomic_write(self.report, csv_writer(rows, REPORT_FIELDS), overwrite=True)
+        self.finished_report.emit(str(self.report), len(rows), sum(r.get("verdict") == "fail" for r in rows))

@@ -42,6 +42,29 @@ def main():
             for _ in range(5):
                 app.processEvents()
             w.grab().save(str(HERE / f"{mode}.png"))
+
+        # Inspection mode on the bundled surface pair.
+        import shutil
+
+        parts = Path(tmp) / "parts"
+        parts.mkdir()
+        for name in ("surface_defect.png", "surface_good.png"):
+            shutil.copy(ROOT / "sample_images" / name, parts / name)
+        panel = w.inspection
+        panel.set_references([ROOT / "sample_images" / "surface_good.png"])
+        loop = QEventLoop()
+        panel.fitted.connect(loop.quit)
+        panel.fit()
+        loop.exec()
+        loop = QEventLoop()
+        panel.inspected.connect(loop.quit)
+        panel.open_folder(parts)
+        loop.exec()
+        w.dock_inspection.raise_()
+        panel.regions.selectRow(0)
+        for _ in range(5):
+            app.processEvents()
+        w.grab().save(str(HERE / "inspection.png"))
         w.close()
 
 
