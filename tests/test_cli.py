@@ -293,3 +293,35 @@ def test_fit_and_inspect_defects(tmp_path):
     assert "failed" in (tmp_path / "r3.csv").read_text()
     plain = run("inspect", "--model", tmp_path / "nope.json", parts, "--report", tmp_path / "r4.csv")
     assert plain.returncode == 2 and "model file not found" in plain.stderr
+
+
+def test_odd_but_valid_images_are_segmented(tmp_path):
+    """16-bit, grey, palette, CMYK, RGBA, EXIF-rotated and single-colour
+    images are handled, not refused; a glob pattern selects them."""
+    from imagefiles import png16_bytes
+
+    src = tmp_path / "odd"
+    src.mkdir()
+    rng = np.random.RandomState(0)
+    base, _ = voronoi_image(size=40, n_regions=3, noise=0.03, seed=4)
+    rgb8 = (base * 255).astype(np.uint8)
+    (src / "deep.png").write_bytes(png16_bytes((base * 65535).astype(np.uint16)))
+    Image.fromarray(rgb8[..., 0]).save(src / "grey.png")
+    Image.fromarray(rgb8).quantize(colors=8).save(src / "palette.png")
+    Image.fromarray(rgb8).convert("CMYK").save(src / "cmyk.jpg")
+    alpha = np.full((40, 40), 255, np.uint8)
+    alpha[:5] = 0
+    Image.fromarray(np.dstack([rgb8, alpha])).save(src / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rgb8[:, :30]).save(src / "rotated.jpg", exif=exif)
+    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(src / "flat.png")
+    tifffile.imwrite(src / "float.tif", rng.rand(30, 30, 3).astype(np.float32), photometric="rgb")
+    out = run("segment", str(src / "*.*"), "-k", "3", "--out", tmp_path / "out")
+    assert out.returncode == 0, out.stderr
+    done = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir())
+    assert done == ["cmyk", "deep", "flat", "float", "grey", "palette", "rgba", "rotated"]
+    rotated = np.asarray(Image.open(tmp_path / "out" / "rotated" / "labels.png"))
+    assert rotated.shape == (30, 40)  # EXIF orientation applied
+    rgba = np.asarray(Image.open(tmp_path / "out" / "rgba" / "labels.png"))
+    assert np.all(rgba[:5] == 255) and np.all(rgba[5:] < 3)  # transparent rows masked
