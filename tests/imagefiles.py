@@ -122,3 +122,22 @@ def auroc(scores, truth):
     ranks = rankdata(scores)
     n_pos, n_neg = truth.sum(), (~truth).sum()
     return (ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def write_inspection_set(folder, ref_seeds, defect_seeds, good_seed):
+    """Reference surfaces and a folder of parts (defective ones and one good)
+    as PNG files; returns (reference paths, parts folder)."""
+    from PIL import Image
+
+    refs = []
+    for seed in ref_seeds:
+        path = folder / f"ref{seed}.png"
+        Image.fromarray(np.clip(surface(seed), 0, 255).astype(np.uint8)).save(path)
+        refs.append(path)
+    parts = folder / "parts"
+    parts.mkdir()
+    for seed in defect_seeds:
+        img, _ = paint_defects(surface(seed), seed)
+        Image.fromarray(img).save(parts / f"part{seed}.png")
+    Image.fromarray(np.clip(surface(good_seed), 0, 255).astype(np.uint8)).save(parts / "part99_good.png")
+    return refs, parts

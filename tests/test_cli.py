@@ -251,19 +251,9 @@ def test_ctrl_c_stops_cleanly_without_partial_outputs(tmp_path):
 def test_fit_and_inspect_defects(tmp_path):
     import csv
 
-    from imagefiles import paint_defects, surface
+    from imagefiles import write_inspection_set
 
-    refs = []
-    for seed in (1, 2):
-        path = tmp_path / f"good{seed}.png"
-        Image.fromarray(np.clip(surface(seed), 0, 255).astype(np.uint8)).save(path)
-        refs.append(path)
-    parts = tmp_path / "parts"
-    parts.mkdir()
-    for seed in (10, 11):
-        img, _ = paint_defects(surface(seed), seed)
-        Image.fromarray(img).save(parts / f"bad{seed}.png")
-    Image.fromarray(np.clip(surface(50), 0, 255).astype(np.uint8)).save(parts / "ok50.png")
+    refs, parts = write_inspection_set(tmp_path, (1, 2), (10, 11), 50)
     out = run("fit", *refs, "--save-model", tmp_path / "m.json")
     assert out.returncode == 0, out.stderr
     assert "chosen by BIC" in out.stdout and "held-out" in out.stdout
@@ -272,17 +262,17 @@ def test_fit_and_inspect_defects(tmp_path):
               "--out", tmp_path / "res")
     assert out.returncode == 0, out.stderr
     rows = {Path(r["input"]).name: r for r in csv.DictReader(open(tmp_path / "report.csv"))}
-    assert rows["bad10.png"]["verdict"] == "fail" and int(rows["bad10.png"]["regions"]) >= 3
-    assert rows["bad11.png"]["verdict"] == "fail"
-    assert int(rows["ok50.png"]["regions"]) <= 1
-    folder = tmp_path / "res" / "bad10"
+    assert rows["part10.png"]["verdict"] == "fail" and int(rows["part10.png"]["regions"]) >= 3
+    assert rows["part11.png"]["verdict"] == "fail"
+    assert int(rows["part99_good.png"]["regions"]) <= 1
+    folder = tmp_path / "res" / "part10"
     assert sorted(p.name for p in folder.iterdir()) == ["anomaly.png", "overlay.png", "regions.csv", "score.tif", "summary.json"]
     regions = list(csv.DictReader(open(folder / "regions.csv")))
-    assert len(regions) == int(rows["bad10.png"]["regions"])
+    assert len(regions) == int(rows["part10.png"]["regions"])
     mask = np.asarray(Image.open(folder / "anomaly.png"))
-    assert mask.max() == 255 and int(rows["bad10.png"]["defect_area"]) == int((mask > 0).sum())
+    assert mask.max() == 255 and int(rows["part10.png"]["defect_area"]) == int((mask > 0).sum())
 
-    strict = run("inspect", "--model", tmp_path / "m.json", parts / "bad10.png", "--report",
+    strict = run("inspect", "--model", tmp_path / "m.json", parts / "part10.png", "--report",
                  tmp_path / "r2.csv", "--fail-on-defects")
     assert strict.returncode == 3
     again = run("inspect", "--model", tmp_path / "m.json", parts, "--report", tmp_path / "report.csv")

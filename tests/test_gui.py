@@ -229,19 +229,9 @@ def test_qt_bindings_do_not_leak_none(qtbot):
 def test_inspection_mode(qtbot, window, tmp_path):
     import csv
 
-    from imagefiles import paint_defects, surface
+    from imagefiles import write_inspection_set
 
-    refs = []
-    for seed in (1, 2, 3):
-        path = tmp_path / f"ref{seed}.png"
-        Image.fromarray(np.clip(surface(seed), 0, 255).astype(np.uint8)).save(path)
-        refs.append(path)
-    parts = tmp_path / "parts"
-    parts.mkdir()
-    for seed in (20, 21):
-        img, _ = paint_defects(surface(seed), seed)
-        Image.fromarray(img).save(parts / f"part{seed}.png")
-    Image.fromarray(np.clip(surface(60), 0, 255).astype(np.uint8)).save(parts / "part99_good.png")
+    refs, parts = write_inspection_set(tmp_path, (1, 2, 3), (20, 21), 60)
     panel = window.inspection
     panel.set_references(refs)
     with qtbot.waitSignal(panel.fitted, timeout=WAIT_MS):

@@ -47,8 +47,10 @@ def feature_tuple(n_features):
     return (0,) * n_features
 
 
+@kernel
 def stats_width(n_features, diagonal):
-    """Length of one component's packed statistics vector."""
+    """Length of one component's packed statistics vector: S0, S1 and the
+    diagonal (2d + 1) or the upper triangle of S2 (1 + d + d(d+1)/2)."""
     if diagonal:
         return 1 + 2 * n_features
     return 1 + n_features + n_features * (n_features + 1) // 2
@@ -224,8 +226,7 @@ def em_pass(X, start, stop, sample_weight, means, prec, const, features):
     K = means.shape[0]
     diagonal = prec.shape[1] == 1
     weighted = sample_weight.shape[0] > 0
-    width = 1 + 2 * d if diagonal else 1 + d + d * (d + 1) // 2
-    stats = np.zeros((K, width))
+    stats = np.zeros((K, stats_width(d, diagonal)))
     xt = np.empty((d, BLOCK))
     expo = np.empty((K, BLOCK))
     mx = np.empty(BLOCK)
@@ -320,8 +321,7 @@ def weighted_moments(X, start, stop, resp, sample_weight, shift, diagonal):
     """
     K, d = shift.shape
     weighted = sample_weight.shape[0] > 0
-    width = 1 + 2 * d if diagonal else 1 + d + d * (d + 1) // 2
-    stats = np.zeros((K, width))
+    stats = np.zeros((K, stats_width(d, diagonal)))
     xt = np.empty((d, BLOCK))
     block_resp = np.empty((K, BLOCK))
     factor = np.empty(BLOCK)
