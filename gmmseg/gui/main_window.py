@@ -96,6 +96,7 @@ class MainWindow(QMainWindow):
         self._density_cache = None
         self.last_cancel_latency = None
         self._cancel_time = None
+        self._fit_params = {}
 
         self.canvas = ImageCanvas(self)
         self.setCentralWidget(self.canvas)
@@ -499,7 +500,8 @@ class MainWindow(QMainWindow):
             return
         self.ll_history = []
         self.ll_plot.clear()
-        worker = FitWorker(self.image, self.current_params(), self.base_rgb, self.opacity_slider.value() / 100.0)
+        self._fit_params = self.current_params()
+        worker = FitWorker(self.image, self._fit_params, self.base_rgb, self.opacity_slider.value() / 100.0)
         worker.progress.connect(self._on_fit_progress)
         worker.preview.connect(self._on_fit_preview)
         worker.stopped.connect(self._on_fit_stopped)
@@ -858,11 +860,16 @@ class MainWindow(QMainWindow):
         if recompute or self.density._density is None:
             self.density.set_points(X, counts, axes, (names[min(axes[0], len(names) - 1)], names[min(axes[1], len(names) - 1)]))
         source = None
+        covariance_type = None
         if live is not None:
+            if self._fit_params["color_space"] != self.space_combo.currentText():
+                return  # the plot shows another colour space than the running fit
             source = (live["means"], live["covariances"], None)
+            covariance_type = self._fit_params["covariance_type"]
         elif self.segmenter is not None and self.segmenter.features.color_space == self.space_combo.currentText():
             gm = self.segmenter.gmm_
             source = (gm.means_, gm.covariances_, self.segmenter.component_colors_)
+            covariance_type = self.segmenter.covariance_type
         if source is None:
             self.density.set_components([], [], [], axes)
             return
@@ -870,7 +877,7 @@ class MainWindow(QMainWindow):
         K, d = np.asarray(means).shape
         if d != X.shape[1]:
             return  # spatial features: only the colour axes are drawn
-        full = _full_covariances(np.asarray(covs), K, d, self.cov_combo.currentText() if live is not None else self.segmenter.covariance_type)
+        full = _full_covariances(np.asarray(covs), K, d, covariance_type)
         if colours is None:
             colours = np.tile([[0.95, 0.5, 0.1]], (K, 1))
         self.density.set_components(np.asarray(means), full, colours, axes)
