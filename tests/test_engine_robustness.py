@@ -179,7 +179,7 @@ def test_empty_component_is_reseeded():
 SUBPROCESS_IMPORT = textwrap.dedent(
     """
     import sys
-    import gmmseg, gmmseg.engine
+    import gmmseg, gmmseg.engine, gmmseg.segment, gmmseg.inspection, gmmseg.cli
     from gmmseg.engine import _kernels
     assert "PySide6" not in sys.modules, "engine import pulled in Qt"
     compiled = [name for name in dir(_kernels) if hasattr(getattr(_kernels, name), "signatures")
