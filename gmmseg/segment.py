@@ -304,7 +304,9 @@ class Segmenter:
         """Fit the mixture to an image (path, ImageData or array).
 
         ``callback`` receives an :class:`gmmseg.EMProgress` after every EM
-        iteration; returning True stops the fit (the model stays usable).
+        iteration (and every k-means step of the initialisation, with
+        ``phase == "init"``); returning True stops the fit, and the model
+        stays usable.
         """
         self._validate()
         image, channels, data = self._training_data(image)
