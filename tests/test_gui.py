@@ -11,7 +11,7 @@ import tifffile
 from PIL import Image
 
 pytest.importorskip("PySide6")
-from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from gmmseg.gui.main_window import MainWindow  # noqa: E402
@@ -265,3 +265,56 @@ def test_inspection_mode(qtbot, window, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "report.csv")))
     assert [Path(r["input"]).name for r in rows] == ["part20.png", "part21.png", "part99_good.png"]
     assert [r["verdict"] for r in rows][:2] == ["fail", "fail"]
+
+
+def test_export_dialog_asks_before_replacing(qtbot, window, tmp_path, monkeypatch):
+    from gmmseg.gui.dialogs import ExportDialog
+
+    window.open_image(SAMPLE)
+    window.k_spin.setValue(2)
+    _fit(qtbot, window)
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "labels.png").write_bytes(b"keep me")
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.No)
+    dialog = ExportDialog(window, out, 2)
+    qtbot.addWidget(dialog)
+    dialog.accept()
+    assert asked and "already exist" in asked[0]
+    assert dialog.result() != dialog.DialogCode.Accepted and not dialog.overwrite
+    assert (out / "labels.png").read_bytes() == b"keep me"
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    dialog.accept()
+    assert dialog.overwrite and dialog.result() == dialog.DialogCode.Accepted
+    assert set(dialog.outputs()) >= {"labels", "masks", "summary"}
+
+
+def test_drop_a_file_opens_it(qtbot, window):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(SAMPLE))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                       Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.imageLoaded, timeout=5000):
+        window.dropEvent(event)
+    assert window.image_path == SAMPLE
+
+
+def test_running_workers_are_counted(qtbot):
+    """The leftover-thread check in the fixture can fail: a worker inside
+    run() is counted until it returns."""
+    release = threading.Event()
+
+    class Blocking(Worker):
+        def work(self):
+            release.wait(10)
+
+    worker = Blocking()
+    worker.start()
+    qtbot.waitUntil(lambda: Worker.running_count() == 1, timeout=5000)
+    release.set()
+    assert worker.wait(5000)
+    assert Worker.running_count() == 0
