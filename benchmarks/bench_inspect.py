@@ -37,7 +37,7 @@ def main():
           f"{inspector.segmenter_.n_components} by BIC, threshold {inspector.threshold_:.3f} "
           f"(false-alarm rate {inspector.false_alarm_rate:g}, min area {inspector.min_area})")
 
-    scores, truths, masks_all = [], [], []
+    scores, truths = [], []
     hit, painted, region_true, region_all, tp, fp, fn = 0, 0, 0, 0, 0, 0, 0
     for i in range(n_defective):
         image, masks = paint_defects(surface(1000 + i), i, faint=bool(i % 2))

@@ -7,7 +7,6 @@ Exit status: 0 success, 1 some inputs failed, 2 usage error, 3 defects found
 """
 
 import argparse
-import csv
 import glob
 import os
 import shutil

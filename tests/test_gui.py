@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 import threading
-import time
 
 import numpy as np
 import pytest

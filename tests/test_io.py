@@ -1,6 +1,5 @@
 """Loading every kind of image, generated on the fly, and every bad file."""
 
-import io
 import struct
 import zlib
 

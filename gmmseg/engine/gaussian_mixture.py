@@ -298,16 +298,9 @@ class GaussianMixture:
             if self.verbose:
                 print(f"Initialization {init}")
             if do_init:
-                should_stop = None
-                if callback is not None:
-
-                    def should_stop(step, init=init):
-                        report = EMProgress(init, step, -np.inf, np.nan, None, None, None, False, phase="init")
-                        return callback(report) is True
-
                 self.stopped_ = self._initialize_parameters(
                     X, w, total_weight, random_state, weights_init, means_init, precisions_init,
-                    should_stop,
+                    _init_stopper(callback, init),
                 )
             lower_bound = -np.inf if do_init else self.lower_bound_
             lower_bounds = []
@@ -388,8 +381,7 @@ class GaussianMixture:
         unit = np.ones(n) if w.shape[0] == 0 else w
         global_mean = (unit @ X) / total_weight
         shift = np.repeat(global_mean[None, :], K, axis=0)
-        labels = None
-        resp_chunk = None
+        labels = None  # "random" draws soft responsibilities instead
         stopped = False
         if self.init_params == "kmeans":
             shift, labels, stopped = kmeans(X, w, K, random_state, should_stop=should_stop)
@@ -400,11 +392,6 @@ class GaussianMixture:
             indices = _choose_rows(n, K, w, random_state)
             shift = np.ascontiguousarray(X[indices], dtype=np.float64)
             labels = _labels_from_indices(indices, n)
-        else:  # "random": uniform random responsibilities, drawn chunk by chunk
-
-            def resp_chunk(m):
-                r = random_state.uniform(size=(m, K))
-                return r / r.sum(axis=1)[:, None]
 
         stats = None
         diagonal = cov.is_diagonal(ctype)
@@ -416,8 +403,9 @@ class GaussianMixture:
                 resp = np.zeros((stop - start, K))
                 rows = np.nonzero(chunk_labels >= 0)[0]
                 resp[rows] = eye[chunk_labels[rows]]
-            else:
-                resp = resp_chunk(stop - start)
+            else:  # uniform random responsibilities, drawn chunk by chunk
+                resp = random_state.uniform(size=(stop - start, K))
+                resp /= resp.sum(axis=1)[:, None]
             part = _kernels.weighted_moments(X, start, stop, resp, w, shift, diagonal)
             stats = part if stats is None else stats + part
         nk, means, covariances = cov.estimate_parameters(stats, shift, ctype, self.reg_covar)
@@ -677,6 +665,19 @@ class GaussianMixture:
 
 # ----------------------------------------------------------------------
 # helpers
+def _init_stopper(callback, init):
+    """``should_stop(step)`` for k-means: asks the callback with an
+    ``EMProgress`` of phase "init"; None without a callback."""
+    if callback is None:
+        return None
+
+    def should_stop(step):
+        report = EMProgress(init, step, -np.inf, np.nan, None, None, None, False, phase="init")
+        return callback(report) is True
+
+    return should_stop
+
+
 def _labels_from_indices(indices, n_samples):
     """Labels -1 everywhere except row indices[k] -> k."""
     labels = np.full(n_samples, -1, dtype=np.int64)
