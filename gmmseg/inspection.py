@@ -23,6 +23,9 @@ from .segment import Segmenter, select_k
 
 DEFAULT_FALSE_ALARM_RATE = 1e-4
 DEFAULT_K_RANGE = range(1, 9)
+# False-alarm rates at which a saved model keeps its calibrated thresholds, so
+# a loaded model can still be re-thresholded for another rate.
+CURVE_RATES = np.logspace(-6, -1, 51)
 
 
 @dataclass
@@ -198,6 +201,7 @@ class Inspector:
                 scores = self._scores(images[0])[images[0].mask]
         self.threshold_ = float(np.quantile(scores, 1.0 - self.false_alarm_rate))
         self.calibration_scores_ = np.sort(scores)  # for thresholds at other rates
+        self.calibration_curve_ = (CURVE_RATES, np.quantile(self.calibration_scores_, 1.0 - CURVE_RATES))
         self.n_references_ = len(images)
         self.held_out_ = len(images) > 1
         return self
@@ -278,11 +282,14 @@ class Inspector:
 
     def threshold_for(self, false_alarm_rate, references=None):
         """A threshold for another false-alarm rate: from the calibration
-        scores of this fit, or from the given reference images."""
+        scores of this fit (or the calibration curve saved with the model),
+        or from the given reference images."""
         self._check_fitted()
         if references is None:
             if not hasattr(self, "calibration_scores_"):
-                raise ValueError("This model was loaded from a file: give reference images to recalibrate.")
+                rates, thresholds = self.calibration_curve_
+                # thresholds fall as the rate rises: interpolate in log(rate)
+                return float(np.interp(np.log(false_alarm_rate), np.log(rates), thresholds))
             scores = self.calibration_scores_
         else:
             images = [load_image(r) for r in references]
@@ -304,6 +311,10 @@ class Inspector:
             "min_area": self.min_area,
             "n_references": self.n_references_,
             "held_out": self.held_out_,
+            "calibration_curve": {
+                "false_alarm_rates": [float(r) for r in self.calibration_curve_[0]],
+                "thresholds": [float(t) for t in self.calibration_curve_[1]],
+            },
         }
         return write_json(path, data, overwrite=overwrite)
 
@@ -326,10 +337,17 @@ class Inspector:
             threshold = float(section["threshold"])
             if not math.isfinite(threshold):
                 raise ValueError("threshold is not finite")
+            curve = section["calibration_curve"]
+            rates = np.array(curve["false_alarm_rates"], dtype=np.float64)
+            thresholds = np.array(curve["thresholds"], dtype=np.float64)
+            if (rates.ndim != 1 or rates.shape != thresholds.shape or rates.size < 2
+                    or not np.all(np.isfinite(thresholds)) or not np.all(np.diff(rates) > 0) or rates[0] <= 0):
+                raise ValueError("calibration_curve must hold matching, increasing rates and finite thresholds")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path}: invalid inspection section ({exc})") from None
         inspector.segmenter_ = segmenter
         inspector.threshold_ = threshold
+        inspector.calibration_curve_ = (rates, thresholds)
         inspector.n_references_ = int(section.get("n_references", 1))
         inspector.held_out_ = bool(section.get("held_out", False))
         return inspector

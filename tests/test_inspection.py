@@ -75,6 +75,9 @@ def test_save_load_round_trip(tmp_path, inspector):
     path = inspector.save(tmp_path / "inspect.json")
     loaded = Inspector.load(path)
     assert loaded.threshold_ == inspector.threshold_
+    # The saved calibration curve re-thresholds a loaded model for other rates.
+    for rate in (1e-5, 3e-3, 0.05):
+        np.testing.assert_allclose(loaded.threshold_for(rate), inspector.threshold_for(rate), rtol=0.05, atol=0.05)
     a, b = inspector.inspect(image), loaded.inspect(image)
     np.testing.assert_array_equal(a.score, b.score)
     np.testing.assert_array_equal(a.mask, b.mask)
@@ -89,6 +92,11 @@ def test_save_load_round_trip(tmp_path, inspector):
     (tmp_path / "bad.json").write_text(json.dumps(data))
     with pytest.raises(ModelFileError, match="invalid inspection"):
         Inspector.load(tmp_path / "bad.json")
+    data = json.loads(path.read_text())
+    data["inspection"]["calibration_curve"]["thresholds"] = [1.0]
+    (tmp_path / "bad2.json").write_text(json.dumps(data))
+    with pytest.raises(ModelFileError, match="calibration_curve"):
+        Inspector.load(tmp_path / "bad2.json")
 
 
 def test_smoothing_ignores_masked_pixels():

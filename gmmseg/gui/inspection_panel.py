@@ -123,7 +123,7 @@ class InspectionPanel(QObject):
         has_model = self.inspector is not None
         self.fit_button.setEnabled(bool(self.references))
         self.save_button.setEnabled(has_model)
-        self.far_slider.setEnabled(has_model and hasattr(self.inspector, "calibration_scores_"))
+        self.far_slider.setEnabled(has_model)
         self.prev_button.setEnabled(self.index > 0)
         self.next_button.setEnabled(0 <= self.index < len(self.folder_images) - 1)
         self.report_button.setEnabled(has_model and bool(self.folder_images))
@@ -137,9 +137,7 @@ class InspectionPanel(QObject):
     def threshold(self):
         if self.inspector is None:
             return math.inf
-        if hasattr(self.inspector, "calibration_scores_"):
-            return self.inspector.threshold_for(self.rate())
-        return self.inspector.threshold_
+        return self.inspector.threshold_for(self.rate())
 
     # ------------------------------------------------------------------
     def choose_references(self):
