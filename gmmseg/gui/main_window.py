@@ -203,6 +203,7 @@ class MainWindow(QMainWindow):
         self.view_combo = QComboBox()
         for mode in VIEW_MODES:
             self.view_combo.addItem(VIEW_TITLES[mode], mode)
+        self.view_combo.addItem("Inspection", "inspection")  # shown once an inspection ran
         self.view_combo.setToolTip("What the canvas shows (keys 1-5)")
         self.view_combo.currentIndexChanged.connect(lambda i: self.set_view_mode(self.view_combo.itemData(i)))
         tb.addWidget(self.view_combo)
@@ -678,7 +679,7 @@ class MainWindow(QMainWindow):
         self.view_mode = mode
         for m, a in self.view_actions.items():
             a.setChecked(m == mode)
-        index = VIEW_MODES.index(mode) if mode in VIEW_MODES else -1
+        index = self.view_combo.findData(mode)
         if index >= 0 and self.view_combo.currentIndex() != index:
             self.view_combo.blockSignals(True)
             self.view_combo.setCurrentIndex(index)
