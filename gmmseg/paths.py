@@ -17,6 +17,13 @@ def resource(name):
 
 
 def sample_images_dir():
-    """The ``sample_images`` folder of a source checkout, or None when absent."""
+    """The bundled sample images: the checkout's ``sample_images`` folder, or
+    the copy installed with the package; None when neither exists."""
     candidate = Path(__file__).resolve().parent.parent / "sample_images"
-    return candidate if candidate.is_dir() else None
+    if candidate.is_dir():
+        return candidate
+    try:
+        installed = Path(str(resources.files("gmmseg.sample_images")))
+    except ModuleNotFoundError:
+        return None
+    return installed if installed.is_dir() else None
