@@ -312,7 +312,9 @@ def test_results_do_not_depend_on_thread_count():
     try:
         for threads in (1, 2):
             set_num_threads(threads)
-            results.append(GaussianMixture(3, max_iter=8, tol=0.0, random_state=0).fit(X))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                results.append(GaussianMixture(3, max_iter=8, tol=0.0, random_state=0).fit(X))
     finally:
         set_num_threads(before)
     a, b = results
@@ -333,7 +335,8 @@ def test_get_set_params_and_repr():
 
 def test_verbose_output(blobs, capsys):
     X, _, _ = blobs
-    GaussianMixture(2, verbose=2, verbose_interval=1, max_iter=3, tol=0.0, random_state=0).fit(X)
+    with pytest.warns(ConvergenceWarning):
+        GaussianMixture(2, verbose=2, verbose_interval=1, max_iter=3, tol=0.0, random_state=0).fit(X)
     out = capsys.readouterr().out
     assert "Initialization 0" in out and "Iteration 3" in out and "did not converge" in out
 
