@@ -16,8 +16,6 @@ import time
 import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-
-import numpy as np
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -298,15 +296,7 @@ def process_image(task):
             from .inspection import Inspector
 
             inspection = Inspector.load(task["model"]).inspect(image)
-            n_valid = max(int(image.mask.sum()), 1)
-            result.update({
-                "verdict": inspection.verdict,
-                "score": round(inspection.image_score, 4) if np.isfinite(inspection.image_score) else "",
-                "threshold": round(inspection.threshold, 4),
-                "regions": len(inspection.regions),
-                "defect_area": inspection.defect_area,
-                "defect_fraction": round(inspection.defect_area / n_valid, 6),
-            })
+            result.update(inspection.report_row())
             if target is not None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))

@@ -83,6 +83,18 @@ class InspectionResult:
     def defect_area(self):
         return int(sum(r.area for r in self.regions))
 
+    def report_row(self):
+        """This image's row of an inspection report (see export.REPORT_FIELDS)."""
+        used = max(int(np.isfinite(self.score).sum()), 1)
+        return {
+            "verdict": self.verdict,
+            "score": round(self.image_score, 4) if math.isfinite(self.image_score) else "",
+            "threshold": round(self.threshold, 4),
+            "regions": len(self.regions),
+            "defect_area": self.defect_area,
+            "defect_fraction": round(self.defect_area / used, 6),
+        }
+
 
 def smooth_scores(score, mask, sigma):
     """Gaussian smoothing that ignores masked pixels (normalised convolution)."""

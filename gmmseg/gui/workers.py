@@ -275,13 +275,7 @@ class ReportWorker(Worker):
             row = {"input": str(path), "status": "ok", "error": ""}
             try:
                 image = load_image(path)
-                result = self.inspector.inspect(image, threshold=self.threshold)
-                row.update({
-                    "verdict": result.verdict, "score": round(result.image_score, 4),
-                    "threshold": round(result.threshold, 4), "regions": len(result.regions),
-                    "defect_area": result.defect_area,
-                    "defect_fraction": round(result.defect_area / max(int(image.mask.sum()), 1), 6),
-                })
+                row.update(self.inspector.inspect(image, threshold=self.threshold).report_row())
             except (OSError, ValueError) as exc:
                 row.update({"status": "failed", "error": str(exc).splitlines()[0]})
             rows.append(row)
