@@ -104,7 +104,7 @@ def color_features(colors, color_space):
     if color_space == "rgb":
         return colors.copy()
     if color_space == "gray":
-        return (colors @ _LUMA_709)[:, None]
+        return luminance(colors)[:, None]
     if color_space == "ycbcr":
         return colors @ _YCBCR.T
     if color_space == "hsv":
@@ -116,6 +116,11 @@ def color_features(colors, color_space):
     from skimage.color import rgb2lab
 
     return rgb2lab(colors[None, :, :])[0] / 100.0
+
+
+def luminance(colors):
+    """Rec. 709 luminance of sRGB colours (N, 3), in the colours' dtype."""
+    return colors @ _LUMA_709.astype(colors.dtype)
 
 
 def _lab_lightness(grey):

@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .engine import ConvergenceWarning, GaussianMixture, NotFittedError
-from .features import FeatureConfig, color_features, lab_lightness, position_features, unique_colors
+from .features import FeatureConfig, color_features, lab_lightness, luminance, position_features, unique_colors
 from .io import load_image
 
-_LUMA_709 = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 _CHUNK_ROWS = 1 << 18
 _MEAN_FIELD_ITERATIONS = 10
 
@@ -260,7 +259,7 @@ class Segmenter:
             return colors
         if channels == 3:  # grey image, colour model: R = G = B
             return np.repeat(colors, 3, axis=1)
-        return (colors @ _LUMA_709)[:, None]  # colour image, grey model
+        return luminance(colors)[:, None]  # colour image, grey model
 
     def _training_data(self, image):
         """Rows to fit. ``image`` may also be a list of images (fitted together)."""
