@@ -260,17 +260,6 @@ def _replace_dir(staging, target, force):
 
 # ---------------------------------------------------------------------------
 # work done per image (runs in worker processes; returns plain data)
-def _segmenter_from(options):
-    from .segment import Segmenter
-
-    return Segmenter(
-        options["n_components"], covariance_type=options["covariance"], color_space=options["color_space"],
-        spatial_weight=options["spatial_weight"], smoothing=options["smoothing"], max_iter=options["max_iter"],
-        tol=options["tol"], n_init=options["n_init"], random_state=options["seed"],
-        max_samples=options["max_samples"],
-    )
-
-
 def process_image(task):
     """Segment, apply a model to, or inspect one image and export its files.
 
@@ -312,7 +301,7 @@ def process_image(task):
                 segmenter = Segmenter.load(task["model"])
                 seg = segmenter.predict(image)
             else:
-                segmenter = _segmenter_from(task["options"])
+                segmenter = Segmenter(**task["options"])
                 seg = segmenter.fit_predict(image)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
@@ -421,10 +410,11 @@ class Progress:
 # ---------------------------------------------------------------------------
 # commands
 def _model_options(args):
+    """The model options as Segmenter keyword arguments."""
     return {
-        "n_components": args.n_components, "covariance": args.covariance, "color_space": args.color_space,
+        "n_components": args.n_components, "covariance_type": args.covariance, "color_space": args.color_space,
         "spatial_weight": args.spatial_weight, "smoothing": args.smoothing, "max_iter": args.max_iter,
-        "tol": args.tol, "n_init": args.n_init, "seed": args.seed, "max_samples": args.max_samples,
+        "tol": args.tol, "n_init": args.n_init, "random_state": args.seed, "max_samples": args.max_samples,
     }
 
 
@@ -437,17 +427,9 @@ def _check_model_options(args):
         options = _model_options(args)
         if options["n_components"] is None:  # fit: K chosen by BIC later
             options["n_components"] = 1
-        Segmenter(**_segmenter_kwargs(options))
+        Segmenter(**options)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-
-
-def _segmenter_kwargs(o):
-    return dict(
-        n_components=o["n_components"], covariance_type=o["covariance"], color_space=o["color_space"],
-        spatial_weight=o["spatial_weight"], smoothing=o["smoothing"], max_iter=o["max_iter"], tol=o["tol"],
-        n_init=o["n_init"], random_state=o["seed"], max_samples=o["max_samples"],
-    )
 
 
 def run_batch(args, mode):
