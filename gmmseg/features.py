@@ -99,7 +99,7 @@ def color_features(colors, color_space):
     if colors.shape[1] == 1:
         grey = colors
         if color_space == "lab":
-            return _lab_lightness(grey[:, 0])[:, None] / 100.0
+            return lab_lightness(np.repeat(grey, 3, axis=1))[:, None] / 100.0
         return grey.copy()
     if color_space == "rgb":
         return colors.copy()
@@ -121,14 +121,6 @@ def color_features(colors, color_space):
 def luminance(colors):
     """Rec. 709 luminance of sRGB colours (N, 3), in the colours' dtype."""
     return colors @ _LUMA_709.astype(colors.dtype)
-
-
-def _lab_lightness(grey):
-    """CIE L* of grey sRGB values (the luminance of R = G = B)."""
-    from skimage.color import rgb2lab
-
-    rgb = np.repeat(grey[:, None], 3, axis=1)
-    return rgb2lab(rgb[None])[0][:, 0]
 
 
 def lab_lightness(colors):
