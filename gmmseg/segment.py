@@ -156,6 +156,7 @@ class _TrainingData:
     sample_weight: np.ndarray | None
     colors: np.ndarray  # display colour (sRGB) of each row of X
     counts: np.ndarray  # pixels represented by each row
+    pixel_rows: np.ndarray | None = None  # row of X of each used pixel of the one image, when known
 
 
 class Segmenter:
@@ -294,7 +295,9 @@ class Segmenter:
         feats = color_features(unique, self.features.color_space)
         display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
         if positions is None:
-            return image, channels, _TrainingData(feats, counts, display, counts)
+            # Every used pixel maps to a row unless pixels were pooled or sampled.
+            whole = colors.shape[0] == n and image.mode != "pooled"
+            return image, channels, _TrainingData(feats, counts, display, counts, inverse if whole else None)
         X = np.hstack([feats.astype(np.float32)[inverse], positions])
         ones = np.ones(X.shape[0])
         return image, channels, _TrainingData(X, None, display[inverse], ones)
@@ -307,6 +310,11 @@ class Segmenter:
         ``phase == "init"``); returning True stops the fit, and the model
         stays usable.
         """
+        self._fit(image, callback)
+        return self
+
+    def _fit(self, image, callback):
+        """Fit; returns the (loaded) image and its training data."""
         self._validate()
         image, channels, data = self._training_data(image)
         gm = self._new_mixture()
@@ -319,7 +327,7 @@ class Segmenter:
         self.component_names_ = [f"Component {k}" for k in range(self.n_components)]
         self.channels_ = channels
         self.n_features_in_ = data.X.shape[1]
-        return self
+        return image, data
 
     @staticmethod
     def _mean_colors(gm, data):
@@ -351,7 +359,6 @@ class Segmenter:
         self._check_fitted()
         image = load_image(image)
         colors = self._colors_for_model(image, self.channels_)
-        H, W = image.mask.shape
         K = self.gmm_.means_.shape[0]
         if self.features.uses_position:
             unique, _, inverse = unique_colors(colors, image.bit_depth)
@@ -367,6 +374,13 @@ class Segmenter:
             labels_v = np.empty(0, np.int64)
             proba_v = np.empty((0, K), np.float32)
             ll_v = np.empty(0)
+        return self._segmentation(image, labels_v, proba_v, ll_v)
+
+    def _segmentation(self, image, labels_v, proba_v, ll_v):
+        """Image-shaped maps from per-used-pixel labels, probabilities and
+        log-likelihoods (smoothed when asked)."""
+        H, W = image.mask.shape
+        K = proba_v.shape[1]
         full = bool(image.mask.all())
         if full:
             probabilities = proba_v.reshape(H, W, K)
@@ -376,7 +390,7 @@ class Segmenter:
         log_likelihood = np.full((H, W), np.nan, dtype=np.float32)
         log_likelihood[image.mask] = ll_v
         labels = np.full((H, W), -1, dtype=np.int32)
-        if self.smoothing > 0 and colors.shape[0]:
+        if self.smoothing > 0 and proba_v.shape[0]:
             probabilities = smooth_probabilities(probabilities, image.mask, self.smoothing)
             labels[image.mask] = probabilities[image.mask].argmax(axis=1)
         else:
@@ -387,9 +401,17 @@ class Segmenter:
         )
 
     def fit_predict(self, image, callback=None):
-        """Fit on an image and segment it; returns a :class:`Segmentation`."""
-        image = load_image(image)
-        return self.fit(image, callback=callback).predict(image)
+        """Fit on an image and segment it; returns a :class:`Segmentation`.
+
+        The same as ``fit(image).predict(image)``, but the image's unique
+        colours and their features are found once, not twice.
+        """
+        image, data = self._fit(load_image(image), callback)
+        if data.pixel_rows is None:
+            return self.predict(image)
+        labels_u, proba_u, ll_u = self.gmm_.estimate(data.X, proba_dtype=np.float32)
+        rows = data.pixel_rows
+        return self._segmentation(image, labels_u[rows], proba_u[rows], ll_u[rows])
 
     # ------------------------------------------------------------------
     def save(self, path, *, overwrite=False):

@@ -249,3 +249,16 @@ def test_max_samples_still_predicts_every_pixel():
     res = Segmenter(3, random_state=0, max_samples=500).fit_predict(img)
     assert res.labels.shape == truth.shape
     assert adjusted_rand_score(truth.ravel(), res.labels.ravel()) > 0.99
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"smoothing": 1.0}, {"spatial_weight": 0.5}, {"max_samples": 500}])
+def test_fit_predict_equals_fit_then_predict(kwargs):
+    img, _ = three_colour_image(noise=0.05)
+    alpha = np.full(img.shape[:2], 255, np.uint8)
+    alpha[:4] = 0
+    rgba = np.dstack([img, alpha])
+    a = Segmenter(3, random_state=0, **kwargs).fit_predict(rgba)
+    b = Segmenter(3, random_state=0, **kwargs).fit(rgba).predict(rgba)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.probabilities, b.probabilities)
+    np.testing.assert_array_equal(a.log_likelihood, b.log_likelihood)

@@ -74,7 +74,8 @@ class FitWorker(Worker):
     change, weights, means, covariances, precisions_cholesky);
     ``preview((QImage, (width, height)))`` a label view of the current
     parameters, on a grid of at most ``PREVIEW_PIXELS``, every
-    ``PREVIEW_INTERVAL_S``; ``stopped()`` when the fit ended on cancel;
+    ``PREVIEW_INTERVAL_S``; ``stopped()`` as the fit ends on cancel (the
+    maps of the last state are computed after it);
     ``finished_fit(segmenter, segmentation, cancelled)``.
     """
 
@@ -128,8 +129,14 @@ class FitWorker(Worker):
         data = self._preview_data(segmenter)
         last_preview = [time.perf_counter()]
 
-        def callback(p):
+        def stop_now():
             if self.cancelled:
+                self.stopped.emit()  # the fit ends as the callback returns True
+                return True
+            return False
+
+        def callback(p):
+            if stop_now():
                 return True
             if p.phase != "em":
                 return False
@@ -142,16 +149,12 @@ class FitWorker(Worker):
                 size = self.image.mask.shape[::-1]
                 self.preview.emit((self._render_preview(data, p, segmenter.covariance_type), size))
                 last_preview[0] = time.perf_counter()
-            return self.cancelled
+            return stop_now()
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            segmenter.fit(self.image, callback=callback)
-        was_cancelled = self.cancelled
-        if was_cancelled:
-            self.stopped.emit()
-        segmentation = segmenter.predict(self.image)
-        self.finished_fit.emit(segmenter, segmentation, was_cancelled)
+            segmentation = segmenter.fit_predict(self.image, callback=callback)
+        self.finished_fit.emit(segmenter, segmentation, bool(segmenter.gmm_.stopped_))
 
 
 class PredictWorker(Worker):
