@@ -2,14 +2,17 @@
 
 The engine (:class:`GaussianMixture`) is a scikit-learn compatible Gaussian
 mixture fitted by Numba EM kernels; :class:`Segmenter` turns images into
-segmentations with it.
+segmentations with it, and :class:`Inspector` flags what does not look like
+defect-free reference images. Every setting of both is declared once, in
+:mod:`gmmseg.params`.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .engine import ConvergenceWarning, EMProgress, GaussianMixture, NotFittedError
+from .inspection import InspectionResult, Inspector, Region
 from .io import ImageData, ImageLoadError, load_image
-from .modelfile import ModelFileError
+from .params import InspectionParams, SegmenterParams
+from .persistence import ModelFileError
 from .segment import KSelection, Segmentation, Segmenter, select_k
 
 __all__ = [
@@ -18,9 +21,14 @@ __all__ = [
     "GaussianMixture",
     "ImageData",
     "ImageLoadError",
+    "InspectionParams",
+    "InspectionResult",
+    "Inspector",
     "KSelection",
     "ModelFileError",
     "NotFittedError",
+    "Region",
+    "SegmenterParams",
     "Segmentation",
     "Segmenter",
     "__version__",

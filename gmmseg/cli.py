@@ -9,15 +9,34 @@ Exit status: 0 success, 1 some inputs failed, 2 usage error, 3 defects found
 import argparse
 import glob
 import os
-import shutil
+import signal
 import sys
-import tempfile
 import time
 import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
+
+from ._fileio import OutputExistsError, atomic_write, remove_partial_folders
+from ._version import __version__
+from .engine import set_num_threads
+from .export import REPORT_FIELDS
+from .inspection import Inspector
+from .io import list_images, load_image
+from .params import InspectionParams, SegmenterParams, Setting
+from .plot import criterion_chart
+from .segment import Segmenter, select_k
+from .workflows import (
+    SEGMENT_FIELDS,
+    Task,
+    default_message,
+    output_dirs,
+    run_task,
+    was_interrupted,
+    write_report,
+    write_run_summary,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFECTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -51,53 +70,65 @@ def _positive_int(text):
     return value
 
 
-def _non_negative_float(text):
+def _percentile(text):
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _rate(text):
-    value = _non_negative_float(text)
-    if not 0 < value < 0.5:
-        raise argparse.ArgumentTypeError(f"expected a rate in (0, 0.5), e.g. 0.001, got {text!r}")
-    return value
-
-
-def _percentile(text):
-    value = _non_negative_float(text)
-    if value > 100:
+    if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError(f"expected a percentile in [0, 100], got {text!r}")
     return value
 
 
-def _add_model_options(p):
-    from .features import COLOR_SPACES
+def _converter(setting: Setting):
+    """The argparse ``type`` of a setting: parse the text, then check it with
+    the setting's own rule (so the command line and the library agree)."""
+    parse = {"int": int, "seed": int, "optional_int": int, "float": float, "choice": str}.get(setting.kind)
 
-    g = p.add_argument_group("model")
-    g.add_argument("-k", "--n-components", type=_positive_int, default=4, metavar="K",
-                   help="number of segments (mixture components); default 4")
-    g.add_argument("--covariance", choices=("full", "tied", "diag", "spherical"), default="full",
-                   help="shape of each component: full (any ellipsoid, default), tied (one shared), "
-                        "diag (axis-aligned), spherical (round)")
-    g.add_argument("--color-space", choices=COLOR_SPACES, default="lab",
-                   help="colour features: lab (perceptual, default), rgb, hsv, ycbcr, gray")
-    g.add_argument("--spatial-weight", type=_non_negative_float, default=0.0, metavar="W",
-                   help="add pixel position (x, y) to the features with this weight; 0 = colour only (default)")
-    g.add_argument("--smoothing", type=_non_negative_float, default=0.0, metavar="S",
-                   help="spatial smoothing of the label maps (Potts mean field); 0 = off (default), 1 = gentle, 3 = strong")
-    g.add_argument("--max-iter", type=int, default=100, metavar="N", help="maximum EM iterations (default 100)")
-    g.add_argument("--tol", type=_non_negative_float, default=1e-3,
-                   help="stop when the mean log-likelihood changes less than this (default 1e-3)")
-    g.add_argument("--n-init", type=_positive_int, default=1, metavar="N",
-                   help="restarts from different initialisations; the best is kept (default 1)")
-    g.add_argument("--seed", type=int, default=0, help="random seed of the initialisation (default 0)")
-    g.add_argument("--max-samples", type=_positive_int, default=None, metavar="N",
-                   help="fit on a random subset of at most N pixels (default: all)")
+    def convert(text):
+        try:
+            value = _k_range(text) if setting.kind == "int_list" else parse(text)
+            return setting.check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None
+
+    convert.__name__ = setting.name  # argparse names the type in some messages
+    return convert
+
+
+def _add_settings(group, cls, skip=()):
+    """One option per setting of ``cls`` that has flags (see gmmseg.params).
+
+    Defaults are None, so that :func:`params_from_args` knows which settings
+    were given; the help shows the real default.
+    """
+    for setting in cls.settings():
+        if not setting.flags or setting.name in skip:
+            continue
+        options = {"dest": setting.name, "default": None, "type": _converter(setting),
+                   "help": f"{setting.help} (default {setting.describe_default()})"}
+        if setting.kind == "choice":  # argparse checks these and lists them
+            options["choices"] = setting.choices
+            options["type"] = str
+        else:
+            options["metavar"] = {"int_list": "FIRST-LAST", "float": "X"}.get(setting.kind, "N")
+        group.add_argument(*setting.flags, **options)
+
+
+def params_from_args(args, cls=SegmenterParams, base=None):
+    """The settings object of ``cls`` from parsed arguments: the options given
+    change ``base`` (default: ``cls()``); the one place the command line
+    turns its options into settings."""
+    base = cls() if base is None else base
+    given = {name: getattr(args, name) for name in cls.names() if getattr(args, name, None) is not None}
+    try:
+        return base.replace(**given)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _add_model_options(p, skip=()):
+    _add_settings(p.add_argument_group("model"), SegmenterParams, skip)
 
 
 def _add_batch_options(p, out_required=True):
@@ -115,8 +146,6 @@ def _add_batch_options(p, out_required=True):
 
 
 def build_parser():
-    from . import __version__
-
     parser = argparse.ArgumentParser(
         prog="gmmseg",
         description="Segment images with Gaussian mixture models fitted on pixel colours.",
@@ -139,12 +168,12 @@ def build_parser():
                        description="Fit K = first..last components and print BIC, AIC and "
                                    "log-likelihood per pixel; the best K is marked with '*'.")
     p.add_argument("image", metavar="IMAGE")
-    p.add_argument("--k-range", type=_k_range, default=range(1, 11), metavar="FIRST-LAST",
+    p.add_argument("--k-range", type=_k_range, default=range(1, 11), metavar="FIRST-LAST", dest="sweep",
                    help="values of K to try (default 1-10)")
     p.add_argument("--criterion", choices=("bic", "aic"), default="bic", help="what 'best' means (default bic)")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the BIC and AIC curves into a PNG")
     p.add_argument("--force", action="store_true", help="overwrite an existing plot")
-    _add_model_options(p)
+    _add_model_options(p, skip=("n_components",))
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("fit", help="fit one model on reference images and save it",
@@ -155,16 +184,10 @@ def build_parser():
                                    "and 'gmmseg inspect'.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--save-model", required=True, metavar="MODEL.json", help="where to write the model")
-    p.add_argument("--false-alarm-rate", type=_rate, default=1e-4, metavar="R",
-                   help="fraction of good pixels allowed above the threshold (default 0.0001)")
-    p.add_argument("--score-smoothing", type=_non_negative_float, default=1.5, metavar="SIGMA",
-                   help="Gaussian smoothing (pixels) of the anomaly score before thresholding (default 1.5)")
-    p.add_argument("--min-area", type=_positive_int, default=25, metavar="PIXELS",
-                   help="ignore defect regions smaller than this (default 25)")
     p.add_argument("--force", action="store_true", help="overwrite an existing model file")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders of folder inputs")
+    _add_settings(p.add_argument_group("inspection"), InspectionParams)
     _add_model_options(p)
-    p.set_defaults(n_components=None)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("apply", help="segment images with a saved model",
@@ -203,8 +226,6 @@ def expand_inputs(items, recursive=False):
     Returns ``(files, problems)``: problems are (item, message) for inputs
     that match nothing.
     """
-    from .io import list_images
-
     files, problems, seen = [], [], set()
 
     def add(path):
@@ -234,124 +255,17 @@ def expand_inputs(items, recursive=False):
     return files, problems
 
 
-def output_dirs(files, out_dir):
-    """DIR/<stem> per input; clashing stems get -2, -3, ... in input order."""
-    used, result = {}, []
-    for f in files:
-        stem = f.stem or "image"
-        n = used.get(stem, 0) + 1
-        used[stem] = n
-        result.append(Path(out_dir) / (stem if n == 1 else f"{stem}-{n}"))
-    return result
-
-
-def _replace_dir(staging, target, force):
-    """Move a finished staging folder into place (atomically per image)."""
-    if target.exists():
-        if not force:
-            raise FileExistsError(f"{target} already exists; not overwriting it (use --force)")
-        trash = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, trash)
-        os.replace(staging, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, target)
-
-
-# ---------------------------------------------------------------------------
-# work done per image (runs in worker processes; returns plain data)
-def process_image(task):
-    """Segment, apply a model to, or inspect one image and export its files.
-
-    ``task`` is a dict: input, output (a folder, or None for no files), mode
-    ('segment', 'apply' or 'inspect'), model options or model path, anomaly
-    percentile, force. Returns a result dict; never raises for a bad input.
-    """
-    from .engine import ConvergenceWarning
-    from .export import export_inspection, export_segmentation
-    from .io import load_image
-    from .segment import Segmenter
-
-    start = time.perf_counter()
-    src = Path(task["input"])
-    target = Path(task["output"]) if task["output"] else None
-    result = {"input": str(src), "output": str(target or ""), "status": "ok", "error": "", "seconds": 0.0}
-    staging = None
-    try:
-        if target is not None and target.exists() and not task["force"]:
-            raise FileExistsError(f"{target} already exists; not overwriting it (use --force)")
-        image = load_image(src)
-        if task["mode"] == "inspect":
-            from .inspection import Inspector
-
-            inspection = Inspector.load(task["model"]).inspect(image)
-            result.update(inspection.report_row())
-            if target is not None:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-                export_inspection(inspection, image, staging, overwrite=True,
-                                  summary={"image": str(src), "model": task["model"]})
-                _replace_dir(staging, target, task["force"])
-                staging = None
-            result["seconds"] = round(time.perf_counter() - start, 3)
-            return result
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            if task["mode"] == "apply":
-                segmenter = Segmenter.load(task["model"])
-                seg = segmenter.predict(image)
-            else:
-                segmenter = Segmenter(**task["options"])
-                seg = segmenter.fit_predict(image)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-        settings = segmenter.get_params()
-        settings["converged"] = bool(segmenter.gmm_.converged_)
-        settings["n_iter"] = int(segmenter.gmm_.n_iter_)
-        if task["mode"] == "apply":
-            settings["model"] = str(task["model"])
-        export_segmentation(seg, image, staging, anomaly_percentile=task["anomaly_percentile"],
-                            settings=settings, overwrite=True)
-        _replace_dir(staging, target, task["force"])
-        staging = None
-        result["n_components"] = seg.n_components
-        result["converged"] = bool(segmenter.gmm_.converged_)
-        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-            result["warning"] = "EM did not converge within --max-iter"
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # one bad file must not stop the batch
-        if _was_interrupted(exc):
-            raise KeyboardInterrupt from None
-        result["status"] = "failed"
-        result["error"] = _one_line(exc)
-        if task.get("debug"):
-            result["traceback"] = traceback.format_exc()
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-    result["seconds"] = round(time.perf_counter() - start, 3)
-    return result
-
-
-def _was_interrupted(exc):
-    """True for the error a compiled kernel reports when Ctrl-C arrived
-    while it ran (a SystemError chained to the KeyboardInterrupt)."""
-    return isinstance(exc.__cause__, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt)
-
-
 def _one_line(exc):
-    text = str(exc).strip().replace("\n", " ") or type(exc).__name__
-    if isinstance(exc, (MemoryError,)):
-        text = "out of memory; try --max-samples or a smaller image"
-    return text
+    """An error as one line, in the command line's words."""
+    if isinstance(exc, OutputExistsError):
+        what = f"{exc.path} already exists" if exc.count == 1 else f"{exc.count} outputs already exist, e.g. {exc.path}"
+        return f"{what}; not overwriting it (use --force)"
+    if isinstance(exc, MemoryError):
+        return "out of memory; try --max-samples or a smaller image"
+    return default_message(exc)
 
 
 def _worker_init():
-    import signal
-
-    from .engine import set_num_threads
-
     # Ctrl-C in a terminal reaches the whole process group: the parent alone
     # handles it (no new images; running ones finish their files).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -409,30 +323,9 @@ class Progress:
 
 # ---------------------------------------------------------------------------
 # commands
-def _model_options(args):
-    """The model options as Segmenter keyword arguments."""
-    return {
-        "n_components": args.n_components, "covariance_type": args.covariance, "color_space": args.color_space,
-        "spatial_weight": args.spatial_weight, "smoothing": args.smoothing, "max_iter": args.max_iter,
-        "tol": args.tol, "n_init": args.n_init, "random_state": args.seed, "max_samples": args.max_samples,
-    }
-
-
-def _check_model_options(args):
-    from .segment import Segmenter
-
-    try:
-        if args.max_iter < 0:
-            raise ValueError(f"--max-iter must be >= 0, got {args.max_iter}")
-        options = _model_options(args)
-        if options["n_components"] is None:  # fit: K chosen by BIC later
-            options["n_components"] = 1
-        Segmenter(**options)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def run_batch(args, mode):
+    """Run ``segment``, ``apply`` or ``inspect`` over the inputs; returns the exit status."""
+    settings = params_from_args(args).to_dict() if mode == "segment" else None
     files, problems = expand_inputs(args.images, args.recursive)
     for item, message in problems:
         print(f"gmmseg: error: {item}: {message}", file=sys.stderr)
@@ -447,21 +340,15 @@ def run_batch(args, mode):
     if report is not None and report.exists() and not args.force:
         raise UsageError(f"{report} already exists; not overwriting it (use --force)")
     if mode in ("apply", "inspect"):
-        from .inspection import Inspector
-        from .segment import Segmenter
-
         try:  # fail once, early, on a bad model
             (Inspector if mode == "inspect" else Segmenter).load(args.model)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     outputs = output_dirs(files, out_dir) if out_dir is not None else [None] * len(files)
+    model = str(Path(args.model).resolve()) if mode != "segment" else None
     tasks = [
-        {
-            "input": str(f), "output": str(o) if o is not None else None, "mode": mode, "force": args.force,
-            "anomaly_percentile": args.anomaly_percentile, "debug": args.debug,
-            "options": _model_options(args) if mode == "segment" else None,
-            "model": str(Path(args.model).resolve()) if mode != "segment" else None,
-        }
+        Task(mode, str(f), str(o) if o is not None else None, settings=settings, model=model,
+             anomaly_percentile=args.anomaly_percentile, overwrite=args.force, debug=args.debug)
         for f, o in zip(files, outputs)
     ]
     if out_dir is not None:
@@ -473,12 +360,12 @@ def run_batch(args, mode):
     try:
         if jobs <= 1:
             for i, task in enumerate(tasks):
-                results[i] = process_image(task)
+                results[i] = run_task(task, _one_line)
                 progress.update(results[i])
         else:
             ctx = get_context("spawn")  # no fork: kernel threads do not survive it
             with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init) as pool:
-                futures = {pool.submit(process_image, t): i for i, t in enumerate(tasks)}
+                futures = {pool.submit(run_task, t, _one_line): i for i, t in enumerate(tasks)}
                 try:
                     for future in as_completed(futures):
                         i = futures[future]
@@ -492,12 +379,12 @@ def run_batch(args, mode):
     except KeyboardInterrupt:
         progress.finish()
         if out_dir is not None:
-            _cleanup_partials(out_dir)
+            remove_partial_folders(out_dir)
         print("gmmseg: interrupted; finished images are complete, the rest were not written", file=sys.stderr)
-        _write_run_summary(out_dir, report, [r for r in results if r], started, interrupted=True)
+        _write_tables(out_dir, report, [r for r in results if r], started, interrupted=True)
         return EXIT_INTERRUPTED
     progress.finish()
-    _write_run_summary(out_dir, report, results, started)
+    _write_tables(out_dir, report, results, started)
     failed = sum(r["status"] != "ok" for r in results) + len(problems)
     if not args.quiet:
         ok = len(results) - sum(r["status"] != "ok" for r in results)
@@ -514,33 +401,12 @@ def run_batch(args, mode):
     return EXIT_OK
 
 
-def _cleanup_partials(out_dir):
-    for p in Path(out_dir).glob(".*.partial"):
-        shutil.rmtree(p, ignore_errors=True)
-
-
-SEGMENT_FIELDS = ("input", "output", "status", "error", "seconds", "n_components", "converged")
-
-
-def _write_run_summary(out_dir, report, results, started, interrupted=False):
-    from .export import REPORT_FIELDS, csv_writer
-    from .io import atomic_write
-    from .modelfile import write_json
-
-    fields = REPORT_FIELDS if report is not None else SEGMENT_FIELDS
+def _write_tables(out_dir, report, results, started, interrupted=False):
     if report is not None:
-        atomic_write(report, csv_writer(results, fields), overwrite=True)
-    if out_dir is None:
-        return
-    data = {
-        "results": results,
-        "images": len(results),
-        "failed": sum(r["status"] != "ok" for r in results),
-        "seconds": round(time.perf_counter() - started, 3),
-        "interrupted": interrupted,
-    }
-    write_json(Path(out_dir) / "run_summary.json", data, overwrite=True)
-    atomic_write(Path(out_dir) / "run_summary.csv", csv_writer(results, fields), overwrite=True)
+        write_report(report, results)
+    if out_dir is not None:
+        write_run_summary(out_dir, results, time.perf_counter() - started,
+                          fields=REPORT_FIELDS if report is not None else SEGMENT_FIELDS, interrupted=interrupted)
 
 
 def _cores():
@@ -551,7 +417,6 @@ def _cores():
 
 
 def cmd_segment(args):
-    _check_model_options(args)
     return run_batch(args, "segment")
 
 
@@ -560,25 +425,16 @@ def cmd_apply(args):
 
 
 def cmd_select_k(args):
-    from .io import atomic_write, load_image
-    from .segment import select_k
-
-    _check_model_options(args)
+    params = params_from_args(args)
     if args.plot and Path(args.plot).exists() and not args.force:
         raise UsageError(f"{args.plot} already exists; not overwriting it (use --force)")
     image = load_image(args.image)
-    result = select_k(
-        image, k_range=args.k_range, covariance_type=args.covariance, criterion=args.criterion,
-        color_space=args.color_space, spatial_weight=args.spatial_weight, random_state=args.seed,
-        n_init=args.n_init, max_iter=args.max_iter, tol=args.tol, max_samples=args.max_samples,
-    )
-    print(f"{image.name}: {image.width} x {image.height}, {args.color_space} features, "
-          f"{args.covariance} covariance")
+    result = select_k(image, k_range=args.sweep, criterion=args.criterion, params=params)
+    print(f"{image.name}: {image.width} x {image.height}, {params.color_space} features, "
+          f"{params.covariance_type} covariance")
     print(result.format_table())
     print(f"best K by {args.criterion.upper()}: {result.best_k}")
     if args.plot:
-        from .plot import criterion_chart
-
         chart = criterion_chart(result, title=f"{image.name}: model selection")
 
         def write(tmp):
@@ -590,10 +446,10 @@ def cmd_select_k(args):
 
 
 def cmd_fit(args):
-    from .inspection import Inspector
-    from .io import load_image
-
-    _check_model_options(args)
+    # The command line's segmentation defaults (not the library Inspector's
+    # max_iter=200, tol=1e-4): 'fit' has always fitted like 'segment'.
+    params = params_from_args(args)
+    inspection = params_from_args(args, InspectionParams).replace(auto_k=args.n_components is None)
     files, problems = expand_inputs(args.images, args.recursive)
     for item, message in problems:
         print(f"gmmseg: error: {item}: {message}", file=sys.stderr)
@@ -602,21 +458,14 @@ def cmd_fit(args):
     if Path(args.save_model).exists() and not args.force:
         raise UsageError(f"{args.save_model} already exists; not overwriting it (use --force)")
     images = [load_image(f) for f in files]
-    inspector = Inspector(
-        args.n_components, covariance_type=args.covariance, color_space=args.color_space,
-        false_alarm_rate=args.false_alarm_rate, smoothing_sigma=args.score_smoothing, min_area=args.min_area,
-        random_state=args.seed, max_iter=args.max_iter, tol=args.tol, n_init=args.n_init,
-        segmenter_options={"spatial_weight": args.spatial_weight, "smoothing": args.smoothing,
-                           "max_samples": args.max_samples},
-    )
-    inspector.fit(images)
+    inspector = Inspector(params=params, inspection=inspection).fit(images)
     inspector.save(args.save_model, overwrite=args.force)
     gm = inspector.segmenter_.gmm_
-    chosen = "chosen by BIC" if args.n_components is None else "given"
+    chosen = "chosen by BIC" if inspection.auto_k else "given"
     calibration = "held-out references (leave-one-out)" if inspector.held_out_ else "the reference itself"
-    print(f"fitted K={gm.means_.shape[0]} ({chosen}) {args.covariance} on {len(images)} image(s): "
+    print(f"fitted K={gm.means_.shape[0]} ({chosen}) {params.covariance_type} on {len(images)} image(s): "
           f"{'converged' if gm.converged_ else 'not converged'} after {gm.n_iter_} iterations; "
-          f"anomaly threshold {inspector.threshold_:.3f} for a false-alarm rate of {args.false_alarm_rate:g} "
+          f"anomaly threshold {inspector.threshold_:.3f} for a false-alarm rate of {inspection.false_alarm_rate:g} "
           f"(calibrated on {calibration}); model saved to {args.save_model}")
     return EXIT_OK
 
@@ -659,7 +508,7 @@ def main(argv=None):
         print("gmmseg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        if _was_interrupted(exc):
+        if was_interrupted(exc):
             print("gmmseg: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
         if getattr(args, "debug", False):

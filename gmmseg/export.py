@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .io import atomic_write
-from .modelfile import write_json
+from ._fileio import atomic_write, refuse_existing, write_json
 
 OUTPUTS = ("labels", "masks", "probabilities", "loglik", "anomaly", "overlay", "summary")
 MASKED_INDEX = 255
@@ -144,7 +143,7 @@ def export_segmentation(
         Subset of :data:`OUTPUTS`.
     overwrite : bool
         Replace existing files; otherwise nothing is written when any target
-        exists (FileExistsError lists them).
+        exists (:class:`OutputExistsError` names one).
     anomaly_percentile, anomaly_threshold : float
         Threshold of ``anomaly.png``: a log-likelihood value, or else a
         percentile of the image's own log-likelihoods.
@@ -161,13 +160,7 @@ def export_segmentation(
     """
     seg = segmentation
     paths = plan_outputs(out_dir, seg.n_components, outputs)
-    if not overwrite:
-        existing = [str(p) for p in paths.values() if p.exists()]
-        if existing:
-            raise FileExistsError(
-                f"{len(existing)} output file(s) already exist, e.g. {existing[0]}; "
-                "nothing was written (use --force / overwrite=True to replace them)."
-            )
+    refuse_existing(paths.values(), overwrite)
     threshold = anomaly_threshold if anomaly_threshold is not None else seg.anomaly_threshold(anomaly_percentile)
     anomaly = seg.anomaly_mask(threshold=threshold)
     writers = {}
@@ -269,10 +262,7 @@ def export_inspection(result, image, out_dir, *, overwrite=False, summary=None):
     ``overwrite``."""
     out_dir = Path(out_dir)
     paths = {name: out_dir / name for name in ("anomaly.png", "overlay.png", "regions.csv", "score.tif", "summary.json")}
-    if not overwrite:
-        existing = [str(p) for p in paths.values() if p.exists()]
-        if existing:
-            raise FileExistsError(f"{existing[0]} already exists; nothing was written (use --force / overwrite=True).")
+    refuse_existing(paths.values(), overwrite)
     atomic_write(paths["anomaly.png"], gray_png_writer(np.where(result.mask, 255, 0)), overwrite=overwrite)
     atomic_write(paths["overlay.png"], rgb_png_writer(inspection_overlay(image.to_uint8(), result)), overwrite=overwrite)
     atomic_write(paths["regions.csv"], csv_writer([r.as_dict() for r in result.regions], REGION_FIELDS), overwrite=overwrite)

@@ -12,17 +12,20 @@ an image fails when any region is found.
 """
 
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .engine import ConvergenceWarning
+from .engine import ConvergenceWarning, NotFittedError
 from .io import load_image
-from .segment import Segmenter, select_k
+from .params import INSPECTOR_MODEL_DEFAULTS, InspectionParams, SegmenterParams, split_settings
+from .persistence import InspectorState, ModelFileError, read_inspector_state, save_state
+from .segment import ImageLike, Segmenter, select_k
 
-DEFAULT_FALSE_ALARM_RATE = 1e-4
-DEFAULT_K_RANGE = range(1, 9)
 # False-alarm rates at which a saved model keeps its calibrated thresholds, so
 # a loaded model can still be re-thresholded for another rate.
 CURVE_RATES = np.logspace(-6, -1, 51)
@@ -100,7 +103,7 @@ def smooth_scores(score, mask, sigma):
     """Gaussian smoothing that ignores masked pixels (normalised convolution)."""
     if sigma <= 0:
         return np.where(mask, score, np.nan).astype(np.float32)
-    from scipy import ndimage
+    from scipy import ndimage  # scipy.ndimage costs start-up time; imported when first needed
 
     weights = mask.astype(np.float32)
     values = np.where(mask, score, 0.0).astype(np.float32)
@@ -119,64 +122,76 @@ class Inspector:
     ----------
     n_components : int or None, default=None
         Mixture components; None picks K by BIC over ``k_range``.
-    k_range : iterable of int, default=range(1, 9)
-    covariance_type, color_space, random_state, max_iter, tol, n_init
-        As for :class:`gmmseg.Segmenter`.
-    false_alarm_rate : float, default=0.0001
-        Expected fraction of good pixels above the threshold.
-    smoothing_sigma : float, default=1.5
-        Gaussian smoothing (pixels) of the score map before thresholding:
-        defects are areas, single noisy pixels are not.
-    min_area : int, default=25
-        Smaller connected regions are ignored.
+    params : SegmenterParams, optional
+        The segmenter settings (default: :data:`gmmseg.params.INSPECTOR_MODEL_DEFAULTS`,
+        the segmentation defaults with ``max_iter=200, tol=1e-4``).
+    inspection : InspectionParams, optional
+        The inspection settings; keyword arguments change some of them.
     segmenter_options : dict, optional
-        Further :class:`gmmseg.Segmenter` settings (e.g. ``smoothing`` for
-        the label maps of ``gmmseg apply``).
+        Further segmenter settings (kept for older code; the same as passing
+        them as keyword arguments).
+    **settings
+        Any setting of :class:`gmmseg.params.SegmenterParams` (e.g.
+        ``covariance_type``, ``color_space``, ``random_state``, ``max_iter``,
+        ``smoothing`` for the label maps of ``gmmseg apply``) or of
+        :class:`gmmseg.params.InspectionParams`: ``k_range`` (default 1-8),
+        ``false_alarm_rate`` (expected fraction of good pixels above the
+        threshold, default 1e-4), ``smoothing_sigma`` (Gaussian smoothing of
+        the score map in pixels before thresholding, default 1.5: defects are
+        areas, single noisy pixels are not), ``min_area`` (smaller connected
+        regions are ignored, default 25).
     """
 
     def __init__(
         self,
-        n_components=None,
+        n_components: int | None = None,
         *,
-        k_range=DEFAULT_K_RANGE,
-        covariance_type="full",
-        color_space="lab",
-        false_alarm_rate=DEFAULT_FALSE_ALARM_RATE,
-        smoothing_sigma=1.5,
-        min_area=25,
-        random_state=0,
-        max_iter=200,
-        tol=1e-4,
-        n_init=1,
-        segmenter_options=None,
+        params: SegmenterParams | None = None,
+        inspection: InspectionParams | None = None,
+        segmenter_options: dict[str, Any] | None = None,
+        **settings: Any,
     ):
-        if not (isinstance(false_alarm_rate, (int, float)) and 0.0 < false_alarm_rate < 0.5):
-            raise ValueError(f"false_alarm_rate must be in (0, 0.5), e.g. 0.001; got {false_alarm_rate!r}.")
-        if not (isinstance(smoothing_sigma, (int, float)) and math.isfinite(smoothing_sigma) and smoothing_sigma >= 0):
-            raise ValueError(f"smoothing_sigma must be a number >= 0, got {smoothing_sigma!r}.")
-        if isinstance(min_area, bool) or not isinstance(min_area, (int, np.integer)) or min_area < 1:
-            raise ValueError(f"min_area must be a positive integer, got {min_area!r}.")
-        self.n_components = n_components
-        self.k_range = list(k_range)
-        self.covariance_type = covariance_type
-        self.color_space = color_space
-        self.false_alarm_rate = float(false_alarm_rate)
-        self.smoothing_sigma = float(smoothing_sigma)
-        self.min_area = int(min_area)
-        self.random_state = random_state
-        self.max_iter = max_iter
-        self.tol = tol
-        self.n_init = n_init
-        self.segmenter_options = dict(segmenter_options or {})
+        model_settings, inspection_settings = split_settings(
+            {**(segmenter_options or {}), **settings}, SegmenterParams, InspectionParams)
+        base = INSPECTOR_MODEL_DEFAULTS if params is None else params
+        if n_components is not None:
+            model_settings["n_components"] = n_components
+            inspection_settings.setdefault("auto_k", False)
+        elif inspection is None:
+            inspection_settings.setdefault("auto_k", True)
+        self.params = base.replace(**model_settings)
+        self.inspection = (InspectionParams() if inspection is None else inspection).replace(**inspection_settings)
 
-    def get_params(self):
-        return {
-            "false_alarm_rate": self.false_alarm_rate,
-            "smoothing_sigma": self.smoothing_sigma,
-            "min_area": self.min_area,
-        }
+    # Settings are readable as attributes, as for Segmenter.
+    def __getattr__(self, name: str) -> Any:
+        if name in ("params", "inspection"):  # not set yet (e.g. while copying)
+            raise AttributeError(name)
+        if name == "n_components":
+            return None if self.inspection.auto_k else self.params.n_components
+        if name in SegmenterParams.names():
+            return getattr(self.params, name)
+        if name in InspectionParams.names():
+            return getattr(self.inspection, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def fit(self, references):
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Every setting as a dict: the segmenter settings (``n_components``
+        None when K is chosen by BIC) and the inspection settings."""
+        data = self.params.to_dict()
+        data["n_components"] = self.n_components
+        data.update(self.inspection.to_dict())
+        return data
+
+    def set_params(self, **settings: Any) -> "Inspector":
+        """Change settings (checked); returns self. Takes effect at the next fit,
+        except ``min_area`` (next inspection) and ``false_alarm_rate`` (see
+        :meth:`set_false_alarm_rate` to re-threshold a fitted model)."""
+        model_settings, inspection_settings = split_settings(settings, SegmenterParams, InspectionParams)
+        self.params = self.params.replace(**model_settings)
+        self.inspection = self.inspection.replace(**inspection_settings)
+        return self
+
+    def fit(self, references: ImageLike | list[ImageLike]) -> "Inspector":
         """Fit on defect-free references (paths, ImageData or arrays).
 
         With two or more references the threshold is calibrated by
@@ -191,56 +206,49 @@ class Inspector:
             raise ValueError("Give at least one defect-free reference image.")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            k = self.n_components
-            if k is None:
-                selection = select_k(
-                    _pool(images) if len(images) > 1 else images[0], k_range=self.k_range,
-                    covariance_type=self.covariance_type, color_space=self.color_space,
-                    random_state=self.random_state, max_iter=self.max_iter, tol=self.tol, n_init=self.n_init,
-                )
+            k = self.params.n_components
+            if self.inspection.auto_k:
+                selection = select_k(images if len(images) > 1 else images[0], k_range=self.inspection.k_range,
+                                     params=self.params)
                 k = selection.best_k
                 self.k_selection_ = selection
+            model = self.params.replace(n_components=k)
             if len(images) > 1:
                 scores = []
                 for i, held_out in enumerate(images):
                     others = images[:i] + images[i + 1 :]
-                    self.segmenter_ = self._new_segmenter(k).fit(others if len(others) > 1 else others[0])
+                    self.segmenter_ = Segmenter(params=model).fit(others if len(others) > 1 else others[0])
                     scores.append(self._scores(held_out)[held_out.mask])
                 scores = np.concatenate(scores)
-                self.segmenter_ = self._new_segmenter(k).fit(images)
+                self.segmenter_ = Segmenter(params=model).fit(images)
             else:
-                self.segmenter_ = self._new_segmenter(k).fit(images[0])
+                self.segmenter_ = Segmenter(params=model).fit(images[0])
                 scores = self._scores(images[0])[images[0].mask]
-        self.threshold_ = float(np.quantile(scores, 1.0 - self.false_alarm_rate))
+        self.threshold_ = float(np.quantile(scores, 1.0 - self.inspection.false_alarm_rate))
         self.calibration_scores_ = np.sort(scores)  # for thresholds at other rates
         self.calibration_curve_ = (CURVE_RATES, np.quantile(self.calibration_scores_, 1.0 - CURVE_RATES))
         self.n_references_ = len(images)
         self.held_out_ = len(images) > 1
         return self
 
-    def _new_segmenter(self, k):
-        return Segmenter(
-            k, covariance_type=self.covariance_type, color_space=self.color_space,
-            random_state=self.random_state, max_iter=self.max_iter, tol=self.tol, n_init=self.n_init,
-            **self.segmenter_options,
-        )
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "segmenter_")
 
     def _check_fitted(self):
-        if not hasattr(self, "segmenter_"):
-            from .engine import NotFittedError
-
+        if not self.is_fitted:
             raise NotFittedError("This Inspector is not fitted; call fit(references) or load a model.")
 
     def _scores(self, image):
         seg = self.segmenter_.predict(image)
-        return smooth_scores(-seg.log_likelihood.astype(np.float32), seg.mask, self.smoothing_sigma)
+        return smooth_scores(-seg.log_likelihood.astype(np.float32), seg.mask, self.inspection.smoothing_sigma)
 
-    def score_map(self, image):
+    def score_map(self, image: ImageLike) -> np.ndarray:
         """Anomaly score of every pixel: smoothed negative log-likelihood."""
         self._check_fitted()
         return self._scores(load_image(image))
 
-    def inspect(self, image, threshold=None):
+    def inspect(self, image: ImageLike, threshold: float | None = None) -> InspectionResult:
         """Score an image, threshold it and find its defect regions.
 
         ``threshold`` overrides the calibrated one (e.g. from
@@ -249,13 +257,13 @@ class Inspector:
         self._check_fitted()
         return self.find_regions(self._scores(load_image(image)), threshold)
 
-    def find_regions(self, score, threshold=None):
+    def find_regions(self, score: np.ndarray, threshold: float | None = None) -> InspectionResult:
         """Threshold a score map (from :meth:`score_map`) into defect regions.
 
         Cheap compared with scoring: re-thresholding a shown image (e.g. for
         another false-alarm rate) reuses its score map.
         """
-        from scipy import ndimage
+        from scipy import ndimage  # scipy.ndimage costs start-up time; imported when first needed
 
         self._check_fitted()
         thr = self.threshold_ if threshold is None else float(threshold)
@@ -272,7 +280,7 @@ class Inspector:
             centres = ndimage.center_of_mass(above, labels, index)
             boxes = ndimage.find_objects(labels)
             for i in range(n):
-                if areas[i] < self.min_area:
+                if areas[i] < self.inspection.min_area:
                     continue
                 keep[i + 1] = True
                 ys, xs = boxes[i]
@@ -292,81 +300,64 @@ class Inspector:
             passed=not regions, image_score=top - thr,
         )
 
-    def threshold_for(self, false_alarm_rate, references=None):
+    def threshold_for(self, false_alarm_rate: float, references: list[ImageLike] | None = None) -> float:
         """A threshold for another false-alarm rate: from the calibration
         scores of this fit (or the calibration curve saved with the model),
         or from the given reference images."""
         self._check_fitted()
+        rate = InspectionParams.setting("false_alarm_rate").check(false_alarm_rate)
         if references is None:
             if not hasattr(self, "calibration_scores_"):
                 rates, thresholds = self.calibration_curve_
                 # thresholds fall as the rate rises: interpolate in log(rate)
-                return float(np.interp(np.log(false_alarm_rate), np.log(rates), thresholds))
+                return float(np.interp(np.log(rate), np.log(rates), thresholds))
             scores = self.calibration_scores_
         else:
             images = [load_image(r) for r in references]
             scores = np.concatenate([self._scores(im)[im.mask] for im in images])
-        return float(np.quantile(scores, 1.0 - false_alarm_rate))
+        return float(np.quantile(scores, 1.0 - rate))
+
+    def set_false_alarm_rate(self, false_alarm_rate: float) -> float:
+        """Re-threshold a fitted model for another false-alarm rate (from its
+        calibration); returns the new threshold."""
+        threshold = self.threshold_for(false_alarm_rate)
+        self.inspection = self.inspection.replace(false_alarm_rate=false_alarm_rate)
+        self.threshold_ = threshold
+        return threshold
 
     # ------------------------------------------------------------------
-    def save(self, path, *, overwrite=False):
-        """Write the model (mixture, features, threshold) as JSON; the file is
-        also a Segmenter model for ``gmmseg apply``."""
-        from .modelfile import segmenter_to_dict, write_json
-
+    # state and model files
+    def to_state(self) -> InspectorState:
+        """The fitted model as plain data (what a model file holds)."""
         self._check_fitted()
-        data = segmenter_to_dict(self.segmenter_)
-        data["inspection"] = {
-            "threshold": self.threshold_,
-            "false_alarm_rate": self.false_alarm_rate,
-            "smoothing_sigma": self.smoothing_sigma,
-            "min_area": self.min_area,
-            "n_references": self.n_references_,
-            "held_out": self.held_out_,
-            "calibration_curve": {
-                "false_alarm_rates": [float(r) for r in self.calibration_curve_[0]],
-                "thresholds": [float(t) for t in self.calibration_curve_[1]],
-            },
-        }
-        return write_json(path, data, overwrite=overwrite)
+        rates, thresholds = self.calibration_curve_
+        return InspectorState(
+            self.segmenter_.to_state(), self.params, self.inspection, float(self.threshold_),
+            np.asarray(rates, dtype=np.float64), np.asarray(thresholds, dtype=np.float64),
+            n_references=int(self.n_references_), held_out=bool(self.held_out_),
+        )
 
     @classmethod
-    def load(cls, path):
-        """Read an inspection model; rejects files without a calibration."""
-        from .modelfile import ModelFileError, load_segmenter, read_model_dict
-
-        data = read_model_dict(path)
-        section = data.get("inspection")
-        if not isinstance(section, dict):
-            raise ModelFileError(f"{path}: not an inspection model (no threshold); fit one with 'gmmseg fit REF... --save-model'")
-        segmenter = load_segmenter(path)
-        try:
-            inspector = cls(
-                segmenter.n_components, covariance_type=segmenter.covariance_type,
-                color_space=segmenter.color_space, false_alarm_rate=float(section["false_alarm_rate"]),
-                smoothing_sigma=float(section["smoothing_sigma"]), min_area=int(section["min_area"]),
-            )
-            threshold = float(section["threshold"])
-            if not math.isfinite(threshold):
-                raise ValueError("threshold is not finite")
-            curve = section["calibration_curve"]
-            rates = np.array(curve["false_alarm_rates"], dtype=np.float64)
-            thresholds = np.array(curve["thresholds"], dtype=np.float64)
-            if (rates.ndim != 1 or rates.shape != thresholds.shape or rates.size < 2
-                    or not np.all(np.isfinite(thresholds)) or not np.all(np.diff(rates) > 0) or rates[0] <= 0):
-                raise ValueError("calibration_curve must hold matching, increasing rates and finite thresholds")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{path}: invalid inspection section ({exc})") from None
-        inspector.segmenter_ = segmenter
-        inspector.threshold_ = threshold
-        inspector.calibration_curve_ = (rates, thresholds)
-        inspector.n_references_ = int(section.get("n_references", 1))
-        inspector.held_out_ = bool(section.get("held_out", False))
+    def from_state(cls, state: InspectorState) -> "Inspector":
+        """A fitted Inspector from :meth:`to_state`'s data."""
+        inspector = cls(params=state.model_params, inspection=state.inspection)
+        inspector.segmenter_ = Segmenter.from_state(state.segmenter)
+        inspector.threshold_ = float(state.threshold)
+        inspector.calibration_curve_ = (np.asarray(state.calibration_rates), np.asarray(state.calibration_thresholds))
+        inspector.n_references_ = int(state.n_references)
+        inspector.held_out_ = bool(state.held_out)
         return inspector
 
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the model (mixture, settings, threshold, calibration) as JSON;
+        the file is also a Segmenter model (for ``gmmseg apply``)."""
+        return save_state(self.to_state(), path, overwrite=overwrite)
 
-def _pool(images):
-    from .segment import _pooled_image
-
-    colors = np.concatenate([im.rgb()[im.mask] if not all(i.is_gray for i in images) else im.pixels[im.mask] for im in images])
-    return _pooled_image(images, colors)
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Inspector":
+        """Read an inspection model; rejects files without a calibration."""
+        state = read_inspector_state(path)
+        try:
+            return cls.from_state(state)
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: invalid model: {exc}") from None

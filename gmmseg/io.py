@@ -1,4 +1,4 @@
-"""Loading images of every common kind, and atomic saving.
+"""Loading images of every common kind.
 
 Every loader returns an :class:`ImageData`: float32 pixels scaled to [0, 1]
 with 1 (grey) or 3 (RGB) channels, a mask of the pixels to use (opaque and
@@ -8,9 +8,7 @@ finite), the bit depth and where the image came from. Problems raise one
 
 import os
 import struct
-import tempfile
 import threading
-import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .engine._jit import kernel
+from ._jit import kernel
 
 # Pillow's own decompression-bomb limit (about 89.5 megapixels) is our default.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -470,39 +468,3 @@ def _load_png16(path, max_pixels):
     image.bit_depth = 16
     image.mode = {2: "RGB", 4: "grey+alpha", 6: "RGBA"}[colour_type] + " 16-bit"
     return image
-
-
-# ---------------------------------------------------------------------------
-# saving
-def atomic_write(path, write, *, overwrite=False):
-    """Write a file so that it is either complete or absent.
-
-    ``write(tmp_path)`` writes the content to a temporary file in the target
-    folder, which is then renamed over ``path``. Refuses to replace an
-    existing file unless ``overwrite`` is true.
-
-    Raises
-    ------
-    FileExistsError
-        ``path`` exists and ``overwrite`` is false.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; not overwriting it (use --force / overwrite=True).")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        raise
-    return path

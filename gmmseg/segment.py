@@ -1,13 +1,26 @@
 """Segmenting images with a Gaussian mixture over colour features."""
 
+import os
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .engine import ConvergenceWarning, GaussianMixture, NotFittedError
+from ._validation import check_int_list
+from .engine import ConvergenceWarning, EMProgress, GaussianMixture, NotFittedError
 from .features import FeatureConfig, color_features, lab_lightness, luminance, position_features, unique_colors
-from .io import load_image
+from .io import ImageData, load_image
+from .params import SegmenterParams
+from .persistence import (
+    MixtureState,
+    ModelFileError,
+    SegmenterState,
+    read_segmenter_state,
+    save_state,
+)
 
 _CHUNK_ROWS = 1 << 18
 _MEAN_FIELD_ITERATIONS = 10
@@ -123,7 +136,7 @@ def smooth_probabilities(probabilities, mask, strength, n_iter=_MEAN_FIELD_ITERA
     other, so isolated pixels whose colour is ambiguous join the region
     around them while clear colour edges stay. Masked pixels take no part.
     """
-    from scipy import ndimage
+    from scipy import ndimage  # scipy.ndimage costs start-up time; only smoothing needs it
 
     prior = probabilities
     q = prior.copy()
@@ -138,16 +151,35 @@ def smooth_probabilities(probabilities, mask, strength, n_iter=_MEAN_FIELD_ITERA
         q[outside] = 0.0
     return q.astype(np.float32, copy=False)
 
-
-def _pooled_image(images, colors):
+def _pooled_image(images: list[ImageData], colors: np.ndarray) -> ImageData:
     """The used pixels of several images as one 1-row image (for naming and
     bit depth only; positions are not used with several images)."""
-    from .io import ImageData
-
     return ImageData(
         pixels=colors[None], mask=np.ones((1, colors.shape[0]), dtype=bool),
         bit_depth=max(im.bit_depth for im in images), mode="pooled",
     )
+
+
+@dataclass
+class ColorTable:
+    """An image's distinct colours, their features and where they are.
+
+    Attributes
+    ----------
+    features : ndarray (M, d)
+        Colour features of each distinct colour.
+    counts : ndarray (M,)
+        Pixels of each colour.
+    colors : ndarray (M, 3)
+        Display colour (sRGB in [0, 1]) of each colour.
+    index : ndarray (H, W) of int
+        Row of ``features`` of every pixel; -1 where masked out.
+    """
+
+    features: np.ndarray
+    counts: np.ndarray
+    colors: np.ndarray
+    index: np.ndarray
 
 
 @dataclass
@@ -159,26 +191,33 @@ class _TrainingData:
     pixel_rows: np.ndarray | None = None  # row of X of each used pixel of the one image, when known
 
 
+ImageLike = str | os.PathLike | ImageData | np.ndarray
+
+
 class Segmenter:
     """Segment images by fitting a Gaussian mixture to pixel colour features.
 
     Parameters
     ----------
-    n_components : int, default=4
-        Number of segments (mixture components).
-    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
-    color_space : {'rgb', 'lab', 'hsv', 'ycbcr', 'gray'}, default='lab'
-    spatial_weight : float, default=0
-        Weight of the pixel position features (0: colour only).
-    smoothing : float, default=0
-        Strength of the spatial (Potts mean-field) smoothing of the
-        probabilities; 0 turns it off, 1 is gentle, about 3 makes very noisy
-        regions coherent.
-    max_iter, tol, reg_covar, n_init, init_params, random_state
-        Passed to :class:`gmmseg.GaussianMixture`.
-    max_samples : int, optional
-        Fit on a random (seeded) subset of at most this many pixels; the
-        whole image is still predicted. None fits on every pixel.
+    n_components : int, optional
+        Number of segments (mixture components); default 4.
+    params : SegmenterParams, optional
+        All settings at once; keyword arguments change some of them.
+    **settings
+        Any setting of :class:`gmmseg.params.SegmenterParams`:
+        ``covariance_type`` ('full', 'tied', 'diag', 'spherical'),
+        ``color_space`` ('lab', 'rgb', 'hsv', 'ycbcr', 'gray'),
+        ``spatial_weight`` (weight of the pixel position features; 0 = colour
+        only), ``smoothing`` (Potts mean-field smoothing of the
+        probabilities: 0 off, 1 gentle, about 3 makes very noisy regions
+        coherent), ``max_iter``, ``tol``, ``reg_covar``, ``n_init``,
+        ``init_params``, ``random_state`` (passed to
+        :class:`gmmseg.GaussianMixture`) and ``max_samples`` (fit on a
+        seeded random subset of at most this many pixels; the whole image
+        is still predicted).
+
+    Each setting is also readable as an attribute (``seg.covariance_type``);
+    ``set_params`` changes them (checked as on construction).
 
     When the features depend on colour alone, the mixture is fitted on the
     image's unique colours with their pixel counts as weights: exactly the
@@ -187,73 +226,48 @@ class Segmenter:
     first), so the same image gives the same label numbers.
     """
 
-    def __init__(
-        self,
-        n_components=4,
-        *,
-        covariance_type="full",
-        color_space="lab",
-        spatial_weight=0.0,
-        smoothing=0.0,
-        max_iter=100,
-        tol=1e-3,
-        reg_covar=1e-6,
-        n_init=1,
-        init_params="kmeans",
-        random_state=0,
-        max_samples=None,
-    ):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.color_space = color_space
-        self.spatial_weight = spatial_weight
-        self.smoothing = smoothing
-        self.max_iter = max_iter
-        self.tol = tol
-        self.reg_covar = reg_covar
-        self.n_init = n_init
-        self.init_params = init_params
-        self.random_state = random_state
-        self.max_samples = max_samples
-        self._validate()
+    def __init__(self, n_components: int | None = None, *, params: SegmenterParams | None = None, **settings: Any):
+        if n_components is not None:
+            settings["n_components"] = n_components
+        base = SegmenterParams() if params is None else params
+        if not isinstance(base, SegmenterParams):
+            raise ValueError(f"params must be a SegmenterParams, got {type(base).__name__}.")
+        object.__setattr__(self, "params", base.replace(**settings))
 
-    def _validate(self):
-        self.features = FeatureConfig(self.color_space, self.spatial_weight)
-        s = self.smoothing
-        if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) or not np.isfinite(s) or s < 0:
-            raise ValueError(f"smoothing must be a finite number >= 0, got {s!r}.")
-        m = self.max_samples
-        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
-            raise ValueError(f"max_samples must be None or a positive integer, got {m!r}.")
-        # Let the engine check its own parameters now, not after loading an image.
-        self._new_mixture()._check_parameters(1)
+    # Settings read and written as attributes go through ``params``, so there
+    # is one copy of each and every change is checked.
+    def __getattr__(self, name: str) -> Any:
+        if name in SegmenterParams.names():
+            return getattr(self.params, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def _new_mixture(self):
-        return GaussianMixture(
-            self.n_components,
-            covariance_type=self.covariance_type,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            n_init=self.n_init,
-            init_params=self.init_params,
-            random_state=self.random_state,
-        )
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in SegmenterParams.names():
+            object.__setattr__(self, "params", self.params.replace(**{name: value}))
+        else:
+            object.__setattr__(self, name, value)
 
-    def get_params(self):
-        """Constructor parameters as a dict."""
-        names = (
-            "n_components", "covariance_type", "color_space", "spatial_weight", "smoothing",
-            "max_iter", "tol", "reg_covar", "n_init", "init_params", "random_state", "max_samples",
-        )
-        return {name: getattr(self, name) for name in names}
+    @property
+    def features(self) -> FeatureConfig:
+        """The feature settings (colour space, spatial weight)."""
+        return self.params.features
 
-    def __repr__(self):
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The settings as a dict (see :class:`gmmseg.params.SegmenterParams`)."""
+        return self.params.to_dict()
+
+    def set_params(self, **settings: Any) -> "Segmenter":
+        """Change settings (checked); returns self. A fitted model keeps its
+        mixture until the next fit."""
+        object.__setattr__(self, "params", self.params.replace(**settings))
+        return self
+
+    def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"Segmenter({params})"
 
     # ------------------------------------------------------------------
-    def _colors_for_model(self, image, channels):
+    def _colors_for_model(self, image: ImageData, channels: int) -> np.ndarray:
         """Used pixels' colours with the channel count the model expects."""
         colors = image.pixels[image.mask]
         if colors.shape[1] == channels:
@@ -261,6 +275,24 @@ class Segmenter:
         if channels == 3:  # grey image, colour model: R = G = B
             return np.repeat(colors, 3, axis=1)
         return luminance(colors)[:, None]  # colour image, grey model
+
+    def color_table(self, image: ImageLike, channels: int | None = None) -> ColorTable:
+        """The distinct colours of an image with their features, counts and
+        pixel positions, under this segmenter's colour settings.
+
+        Cheap to evaluate a mixture on (e.g. live previews of a running
+        fit); position features are not part of it. ``channels`` defaults to
+        the fitted model's, else the image's own.
+        """
+        image = load_image(image)
+        if channels is None:
+            channels = getattr(self, "channels_", image.pixels.shape[2])
+        colors = self._colors_for_model(image, channels)
+        unique, counts, inverse = unique_colors(colors, image.bit_depth)
+        index = np.full(image.mask.shape, -1, dtype=np.int64)
+        index[image.mask] = inverse
+        display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
+        return ColorTable(color_features(unique, self.features.color_space), counts, display, index)
 
     def _training_data(self, image):
         """Rows to fit. ``image`` may also be a list of images (fitted together)."""
@@ -287,7 +319,7 @@ class Segmenter:
                 "use fewer components."
             )
         if self.max_samples is not None and n > self.max_samples:
-            rng = np.random.RandomState(self.random_state if isinstance(self.random_state, (int, np.integer)) else 0)
+            rng = np.random.RandomState(self.random_state if self.random_state is not None else 0)
             keep = np.sort(rng.choice(n, size=self.max_samples, replace=False))
             colors = colors[keep]
             positions = positions[keep] if positions is not None else None
@@ -302,8 +334,10 @@ class Segmenter:
         ones = np.ones(X.shape[0])
         return image, channels, _TrainingData(X, None, display[inverse], ones)
 
-    def fit(self, image, callback=None):
-        """Fit the mixture to an image (path, ImageData or array).
+    def fit(self, image: ImageLike | list[ImageLike], callback: Callable[[EMProgress], bool | None] | None = None
+            ) -> "Segmenter":
+        """Fit the mixture to an image (path, ImageData or array), or to the
+        pixels of several images together (a list).
 
         ``callback`` receives an :class:`gmmseg.EMProgress` after every EM
         iteration (and every k-means step of the initialisation, with
@@ -315,9 +349,8 @@ class Segmenter:
 
     def _fit(self, image, callback):
         """Fit; returns the (loaded) image and its training data."""
-        self._validate()
         image, channels, data = self._training_data(image)
-        gm = self._new_mixture()
+        gm = self.params.mixture()
         gm.fit(data.X, sample_weight=data.sample_weight, callback=callback)
         colors = self._mean_colors(gm, data)
         order = np.lexsort((-gm.weights_, lab_lightness(colors)))
@@ -345,11 +378,23 @@ class Segmenter:
             colors = np.where(mass[:, None] > 0, sums / mass[:, None], 0.5)
         return np.clip(colors, 0.0, 1.0)
 
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "gmm_")
+
     def _check_fitted(self):
-        if not hasattr(self, "gmm_"):
+        if not self.is_fitted:
             raise NotFittedError("This Segmenter is not fitted yet; call fit(image) or load a model first.")
 
-    def predict(self, image):
+    def rename_components(self, names: list[str]) -> None:
+        """Give the components names (shown in the application, saved in model files)."""
+        self._check_fitted()
+        names = [str(n) for n in names]
+        if len(names) != self.gmm_.n_components:
+            raise ValueError(f"give {self.gmm_.n_components} names, got {len(names)}.")
+        self.component_names_ = names
+
+    def predict(self, image: ImageLike) -> "Segmentation":
         """Segment an image with the fitted model.
 
         Returns
@@ -400,7 +445,8 @@ class Segmenter:
             self.component_colors_, self.gmm_.weights_, self.component_names_,
         )
 
-    def fit_predict(self, image, callback=None):
+    def fit_predict(self, image: ImageLike, callback: Callable[[EMProgress], bool | None] | None = None
+                    ) -> "Segmentation":
         """Fit on an image and segment it; returns a :class:`Segmentation`.
 
         The same as ``fit(image).predict(image)``, but the image's unique
@@ -414,19 +460,65 @@ class Segmenter:
         return self._segmentation(image, labels_u[rows], proba_u[rows], ll_u[rows])
 
     # ------------------------------------------------------------------
-    def save(self, path, *, overwrite=False):
-        """Write the fitted model (mixture and feature settings) as JSON."""
-        from .modelfile import save_segmenter
-
+    # state and model files
+    def to_state(self) -> SegmenterState:
+        """The fitted model as plain data (what a model file holds)."""
         self._check_fitted()
-        return save_segmenter(self, path, overwrite=overwrite)
+        gm = self.gmm_
+        mixture = MixtureState(
+            gm.covariance_type, gm.weights_.copy(), gm.means_.copy(), gm.precisions_cholesky_.copy(),
+            converged=bool(gm.converged_), n_iter=int(gm.n_iter_),
+            lower_bound=float(gm.lower_bound_) if np.isfinite(gm.lower_bound_) else None,
+        )
+        return SegmenterState(
+            self.params, int(self.channels_), mixture, np.array(self.component_colors_, dtype=np.float64),
+            list(self.component_names_),
+        )
 
     @classmethod
-    def load(cls, path):
-        """Read a model written by :meth:`save`; validates the file."""
-        from .modelfile import load_segmenter
+    def from_state(cls, state: SegmenterState) -> "Segmenter":
+        """A fitted Segmenter from :meth:`to_state`'s data (checked: raises
+        ValueError when the parts do not fit together)."""
+        params = state.params
+        m = state.mixture
+        gm = GaussianMixture.from_parameters(
+            m.weights, m.means, m.precisions_cholesky, covariance_type=m.covariance_type,
+            tol=params.tol, reg_covar=params.reg_covar, max_iter=params.max_iter, n_init=params.n_init,
+            init_params=params.init_params, random_state=params.random_state,
+        )
+        K, d = gm.means_.shape
+        if K != params.n_components or gm.covariance_type != params.covariance_type:
+            raise ValueError("the mixture does not match the segmenter settings")
+        if state.channels not in (1, 3) or d != params.features.n_features(state.channels):
+            raise ValueError(f"{d} features do not match the feature settings and {state.channels} channel(s)")
+        colors = np.asarray(state.component_colors, dtype=np.float64)
+        if colors.shape != (K, 3) or len(state.component_names) != K:
+            raise ValueError(f"give {K} component colours and names")
+        gm.converged_ = bool(m.converged)
+        gm.n_iter_ = int(m.n_iter)
+        gm.lower_bound_ = float(m.lower_bound) if m.lower_bound is not None else -np.inf
+        segmenter = cls(params=params)
+        segmenter.gmm_ = gm
+        segmenter.component_colors_ = np.clip(colors, 0.0, 1.0)
+        segmenter.component_names_ = [str(n) for n in state.component_names]
+        segmenter.channels_ = int(state.channels)
+        segmenter.n_features_in_ = d
+        return segmenter
 
-        return load_segmenter(path)
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the fitted model (mixture and settings) as a JSON model file;
+        returns its path. An existing file is replaced only with ``overwrite``."""
+        return save_state(self.to_state(), path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Segmenter":
+        """Read a model written by :meth:`save` (or an inspection model);
+        raises :class:`gmmseg.ModelFileError` for a bad file."""
+        state = read_segmenter_state(path)
+        try:
+            return cls.from_state(state)
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: invalid model: {exc}") from None
 
 
 @dataclass
@@ -467,30 +559,28 @@ class KSelection:
 
 
 def select_k(
-    image,
-    k_range=range(1, 9),
-    covariance_type="full",
-    criterion="bic",
+    image: ImageLike | list[ImageLike],
+    k_range: Iterable[int] = range(1, 9),
+    covariance_type: str | Iterable[str] | None = None,
+    criterion: str = "bic",
     *,
-    color_space="lab",
-    spatial_weight=0.0,
-    random_state=0,
-    n_init=1,
-    max_iter=100,
-    tol=1e-3,
-    reg_covar=1e-6,
-    max_samples=None,
-    callback=None,
-):
+    params: SegmenterParams | None = None,
+    callback: Callable[[dict], bool | None] | None = None,
+    **settings: Any,
+) -> KSelection:
     """Fit a mixture for every K (and covariance type) and pick the best.
 
     Parameters
     ----------
-    image : path, ImageData or array
+    image : path, ImageData or array, or a list of them
+        Several images are pooled (as :meth:`Segmenter.fit` does).
     k_range : iterable of int
-    covariance_type : str or sequence of str
-        One covariance type, or several to compare.
+    covariance_type : str or sequence of str, optional
+        One covariance type, or several to compare; default: the settings'.
     criterion : {'bic', 'aic'}
+    params : SegmenterParams, optional
+        Every other setting (colour space, iterations, initialisation,
+        sampling...); keyword arguments change some of them.
     callback : callable, optional
         Called with each finished row (a dict); returning True stops the
         sweep early (the rows so far are kept).
@@ -501,15 +591,18 @@ def select_k(
     """
     if criterion not in ("bic", "aic"):
         raise ValueError(f"criterion must be 'bic' or 'aic', got {criterion!r}.")
-    ks = [int(k) for k in k_range]
-    if not ks or min(ks) < 1:
-        raise ValueError(f"k_range must hold integers >= 1, got {list(k_range)!r}.")
-    types = [covariance_type] if isinstance(covariance_type, str) else list(covariance_type)
-    template = Segmenter(
-        min(ks), covariance_type=types[0], color_space=color_space, spatial_weight=spatial_weight,
-        random_state=random_state, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-        max_samples=max_samples,
-    )
+    try:
+        ks = list(check_int_list(sorted(set(k_range)), "k_range"))
+    except TypeError:
+        raise ValueError(f"k_range must hold integers >= 1 such as range(1, 9), got {k_range!r}.") from None
+    base = SegmenterParams() if params is None else params
+    if covariance_type is not None:
+        types = [covariance_type] if isinstance(covariance_type, str) else list(covariance_type)
+    else:
+        types = [base.covariance_type]
+    settings.pop("n_components", None)  # the sweep sets K
+    template = Segmenter(params=base.replace(n_components=min(ks), covariance_type=types[0], **settings))
+    sweep = template.params
     _, _, data = template._training_data(image)
     result = KSelection(criterion=criterion)
     stopped = False
@@ -517,10 +610,7 @@ def select_k(
         if stopped:
             break
         for k in ks:
-            gm = GaussianMixture(
-                k, covariance_type=ctype, tol=tol, reg_covar=reg_covar, max_iter=max_iter,
-                n_init=n_init, random_state=random_state,
-            )
+            gm = sweep.mixture(k, ctype)
             if data.sample_weight is None and data.X.shape[0] < k:
                 continue  # fewer pixels than components
             with warnings.catch_warnings():

@@ -9,7 +9,8 @@ import tifffile
 from PIL import Image
 
 import gmmseg
-from gmmseg.io import ImageLoadError, atomic_write, from_array, load_image
+from gmmseg._fileio import atomic_write
+from gmmseg.io import ImageLoadError, from_array, load_image
 from imagefiles import png16_bytes
 
 RNG = np.random.RandomState(0)

@@ -6,7 +6,8 @@ cache) on first use. :func:`warm_up` compiles them ahead of time.
 
 from ._exceptions import ConvergenceWarning, NotFittedError
 from ._parallel import get_num_threads, set_num_threads
-from .gaussian_mixture import EMProgress, GaussianMixture
+from ._covariance import COVARIANCE_TYPES
+from .gaussian_mixture import INIT_PARAMS, EMProgress, GaussianMixture
 
 
 def warm_up(dtypes=("float64",)):
@@ -35,6 +36,8 @@ def warm_up(dtypes=("float64",)):
 
 
 __all__ = [
+    "COVARIANCE_TYPES",
+    "INIT_PARAMS",
     "ConvergenceWarning",
     "EMProgress",
     "GaussianMixture",

@@ -29,7 +29,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._jit import FASTMATH, kernel
+from .._jit import FASTMATH, kernel
 
 BLOCK = 1024  # samples per scratch block: fits comfortably in L1/L2
 LOG_2PI = math.log(2.0 * math.pi)

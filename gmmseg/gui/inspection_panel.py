@@ -22,6 +22,9 @@ from PySide6.QtWidgets import (
 
 from ..export import inspection_overlay
 from ..io import ImageLoadError, list_images, load_image
+from ..inspection import Inspector
+from ..params import InspectionParams
+from .settings_form import SettingsForm
 from .workers import InspectorFitWorker, ReportWorker, ScoreWorker
 
 FAR_MIN_EXP, FAR_MAX_EXP = -6.0, -1.0  # false-alarm rate slider: 1e-6 .. 1e-1
@@ -76,6 +79,15 @@ class InspectionPanel(QObject):
         self.model_label = QLabel("No reference model yet.")
         self.model_label.setWordWrap(True)
         v.addWidget(self.model_label)
+        # Inspection settings from the settings table; the Model panel gives
+        # the rest (K, covariance, colour space, iterations...).
+        self.settings_form = SettingsForm(InspectionParams, names=("auto_k", "smoothing_sigma", "min_area"))
+        self.settings_form.widgets["auto_k"].setChecked(False)  # by default the Model panel's K is fitted
+        k_range = InspectionParams().k_range
+        self.settings_form.form.labelForField(self.settings_form.widgets["auto_k"]).setText(
+            f"Choose K by BIC ({k_range[0]}-{k_range[-1]})")
+        self.settings_form.form.setContentsMargins(0, 0, 0, 0)
+        v.addWidget(self.settings_form)
         row = QHBoxLayout()
         row.addWidget(QLabel("False-alarm rate"))
         self.far_slider = QSlider(Qt.Orientation.Horizontal)
@@ -159,12 +171,21 @@ class InspectionPanel(QObject):
         except ImageLoadError as exc:
             QMessageBox.critical(self.window, "Cannot read a reference", str(exc))
             return
-        params = {"covariance_type": self.window.cov_combo.currentText(), "color_space": self.window.space_combo.currentText(),
-                  "false_alarm_rate": self.rate(), "random_state": self.window.seed_spin.value()}
-        worker = InspectorFitWorker(images, params)
+        try:
+            params, inspection = self.fit_settings()
+        except ValueError as exc:
+            QMessageBox.critical(self.window, "Cannot fit", str(exc))
+            return
+        worker = InspectorFitWorker(images, params, inspection)
         worker.finished_inspector.connect(self._on_fitted)
         self.model_label.setText("fitting the reference model...")
         self.window._track(worker).start()
+
+    def fit_settings(self):
+        """What a Fit uses: the Model panel's settings and this panel's
+        inspection settings (with the slider's false-alarm rate)."""
+        inspection = self.settings_form.params().replace(false_alarm_rate=self.rate())
+        return self.window.current_params(), inspection
 
     def _on_fitted(self, inspector):
         self.inspector = inspector
@@ -188,13 +209,12 @@ class InspectionPanel(QObject):
             self.load(path)
 
     def load(self, path):
-        from ..inspection import Inspector
-
         try:
             self.inspector = Inspector.load(path)
         except (OSError, ValueError) as exc:
             QMessageBox.critical(self.window, "Cannot load inspection model", str(exc))
             return False
+        self.settings_form.set_values(self.inspector.inspection)
         exp = np.clip(round(math.log10(self.inspector.false_alarm_rate) * 10), self.far_slider.minimum(), self.far_slider.maximum())
         self.far_slider.blockSignals(True)
         self.far_slider.setValue(int(exp))
@@ -209,8 +229,7 @@ class InspectionPanel(QObject):
         path, _ = QFileDialog.getSaveFileName(self.window, "Save inspection model",
                                               str(Path(self.window._last_dir("model")) / "inspection.json"), "gmmseg model (*.json)")
         if path:
-            self.inspector.false_alarm_rate = self.rate()
-            self.inspector.threshold_ = self.threshold()
+            self.inspector.set_false_alarm_rate(self.rate())
             self.inspector.save(path, overwrite=True)
 
     # ------------------------------------------------------------------

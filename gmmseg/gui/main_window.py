@@ -28,15 +28,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .. import __version__
-from ..features import COLOR_SPACES, color_features, unique_colors
+from .._fileio import atomic_write
+from .._version import __version__
+from ..features import color_features, unique_colors
 from ..io import ImageLoadError, load_image
+from ..params import SegmenterParams
 from ..paths import resource, sample_images_dir
+from ..segment import Segmenter
 from .canvas import ImageCanvas, qimage_from_rgb
 from .dialogs import ExportDialog
 from .render import VIEW_MODES, VIEW_TITLES, checkerboard_under, render
 from .widgets import ColorBar, DensityView, PlotWidget
-from .workers import AutoKWorker, FitWorker, PredictWorker, WarmupWorker
+from .inspection_panel import InspectionPanel
+from .settings_form import SettingsForm, set_combo_tips
+from .workers import AutoKWorker, ExportWorker, FitWorker, PredictWorker, WarmupWorker
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.webp *.gif);;All files (*)"
 MAX_RECENT = 10
@@ -96,7 +101,7 @@ class MainWindow(QMainWindow):
         self._density_cache = None
         self.last_cancel_latency = None
         self._cancel_time = None
-        self._fit_params = {}
+        self._fit_params = SegmenterParams()
 
         self.canvas = ImageCanvas(self)
         self.setCentralWidget(self.canvas)
@@ -228,51 +233,17 @@ class MainWindow(QMainWindow):
         return dock
 
     def _create_docks(self):
-        # Model controls
-        controls = QWidget()
-        form = QFormLayout(controls)
-        self.k_spin = QSpinBox()
-        self.k_spin.setRange(1, 64)
-        self.k_spin.setValue(4)
-        self.k_spin.setToolTip("Number of segments: Gaussian components in the mixture")
-        self.cov_combo = QComboBox()
-        for name, tip in (("full", "any ellipsoid per component"), ("tied", "one shared ellipsoid"),
-                          ("diag", "axis-aligned ellipsoids"), ("spherical", "round blobs")):
-            self.cov_combo.addItem(name)
-            self.cov_combo.setItemData(self.cov_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
-        self.cov_combo.setToolTip("Shape of each component's covariance: full is most flexible, spherical the simplest")
-        self.space_combo = QComboBox()
-        self.space_combo.addItems(COLOR_SPACES)
-        self.space_combo.setCurrentText("lab")
-        self.space_combo.setToolTip("Colour features: lab is perceptual; hsv treats hue as an angle; gray uses lightness only")
-        self.spatial_spin = QDoubleSpinBox()
-        self.spatial_spin.setRange(0, 10)
-        self.spatial_spin.setSingleStep(0.1)
-        self.spatial_spin.setToolTip("Weight of pixel position (x, y) in the features; 0 = colour only")
-        self.smooth_spin = QDoubleSpinBox()
-        self.smooth_spin.setRange(0, 10)
-        self.smooth_spin.setSingleStep(0.5)
-        self.smooth_spin.setToolTip("Spatial smoothing of the labels (Potts mean field): 0 = off, 1 = gentle, 3 = strong")
-        self.iter_spin = QSpinBox()
-        self.iter_spin.setRange(1, 10000)
-        self.iter_spin.setValue(100)
-        self.iter_spin.setToolTip("Maximum EM iterations")
-        self.tol_spin = QDoubleSpinBox()
-        self.tol_spin.setDecimals(6)
-        self.tol_spin.setRange(0.0, 1.0)
-        self.tol_spin.setSingleStep(0.0001)
-        self.tol_spin.setValue(0.001)
-        self.tol_spin.setToolTip("EM stops when the mean log-likelihood changes less than this")
-        self.init_spin = QSpinBox()
-        self.init_spin.setRange(1, 50)
-        self.init_spin.setToolTip("Restarts from different initialisations; the best fit is kept")
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2**31 - 1)
-        self.seed_spin.setToolTip("Random seed of the initialisation (same seed, same result)")
-        for label, w in (("Components (K)", self.k_spin), ("Covariance", self.cov_combo), ("Colour space", self.space_combo),
-                         ("Spatial weight", self.spatial_spin), ("Smoothing", self.smooth_spin), ("Max iterations", self.iter_spin),
-                         ("Tolerance", self.tol_spin), ("Restarts", self.init_spin), ("Seed", self.seed_spin)):
-            form.addRow(label, w)
+        # Model controls: one widget per setting, from the settings table
+        self.model_panel = SettingsForm(SegmenterParams)
+        w = self.model_panel.widgets
+        # Names the rest of the window (and its tests) use for the main controls.
+        self.k_spin, self.cov_combo, self.space_combo = w["n_components"], w["covariance_type"], w["color_space"]
+        self.spatial_spin, self.smooth_spin, self.iter_spin = w["spatial_weight"], w["smoothing"], w["max_iter"]
+        self.tol_spin, self.init_spin, self.seed_spin = w["tol"], w["n_init"], w["random_state"]
+        set_combo_tips(self.cov_combo, {"full": "any ellipsoid per component", "tied": "one shared ellipsoid",
+                                        "diag": "axis-aligned ellipsoids", "spherical": "round blobs"})
+        controls = self.model_panel
+        form = self.model_panel.form
         buttons = QHBoxLayout()
         self.run_button = QPushButton(_icon("run"), "Run")
         self.run_button.clicked.connect(self.run_fit)
@@ -342,8 +313,6 @@ class MainWindow(QMainWindow):
         self._fill_axes_combo()
 
         # Inspection
-        from .inspection_panel import InspectionPanel
-
         self.inspection = InspectionPanel(self)
         self.dock_inspection = self._dock("Inspection", self.inspection.widget, Qt.DockWidgetArea.RightDockWidgetArea,
                                           "dock_inspection")
@@ -375,19 +344,8 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
         self.recent = [p for p in (s.value("recent", []) or []) if isinstance(p, str)]
-        params = {
-            "k": (self.k_spin.setValue, int), "covariance": (self.cov_combo.setCurrentText, str),
-            "color_space": (self.space_combo.setCurrentText, str), "spatial": (self.spatial_spin.setValue, float),
-            "smoothing": (self.smooth_spin.setValue, float), "max_iter": (self.iter_spin.setValue, int),
-            "tol": (self.tol_spin.setValue, float), "n_init": (self.init_spin.setValue, int), "seed": (self.seed_spin.setValue, int),
-        }
-        for key, (setter, kind) in params.items():
-            value = s.value(f"params/{key}")
-            if value is not None:
-                try:
-                    setter(kind(value))
-                except (TypeError, ValueError):
-                    pass
+        self.model_panel.restore(s, "model/")
+        self.inspection.settings_form.restore(s, "inspection/")
         self._update_recent_menu()
 
     def _write_settings(self):
@@ -395,11 +353,8 @@ class MainWindow(QMainWindow):
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
         s.setValue("recent", self.recent)
-        for key, value in (("k", self.k_spin.value()), ("covariance", self.cov_combo.currentText()),
-                           ("color_space", self.space_combo.currentText()), ("spatial", self.spatial_spin.value()),
-                           ("smoothing", self.smooth_spin.value()), ("max_iter", self.iter_spin.value()),
-                           ("tol", self.tol_spin.value()), ("n_init", self.init_spin.value()), ("seed", self.seed_spin.value())):
-            s.setValue(f"params/{key}", value)
+        self.model_panel.save(s, "model/")
+        self.inspection.settings_form.save(s, "inspection/")
         s.sync()
 
     def _last_dir(self, key):
@@ -474,12 +429,8 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------
     # fitting
     def current_params(self):
-        return {
-            "n_components": self.k_spin.value(), "covariance_type": self.cov_combo.currentText(),
-            "color_space": self.space_combo.currentText(), "spatial_weight": self.spatial_spin.value(),
-            "smoothing": self.smooth_spin.value(), "max_iter": self.iter_spin.value(), "tol": self.tol_spin.value(),
-            "n_init": self.init_spin.value(), "random_state": self.seed_spin.value(),
-        }
+        """The Model panel's settings (a :class:`gmmseg.SegmenterParams`)."""
+        return self.model_panel.params()
 
     def _track(self, worker):
         self.workers.add(worker)
@@ -585,7 +536,7 @@ class MainWindow(QMainWindow):
             return
         # The file dialog already asked about overwriting.
         try:
-            self.segmenter.component_names_ = list(self.segmentation.names)
+            self.segmenter.rename_components(self.segmentation.names)
             self.segmenter.save(path, overwrite=True)
         except (OSError, ValueError) as exc:
             QMessageBox.critical(self, "Cannot save model", str(exc))
@@ -599,8 +550,6 @@ class MainWindow(QMainWindow):
             self.load_model(path)
 
     def load_model(self, path):
-        from ..segment import Segmenter
-
         try:
             segmenter = Segmenter.load(path)
         except (OSError, ValueError) as exc:
@@ -617,12 +566,8 @@ class MainWindow(QMainWindow):
         return True
 
     def _apply_params(self, segmenter):
-        p = segmenter.get_params()
-        self.k_spin.setValue(p["n_components"])
-        self.cov_combo.setCurrentText(p["covariance_type"])
-        self.space_combo.setCurrentText(p["color_space"])
-        self.spatial_spin.setValue(p["spatial_weight"])
-        self.smooth_spin.setValue(p["smoothing"])
+        """Show a (loaded) model's settings in the Model panel."""
+        self.model_panel.set_values(segmenter.params)
 
     # ------------------------------------------------------------------
     # auto K
@@ -863,10 +808,10 @@ class MainWindow(QMainWindow):
         source = None
         covariance_type = None
         if live is not None:
-            if self._fit_params["color_space"] != self.space_combo.currentText():
+            if self._fit_params.color_space != self.space_combo.currentText():
                 return  # the plot shows another colour space than the running fit
             source = (live["means"], live["covariances"], None)
-            covariance_type = self._fit_params["covariance_type"]
+            covariance_type = self._fit_params.covariance_type
         elif self.segmenter is not None and self.segmenter.features.color_space == self.space_combo.currentText():
             gm = self.segmenter.gmm_
             source = (gm.means_, gm.covariances_, self.segmenter.component_colors_)
@@ -894,10 +839,8 @@ class MainWindow(QMainWindow):
             self.start_export(dialog.folder(), dialog.outputs(), dialog.overwrite)
 
     def start_export(self, folder, outputs, overwrite):
-        from .workers import ExportWorker
-
-        settings = self.segmenter.get_params() if self.segmenter else {}
-        worker = ExportWorker(self.segmentation, self.image, folder, tuple(outputs), overwrite, self.percentile(), settings)
+        worker = ExportWorker(self.segmentation, self.image, folder, tuple(outputs), overwrite, self.percentile(),
+                              self.segmenter)
         worker.step.connect(lambda done, total, name: (self.progress.show(), self.progress.setRange(0, total),
                                                        self.progress.setValue(done), self.progress.setFormat(f"writing {name}")))
         worker.finished_export.connect(self._on_export_finished)
@@ -925,8 +868,6 @@ class MainWindow(QMainWindow):
             self.save_view(path)
 
     def save_view(self, path):
-        from ..io import atomic_write
-
         image = self.canvas.current_pixmap().toImage()
 
         def write(tmp):

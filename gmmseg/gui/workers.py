@@ -13,8 +13,9 @@ import warnings
 import numpy as np
 from PySide6.QtCore import QThread, Signal
 
-from ..engine import ConvergenceWarning, GaussianMixture
-from ..features import color_features, unique_colors
+from .. import workflows
+from ..engine import ConvergenceWarning, GaussianMixture, warm_up
+from ..inspection import Inspector
 from ..segment import Segmenter, select_k
 from .canvas import qimage_from_rgb
 from .render import blend, label_colors
@@ -87,7 +88,7 @@ class FitWorker(Worker):
     def __init__(self, image, params, base_rgb=None, opacity=0.6, parent=None):
         super().__init__(parent)
         self.image = image
-        self.params = dict(params)
+        self.params = params  # a SegmenterParams (immutable)
         self.base_rgb = base_rgb
         self.opacity = opacity
 
@@ -95,19 +96,13 @@ class FitWorker(Worker):
         """Unique-colour features and their pixel map, for fast previews."""
         if segmenter.features.uses_position:
             return None
-        img = self.image
-        colors = segmenter._colors_for_model(img, img.pixels.shape[2])
-        unique, counts, inverse = unique_colors(colors, img.bit_depth)
-        X = color_features(unique, segmenter.features.color_space)
-        display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
+        table = segmenter.color_table(self.image)
         # Unique-colour index of each pixel on a coarse grid (-1: masked out).
-        H, W = img.mask.shape
+        H, W = self.image.mask.shape
         step = max(1, int(np.ceil(np.sqrt(H * W / PREVIEW_PIXELS))))
-        index = np.full((H, W), -1, dtype=np.int64)
-        index[img.mask] = inverse
-        grid = np.ascontiguousarray(index[::step, ::step])
+        grid = np.ascontiguousarray(table.index[::step, ::step])
         base = None if self.base_rgb is None else np.ascontiguousarray(self.base_rgb[::step, ::step])
-        return X, counts, grid, display, base
+        return table.features, table.counts, grid, table.colors, base
 
     def _render_preview(self, data, progress, covariance_type):
         X, counts, grid, display, base = data
@@ -125,7 +120,7 @@ class FitWorker(Worker):
         return qimage_from_rgb(rgb)
 
     def work(self):
-        segmenter = Segmenter(**self.params)
+        segmenter = Segmenter(params=self.params)
         data = self._preview_data(segmenter)
         last_preview = [time.perf_counter()]
 
@@ -181,17 +176,11 @@ class AutoKWorker(Worker):
         self.image, self.k_range, self.params = image, k_range, params
 
     def work(self):
-        p = self.params
-
         def on_row(row):
             self.row.emit(row)
             return self.cancelled
 
-        result = select_k(
-            self.image, k_range=self.k_range, covariance_type=p["covariance_type"], criterion="bic",
-            color_space=p["color_space"], spatial_weight=p["spatial_weight"], random_state=p["random_state"],
-            n_init=p["n_init"], max_iter=p["max_iter"], tol=p["tol"], callback=on_row,
-        )
+        result = select_k(self.image, k_range=self.k_range, criterion="bic", params=self.params, callback=on_row)
         self.finished_sweep.emit(result)
 
 
@@ -201,17 +190,15 @@ class ExportWorker(Worker):
     step = Signal(int, int, str)
     finished_export = Signal(object)
 
-    def __init__(self, segmentation, image, out_dir, outputs, overwrite, percentile, settings, parent=None):
+    def __init__(self, segmentation, image, out_dir, outputs, overwrite, percentile, segmenter, parent=None):
         super().__init__(parent)
-        self.args = (segmentation, image, out_dir, outputs, overwrite, percentile, settings)
+        self.args = (segmentation, image, out_dir, outputs, overwrite, percentile, segmenter)
 
     def work(self):
-        from ..export import export_segmentation
-
-        seg, image, out_dir, outputs, overwrite, percentile, settings = self.args
-        written = export_segmentation(seg, image, out_dir, outputs=outputs, overwrite=overwrite,
-                                      anomaly_percentile=percentile, settings=settings,
-                                      progress=lambda done, total, name: self.step.emit(done, total, name))
+        seg, image, out_dir, outputs, overwrite, percentile, segmenter = self.args
+        written = workflows.export_files(seg, image, out_dir, segmenter, outputs=outputs, overwrite=overwrite,
+                                         anomaly_percentile=percentile,
+                                         progress=lambda done, total, name: self.step.emit(done, total, name))
         self.finished_export.emit(written)
 
 
@@ -221,8 +208,6 @@ class WarmupWorker(Worker):
     warmed = Signal(float)
 
     def work(self):
-        from ..engine import warm_up
-
         start = time.perf_counter()
         warm_up()
         self.warmed.emit(time.perf_counter() - start)
@@ -233,14 +218,13 @@ class InspectorFitWorker(Worker):
 
     finished_inspector = Signal(object)
 
-    def __init__(self, references, params, parent=None):
+    def __init__(self, references, params, inspection, parent=None):
         super().__init__(parent)
-        self.references, self.params = list(references), dict(params)
+        self.references, self.params, self.inspection = list(references), params, inspection
 
     def work(self):
-        from ..inspection import Inspector
-
-        self.finished_inspector.emit(Inspector(**self.params).fit(self.references))
+        inspector = Inspector(params=self.params, inspection=self.inspection)
+        self.finished_inspector.emit(inspector.fit(self.references))
 
 
 class ScoreWorker(Worker):
@@ -267,20 +251,14 @@ class ReportWorker(Worker):
         self.inspector, self.paths, self.threshold, self.report = inspector, list(paths), threshold, report
 
     def work(self):
-        from ..export import REPORT_FIELDS, csv_writer
-        from ..io import atomic_write, load_image
-
         rows = []
         for i, path in enumerate(self.paths):
             if self.cancelled:
                 break
             self.step.emit(i, len(self.paths), path.name)
-            row = {"input": str(path), "status": "ok", "error": ""}
             try:
-                image = load_image(path)
-                row.update(self.inspector.inspect(image, threshold=self.threshold).report_row())
+                rows.append(workflows.inspection_row(path, self.inspector, self.threshold))
             except (OSError, ValueError) as exc:
-                row.update({"status": "failed", "error": str(exc).splitlines()[0]})
-            rows.append(row)
-        atomic_write(self.report, csv_writer(rows, REPORT_FIELDS), overwrite=True)
+                rows.append(workflows.failed_row(path, exc))
+        workflows.write_report(self.report, rows)
         self.finished_report.emit(str(self.report), len(rows), sum(r.get("verdict") == "fail" for r in rows))

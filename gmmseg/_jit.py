@@ -1,4 +1,5 @@
-"""One place that decides how gmmseg's Numba kernels are compiled and cached.
+"""One place that decides how gmmseg's Numba kernels are compiled and cached
+(the engine's and io's alike).
 
 Numba caches compiled kernels next to the source file (``__pycache__``) and
 falls back to a per-user directory when that is not writable. Some installs
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numba
 
+# Kernels live in this package (io) and in gmmseg.engine: one install, one
+# answer to "can the cache go next to the source?".
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Fast-math flags for the arithmetic kernels: reassociation lets LLVM vectorise

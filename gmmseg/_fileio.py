@@ -1,0 +1,143 @@
+"""Writing files so that nothing is ever half-written or silently replaced.
+
+:func:`atomic_write` writes one file (temporary file + rename);
+:func:`staged_folder` builds a whole folder under a temporary name and moves
+it into place only when every file in it is complete. Messages speak the
+library's language (``overwrite=True``); the command line rewords
+:class:`OutputExistsError` for its ``--force``.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def _current_umask() -> int:
+    # Read once, at import: os.umask can only be read by setting it, and doing
+    # that while other threads create files would give them the wrong mode.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+class OutputExistsError(FileExistsError):
+    """An output exists and replacing it was not allowed.
+
+    Attributes
+    ----------
+    path : Path
+        The first output that exists.
+    count : int
+        How many of the planned outputs exist.
+    """
+
+    def __init__(self, path: str | os.PathLike, count: int = 1):
+        self.path = Path(path)
+        self.count = count
+        what = f"{self.path} already exists" if count == 1 else f"{count} outputs already exist, e.g. {self.path}"
+        super().__init__(f"{what}; nothing was written (pass overwrite=True to replace)")
+
+
+def refuse_existing(paths, overwrite: bool) -> None:
+    """Raise :class:`OutputExistsError` when any of ``paths`` exists and
+    ``overwrite`` is false (checked before anything is written)."""
+    if overwrite:
+        return
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if existing:
+        raise OutputExistsError(existing[0], len(existing))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, overwrite: bool = False) -> Path:
+    """Write a file so that it is either complete or absent.
+
+    ``write(tmp_path)`` writes the content to a temporary file in the target
+    folder, which is then renamed over ``path``.
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is false.
+    """
+    path = Path(path)
+    refuse_existing([path], overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        # mkstemp creates 0600 files: give the file the mode the user's umask
+        # would give a new file.
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, data: Any, *, overwrite: bool = False) -> Path:
+    """Write a JSON document atomically (strict JSON: no NaN or Infinity)."""
+    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return atomic_write(path, write, overwrite=overwrite)
+
+
+@contextmanager
+def staged_folder(target: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``target`` that becomes ``target`` when the
+    ``with`` block ends without an error (and is removed when it fails).
+
+    The check for an existing ``target`` happens before the block runs, so
+    no work is wasted on an output that may not be written; an existing
+    ``target`` is replaced only with ``overwrite``.
+    """
+    target = Path(target)
+    refuse_existing([target], overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        yield staging
+        _move_into_place(staging, target, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
+    """Rename a finished staging folder to ``target`` (atomic per folder)."""
+    os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
+    if target.exists():
+        refuse_existing([target], overwrite)
+        trash = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, trash)
+        os.replace(staging, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+def remove_partial_folders(folder: str | os.PathLike) -> None:
+    """Remove staging folders left in ``folder`` by an interrupted run."""
+    for p in Path(folder).glob(".*.partial"):
+        shutil.rmtree(p, ignore_errors=True)

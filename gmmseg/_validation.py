@@ -1,0 +1,83 @@
+"""Checks of user-facing arguments, shared by the settings table and the
+models. Each returns the value normalised (``int``, ``float``, ``str``,
+``tuple``) or raises ``ValueError`` with a message that says what to give
+instead. (The engine keeps its own checks: it imports nothing of gmmseg.)
+"""
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+
+def _bounds_text(minimum, maximum, exclusive_minimum=False, exclusive_maximum=False):
+    parts = []
+    if minimum is not None:
+        parts.append(f"{'>' if exclusive_minimum else '>='} {minimum:g}")
+    if maximum is not None:
+        parts.append(f"{'<' if exclusive_maximum else '<='} {maximum:g}")
+    return " and ".join(parts)
+
+
+def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer within bounds (bools and floats are refused)."""
+    bounds = _bounds_text(minimum, maximum)
+    wanted = "a positive integer" if minimum == 1 and maximum is None else f"an integer{' ' + bounds if bounds else ''}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be {wanted}, got {value!r}.")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {wanted}, got {value}.")
+    return value
+
+
+def check_number(
+    value: Any,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
+) -> float:
+    """A finite real number within bounds."""
+    bounds = _bounds_text(minimum, maximum, exclusive_minimum, exclusive_maximum)
+    wanted = f"a finite number{' ' + bounds if bounds else ''}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be {wanted}, got {value!r}.")
+    value = float(value)
+    too_low = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
+    too_high = maximum is not None and (value >= maximum if exclusive_maximum else value > maximum)
+    if not math.isfinite(value) or too_low or too_high:
+        raise ValueError(f"{name} must be {wanted}, got {value!r}.")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
+    """One of a fixed set of strings."""
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}.")
+    return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """True or False (not 0/1 or strings)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def check_int_list(value: Any, name: str, *, minimum: int = 1) -> tuple[int, ...]:
+    """A non-empty, increasing sequence of distinct integers >= minimum
+    (e.g. ``range(1, 9)``)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValueError(f"{name} must be integers >= {minimum} such as range(1, 9), got {value!r}.")
+    items = tuple(check_int(v, name, minimum=minimum) for v in value)
+    if not items:
+        raise ValueError(f"{name} must hold at least one integer >= {minimum}, got none.")
+    if any(b <= a for a, b in zip(items, items[1:])):
+        raise ValueError(f"{name} must be increasing without repeats, got {list(items)}.")
+    return items

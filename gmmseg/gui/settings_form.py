@@ -1,0 +1,154 @@
+"""Forms built from the settings table (:mod:`gmmseg.params`).
+
+One widget per setting, chosen by its kind, labelled and explained by its
+declaration; reading the form gives a settings object, and the form saves
+and restores itself in ``QSettings``. A setting added to the table appears
+here without a change to this file.
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
+
+from ..params import Setting
+
+_INT_MAX = 2**31 - 1
+# Spin-box values that stand for None ("no limit" / "a new seed every run").
+_NONE_VALUE = {"optional_int": 0, "seed": -1}
+_NONE_TEXT = {"optional_int": "all", "seed": "random"}
+
+
+def _make_widget(setting: Setting) -> QWidget:
+    kind = setting.kind
+    if kind == "choice":
+        widget = QComboBox()
+        widget.addItems(list(setting.choices))
+    elif kind == "bool":
+        widget = QCheckBox()
+    elif kind == "float":
+        widget = QDoubleSpinBox()
+        widget.setDecimals(setting.widget_decimals)
+        lo, hi = setting.widget_range or (setting.minimum or 0.0, 1e9)
+        widget.setRange(lo, hi)
+        if setting.widget_step:
+            widget.setSingleStep(setting.widget_step)
+    elif kind in ("int", "seed", "optional_int"):
+        widget = QSpinBox()
+        lo, hi = setting.widget_range or (int(setting.minimum or 0), _INT_MAX)
+        if kind in _NONE_VALUE:
+            lo = _NONE_VALUE[kind]
+            widget.setSpecialValueText(_NONE_TEXT[kind])
+        widget.setRange(int(lo), int(hi))
+    else:
+        raise TypeError(f"no widget for settings of kind {kind!r} ({setting.name})")
+    widget.setToolTip(setting.help[:1].upper() + setting.help[1:])
+    widget.setObjectName(setting.name)
+    return widget
+
+
+def _widget_value(setting: Setting, widget: QWidget) -> Any:
+    if setting.kind == "choice":
+        return widget.currentText()
+    if setting.kind == "bool":
+        return widget.isChecked()
+    value = widget.value()
+    if setting.kind in _NONE_VALUE and value == _NONE_VALUE[setting.kind]:
+        return None
+    return value
+
+
+def _set_widget_value(setting: Setting, widget: QWidget, value: Any) -> None:
+    if setting.kind == "choice":
+        widget.setCurrentText(value)
+    elif setting.kind == "bool":
+        widget.setChecked(bool(value))
+    elif value is None:
+        widget.setValue(_NONE_VALUE[setting.kind])
+    else:
+        widget.setValue(value)
+
+
+def _from_text(setting: Setting, text: Any) -> Any:
+    """A value saved by QSettings (often a string) back to the setting's type."""
+    if setting.kind in ("choice",):
+        return str(text)
+    if setting.kind == "bool":
+        return text if isinstance(text, bool) else str(text).lower() == "true"
+    if text in ("", None) and setting.kind in _NONE_VALUE:
+        return None
+    if setting.kind == "float":
+        return float(text)
+    return int(text)
+
+
+class SettingsForm(QWidget):
+    """A form with one widget per setting of a settings class.
+
+    Parameters
+    ----------
+    settings_class : type
+        :class:`gmmseg.SegmenterParams` or :class:`gmmseg.InspectionParams`.
+    names : iterable of str, optional
+        The settings to show (default: all that have a widget kind).
+
+    ``widgets`` maps setting names to their widgets; ``changed`` fires when
+    any of them changes.
+    """
+
+    changed = Signal()
+
+    def __init__(self, settings_class, names: Iterable[str] | None = None, parent=None):
+        super().__init__(parent)
+        self.settings_class = settings_class
+        wanted = None if names is None else set(names)
+        self.settings = [s for s in settings_class.settings()
+                         if (wanted is None or s.name in wanted) and s.kind != "int_list"]
+        self.form = QFormLayout(self)
+        self.widgets: dict[str, QWidget] = {}
+        for setting in self.settings:
+            widget = _make_widget(setting)
+            self.widgets[setting.name] = widget
+            self.form.addRow(setting.label, widget)
+            signal = {"choice": "currentTextChanged", "bool": "toggled"}.get(setting.kind, "valueChanged")
+            getattr(widget, signal).connect(lambda *_: self.changed.emit())
+        self.set_values(settings_class())
+
+    def values(self) -> dict[str, Any]:
+        """The shown settings as a dict (the others are not in it)."""
+        return {s.name: _widget_value(s, self.widgets[s.name]) for s in self.settings}
+
+    def params(self, base=None):
+        """A settings object: ``base`` (default: the defaults) with the form's values."""
+        base = self.settings_class() if base is None else base
+        return base.replace(**self.values())
+
+    def set_values(self, params) -> None:
+        """Show the settings of a settings object."""
+        for s in self.settings:
+            _set_widget_value(s, self.widgets[s.name], getattr(params, s.name))
+
+    def save(self, store: QSettings, prefix: str) -> None:
+        for name, value in self.values().items():
+            store.setValue(f"{prefix}{name}", "" if value is None else value)
+
+    def restore(self, store: QSettings, prefix: str) -> None:
+        """Show the saved values; a missing or invalid one keeps the widget's value."""
+        for s in self.settings:
+            text = store.value(f"{prefix}{s.name}")
+            if text is None:
+                continue
+            try:
+                value = s.check(_from_text(s, text))
+            except (TypeError, ValueError):
+                continue
+            _set_widget_value(s, self.widgets[s.name], value)
+
+
+def set_combo_tips(combo: QComboBox, tips: dict[str, str]) -> None:
+    """Tooltips for the items of a combo box (e.g. what each covariance type means)."""
+    for i in range(combo.count()):
+        tip = tips.get(combo.itemText(i))
+        if tip:
+            combo.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)

@@ -1,0 +1,313 @@
+"""Every model and feature setting, declared once.
+
+A setting is one field of a frozen dataclass below, declared with
+:func:`_setting`: its default, its constraint, its one-line help, its
+command-line flag and its label in the application. Everything else is
+derived from these declarations: validation (one table, one message per
+constraint), ``to_dict``/``from_dict`` for model files, the command-line
+options (:mod:`gmmseg.cli`), the application's Model panel and its saved
+state (:mod:`gmmseg.gui`). A new setting is added here and nowhere else.
+
+* :class:`SegmenterParams`: how pixels become features and how the mixture
+  is fitted (used by :class:`gmmseg.Segmenter`, :func:`gmmseg.select_k` and
+  :class:`gmmseg.Inspector`).
+* :class:`InspectionParams`: what :class:`gmmseg.Inspector` adds (K by BIC,
+  false-alarm rate, score smoothing, minimum region area).
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from . import _validation as check
+from .engine import COVARIANCE_TYPES, INIT_PARAMS, GaussianMixture
+from .features import COLOR_SPACES, FeatureConfig
+
+KINDS = ("int", "float", "choice", "seed", "optional_int", "bool", "int_list")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The declaration of one setting.
+
+    Attributes
+    ----------
+    name : str
+        The keyword argument (filled in from the dataclass field).
+    default : object
+    kind : {'int', 'float', 'choice', 'seed', 'optional_int', 'bool', 'int_list'}
+        'seed' is an integer in [0, 2**32) or None; 'optional_int' an integer
+        or None (None meaning "no limit"); 'int_list' an increasing list of
+        integers such as ``range(1, 9)``.
+    help : str
+        One line: what it does (command-line help, tooltip).
+    label : str
+        Its name in the application.
+    flags : tuple of str
+        Command-line flags; empty for settings the command line does not set.
+    group : str
+        'features' for settings that change the feature matrix (kept in the
+        model file's features section), else 'model'.
+    minimum, maximum : float or None
+    exclusive_minimum, exclusive_maximum : bool
+    choices : tuple of str
+    widget_range : tuple or None
+        Range of the application's spin box where the valid range is
+        open-ended.
+    widget_step : float or None
+    widget_decimals : int
+    """
+
+    default: Any
+    kind: str
+    help: str
+    label: str
+    flags: tuple = ()
+    group: str = "model"
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    choices: tuple = ()
+    widget_range: tuple | None = None
+    widget_step: float | None = None
+    widget_decimals: int = 2
+    name: str = ""
+
+    def check(self, value: Any) -> Any:
+        """The value normalised, or ValueError saying what to give instead."""
+        name = self.name
+        if self.kind == "int":
+            return check.check_int(value, name, minimum=self.minimum, maximum=self.maximum)
+        if self.kind == "float":
+            return check.check_number(
+                value, name, minimum=self.minimum, maximum=self.maximum,
+                exclusive_minimum=self.exclusive_minimum, exclusive_maximum=self.exclusive_maximum,
+            )
+        if self.kind == "choice":
+            return check.check_choice(value, name, self.choices)
+        if self.kind == "bool":
+            return check.check_bool(value, name)
+        if self.kind == "int_list":
+            return check.check_int_list(value, name, minimum=int(self.minimum or 1))
+        if value is None:  # 'seed' and 'optional_int' take None
+            return None
+        if self.kind == "seed":
+            try:
+                return check.check_int(value, name, minimum=0, maximum=2**32 - 1)
+            except ValueError:
+                raise ValueError(f"{name} must be None or an integer in [0, 2**32 - 1], got {value!r}.") from None
+        try:
+            return check.check_int(value, name, minimum=self.minimum, maximum=self.maximum)
+        except ValueError:
+            raise ValueError(f"{name} must be None or an integer >= {self.minimum:g}, got {value!r}.") from None
+
+    def to_json(self, value: Any) -> Any:
+        return list(value) if self.kind == "int_list" else value
+
+    def describe_default(self) -> str:
+        if self.kind == "int_list":
+            values = self.default
+            return f"{values[0]}-{values[-1]}" if values == tuple(range(values[0], values[-1] + 1)) else str(list(values))
+        if self.default is None:
+            return "none" if self.kind == "seed" else "all"
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
+
+def _setting(default: Any, kind: str, help: str, label: str, **spec: Any) -> Any:
+    """A dataclass field that declares a setting (see :class:`Setting`)."""
+    if kind not in KINDS:
+        raise TypeError(f"unknown setting kind {kind!r}")
+    return field(default=default, metadata={"setting": Setting(default, kind, help, label, **spec)})
+
+
+class _Settings:
+    """Shared behaviour of the settings dataclasses: validation, dicts,
+    replacement. Subclasses are frozen dataclasses whose fields are all
+    declared with :func:`_setting`."""
+
+    _table: ClassVar[tuple[Setting, ...]] = ()
+
+    def __post_init__(self) -> None:
+        for setting in self.settings():
+            object.__setattr__(self, setting.name, setting.check(getattr(self, setting.name)))
+
+    @classmethod
+    def settings(cls) -> tuple[Setting, ...]:
+        """The declarations of this class's settings, in order."""
+        if "_table" not in cls.__dict__:
+            cls._table = tuple(
+                dataclasses.replace(f.metadata["setting"], name=f.name) for f in dataclasses.fields(cls)
+            )
+        return cls._table
+
+    @classmethod
+    def setting(cls, name: str) -> Setting:
+        for s in cls.settings():
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(s.name for s in cls.settings())
+
+    @classmethod
+    def _check_known(cls, keys) -> None:
+        unknown = sorted(set(keys) - set(cls.names()))
+        if unknown:
+            raise ValueError(
+                f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for "
+                f"{cls.__name__}; the settings are {', '.join(cls.names())}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict, in declaration order."""
+        return {s.name: s.to_json(getattr(self, s.name)) for s in self.settings()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Settings from a dict; missing settings take their defaults,
+        unknown ones are an error (they may come from a newer gmmseg)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{cls.__name__} settings must be a mapping, got {type(data).__name__}.")
+        cls._check_known(data)
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some settings changed (and checked)."""
+        self._check_known(changes)
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class SegmenterParams(_Settings):
+    """How pixels become features and how the Gaussian mixture is fitted.
+
+    Immutable and validated on construction; ``replace(**changes)`` gives a
+    changed copy. The order of the fields is the order of ``to_dict`` (and of
+    ``Segmenter.get_params``).
+    """
+
+    n_components: int = _setting(
+        4, "int", "number of segments (mixture components)", "Components (K)",
+        flags=("-k", "--n-components"), minimum=1, widget_range=(1, 64),
+    )
+    covariance_type: str = _setting(
+        "full", "choice",
+        "shape of each component: full (any ellipsoid), tied (one shared), diag (axis-aligned), spherical (round)",
+        "Covariance", flags=("--covariance",), choices=COVARIANCE_TYPES,
+    )
+    color_space: str = _setting(
+        "lab", "choice", "colour features: lab (perceptual), rgb, hsv (hue as an angle), ycbcr, gray (lightness only)",
+        "Colour space", flags=("--color-space",), group="features", choices=COLOR_SPACES,
+    )
+    spatial_weight: float = _setting(
+        0.0, "float", "weight of the pixel position (x, y) among the features; 0 = colour only",
+        "Spatial weight", flags=("--spatial-weight",), group="features", minimum=0.0,
+        widget_range=(0.0, 10.0), widget_step=0.1,
+    )
+    smoothing: float = _setting(
+        0.0, "float", "spatial smoothing of the label maps (Potts mean field): 0 = off, 1 = gentle, 3 = strong",
+        "Smoothing", flags=("--smoothing",), minimum=0.0, widget_range=(0.0, 10.0), widget_step=0.5,
+    )
+    max_iter: int = _setting(
+        100, "int", "maximum EM iterations", "Max iterations", flags=("--max-iter",), minimum=0,
+        widget_range=(1, 10000),
+    )
+    tol: float = _setting(
+        1e-3, "float", "EM stops when the mean log-likelihood changes less than this", "Tolerance",
+        flags=("--tol",), minimum=0.0, widget_range=(0.0, 1.0), widget_step=1e-4, widget_decimals=6,
+    )
+    reg_covar: float = _setting(
+        1e-6, "float", "added to the covariance diagonals so that no component collapses", "Regularisation",
+        flags=("--reg-covar",), minimum=0.0, widget_range=(0.0, 1.0), widget_step=1e-6, widget_decimals=8,
+    )
+    n_init: int = _setting(
+        1, "int", "restarts from different initialisations; the best fit is kept", "Restarts",
+        flags=("--n-init",), minimum=1, widget_range=(1, 50),
+    )
+    init_params: str = _setting(
+        "kmeans", "choice", "how the first parameters are chosen", "Initialisation",
+        flags=("--init-params",), choices=INIT_PARAMS,
+    )
+    random_state: int | None = _setting(
+        0, "seed", "random seed of the initialisation (same seed, same result)", "Seed", flags=("--seed",),
+        widget_range=(0, 2**31 - 1),
+    )
+    max_samples: int | None = _setting(
+        None, "optional_int", "fit on a random (seeded) subset of at most this many pixels; none = all pixels",
+        "Max samples", flags=("--max-samples",), minimum=1, widget_range=(0, 2_000_000_000),
+    )
+
+    @property
+    def features(self) -> FeatureConfig:
+        """The feature settings as a :class:`gmmseg.features.FeatureConfig`."""
+        return FeatureConfig(self.color_space, self.spatial_weight)
+
+    def feature_settings(self) -> dict[str, Any]:
+        """The settings of the 'features' group (they define the feature matrix)."""
+        return {s.name: s.to_json(getattr(self, s.name)) for s in self.settings() if s.group == "features"}
+
+    def mixture(self, n_components: int | None = None, covariance_type: str | None = None) -> GaussianMixture:
+        """An unfitted :class:`gmmseg.GaussianMixture` with these settings
+        (optionally another K or covariance type, for K sweeps)."""
+        return GaussianMixture(
+            self.n_components if n_components is None else n_components,
+            covariance_type=self.covariance_type if covariance_type is None else covariance_type,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            n_init=self.n_init,
+            init_params=self.init_params,
+            random_state=self.random_state,
+        )
+
+
+@dataclass(frozen=True)
+class InspectionParams(_Settings):
+    """What defect inspection adds to the segmenter settings."""
+
+    auto_k: bool = _setting(
+        True, "bool", "choose K by BIC over k_range (otherwise n_components is used)", "Choose K by BIC",
+    )
+    k_range: tuple = _setting(
+        tuple(range(1, 9)), "int_list", "values of K tried when K is chosen by BIC", "K range",
+        flags=("--k-range",), minimum=1,
+    )
+    false_alarm_rate: float = _setting(
+        1e-4, "float", "expected fraction of good pixels above the threshold", "False-alarm rate",
+        flags=("--false-alarm-rate",), minimum=0.0, maximum=0.5, exclusive_minimum=True, exclusive_maximum=True,
+    )
+    smoothing_sigma: float = _setting(
+        1.5, "float", "Gaussian smoothing (pixels) of the anomaly score before thresholding", "Score smoothing",
+        flags=("--score-smoothing",), minimum=0.0, widget_range=(0.0, 20.0), widget_step=0.5,
+    )
+    min_area: int = _setting(
+        25, "int", "defect regions smaller than this many pixels are ignored", "Minimum area",
+        flags=("--min-area",), minimum=1, widget_range=(1, 1_000_000),
+    )
+
+
+#: The segmenter settings an :class:`gmmseg.Inspector` starts from: more
+#: iterations and a tighter tolerance than for segmentation, because the
+#: threshold sits in the tail of the fitted density.
+INSPECTOR_MODEL_DEFAULTS = SegmenterParams(max_iter=200, tol=1e-4)
+
+
+def split_settings(settings: Mapping[str, Any], *classes: type[_Settings]) -> list[dict[str, Any]]:
+    """Share keyword arguments out among settings classes (by name); an
+    argument that belongs to none of them is an error naming them all."""
+    parts: list[dict[str, Any]] = [{} for _ in classes]
+    known: list[str] = []
+    for cls in classes:
+        known.extend(cls.names())
+    for key, value in settings.items():
+        for part, cls in zip(parts, classes):
+            if key in cls.names():
+                part[key] = value
+                break
+        else:
+            raise ValueError(f"unknown setting {key!r}; the settings are {', '.join(known)}.")
+    return parts

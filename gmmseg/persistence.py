@@ -1,0 +1,331 @@
+"""The model file format: versioned JSON, validated on load, never pickle.
+
+This module is the only code that knows the format. Models hand it their
+state (:class:`SegmenterState`, :class:`InspectorState`: plain data, from
+``Segmenter.to_state()`` / ``Inspector.to_state()``) and are rebuilt from a
+state with ``from_state``; nothing here touches a model's attributes.
+
+A file holds the mixture's parameters exactly (JSON floats round-trip bit
+for bit), the feature settings and the other segmenter settings, so a
+loaded model predicts exactly what the live object did::
+
+    {"format": "gmmseg-model", "version": 1, "kind": "segmenter",
+     "gmmseg_version": "...",
+     "features": {"color_space": "lab", "spatial_weight": 0.0},
+     "segmenter": {"n_components": 4, "covariance_type": "full", ...},
+     "channels": 3,
+     "mixture": {"covariance_type": "full", "weights": [...], "means": [...],
+                 "precisions_cholesky": [...], "converged": true, ...},
+     "components": {"colors": [[r, g, b], ...], "names": [...]}}
+
+An inspection model is a segmenter model plus an ``"inspection"`` section
+(threshold, calibration curve, inspection settings), so ``gmmseg apply``
+can use it too. Files written by earlier releases of format version 1 load
+(settings they lack take their defaults).
+"""
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._fileio import write_json
+from ._version import __version__
+from .params import InspectionParams, SegmenterParams
+
+FORMAT = "gmmseg-model"
+VERSION = 1
+# A real model file is kilobytes (K = 255 full components over 32 features is
+# about 6 MB); refusing bigger files keeps a hostile file from exhausting
+# memory in the JSON parser.
+MAX_FILE_BYTES = 32 << 20
+MAX_COMPONENTS = 1024
+MAX_FEATURES = 256
+
+
+class ModelFileError(ValueError):
+    """A model file is unreadable, malformed or incompatible."""
+
+
+@dataclass
+class MixtureState:
+    """A fitted Gaussian mixture's parameters (see ``GaussianMixture.from_parameters``)."""
+
+    covariance_type: str
+    weights: np.ndarray
+    means: np.ndarray
+    precisions_cholesky: np.ndarray
+    converged: bool = True
+    n_iter: int = 0
+    lower_bound: float | None = None
+
+
+@dataclass
+class SegmenterState:
+    """Everything a fitted :class:`gmmseg.Segmenter` is made of."""
+
+    params: SegmenterParams
+    channels: int
+    mixture: MixtureState
+    component_colors: np.ndarray
+    component_names: list[str]
+
+
+@dataclass
+class InspectorState:
+    """Everything a fitted :class:`gmmseg.Inspector` is made of.
+
+    ``model_params`` are the Inspector's own segmenter settings (with
+    ``auto_k`` its K is chosen at fit time, so the fitted segmenter's K may
+    differ).
+    """
+
+    segmenter: SegmenterState
+    model_params: SegmenterParams
+    inspection: InspectionParams
+    threshold: float
+    calibration_rates: np.ndarray
+    calibration_thresholds: np.ndarray
+    n_references: int = 1
+    held_out: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------
+# writing
+def _mixture_dict(m: MixtureState) -> dict:
+    lb = m.lower_bound
+    return {
+        "covariance_type": m.covariance_type,
+        "weights": np.asarray(m.weights).tolist(),
+        "means": np.asarray(m.means).tolist(),
+        "precisions_cholesky": np.asarray(m.precisions_cholesky).tolist(),
+        "converged": bool(m.converged),
+        "n_iter": int(m.n_iter),
+        "lower_bound": float(lb) if lb is not None and math.isfinite(lb) else None,
+    }
+
+
+def segmenter_document(state: SegmenterState) -> dict:
+    """The JSON document of a segmenter model."""
+    settings = state.params.to_dict()
+    features = state.params.feature_settings()
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "segmenter",
+        "gmmseg_version": __version__,
+        "features": features,
+        "segmenter": {k: v for k, v in settings.items() if k not in features},
+        "channels": int(state.channels),
+        "mixture": _mixture_dict(state.mixture),
+        "components": {
+            "colors": np.asarray(state.component_colors).tolist(),
+            "names": list(state.component_names),
+        },
+    }
+
+
+def inspector_document(state: InspectorState) -> dict:
+    """The JSON document of an inspection model (a segmenter model plus an
+    ``"inspection"`` section)."""
+    data = segmenter_document(state.segmenter)
+    ins = state.inspection
+    data["inspection"] = {
+        "threshold": float(state.threshold),
+        "false_alarm_rate": ins.false_alarm_rate,
+        "smoothing_sigma": ins.smoothing_sigma,
+        "min_area": ins.min_area,
+        "auto_k": ins.auto_k,
+        "k_range": list(ins.k_range),
+        "n_components": state.model_params.n_components,
+        "n_references": int(state.n_references),
+        "held_out": bool(state.held_out),
+        "calibration_curve": {
+            "false_alarm_rates": [float(r) for r in state.calibration_rates],
+            "thresholds": [float(t) for t in state.calibration_thresholds],
+        },
+    }
+    return data
+
+
+def save_state(state: SegmenterState | InspectorState, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a model state as a JSON model file (atomically); returns the path."""
+    if isinstance(state, InspectorState):
+        data = inspector_document(state)
+    elif isinstance(state, SegmenterState):
+        data = segmenter_document(state)
+    else:
+        raise TypeError(f"expected a SegmenterState or InspectorState, got {type(state).__name__}")
+    return write_json(path, data, overwrite=overwrite)
+
+
+# ---------------------------------------------------------------------------
+# reading
+def _bad(path, problem):
+    return ModelFileError(f"{path}: {problem}")
+
+
+def read_document(path: str | os.PathLike) -> dict:
+    """Read a model file and check its envelope (format, version); returns the dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise _bad(path, "model file not found")
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise _bad(path, f"too large for a model file ({size} bytes; at most {MAX_FILE_BYTES})")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _bad(path, f"cannot be read as a text file ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _bad(path, f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise _bad(path, "not valid JSON (nested too deeply)") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise _bad(path, f"not a gmmseg model file (missing \"format\": \"{FORMAT}\")")
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _bad(path, f"invalid model file version {version!r}")
+    if version > VERSION:
+        raise _bad(path, f"written by a newer gmmseg (format version {version}; this gmmseg reads up to {VERSION})")
+    return data
+
+
+def _section(path, data, key):
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise _bad(path, f"missing or malformed {key!r} section")
+    return value
+
+
+def _float_array(value, name, ndim):
+    """A finite float64 array of ``ndim`` dimensions from nested lists (the
+    size is bounded before numpy allocates anything)."""
+    size, level = 1, value
+    for _ in range(ndim):
+        if not isinstance(level, list) or not level:
+            raise ValueError(f"{name} must be a non-empty {ndim}-D list of numbers")
+        size *= len(level)
+        level = level[0]
+    if size > MAX_COMPONENTS * MAX_FEATURES * MAX_FEATURES:
+        raise ValueError(f"{name} is far too large for a model")
+    try:
+        array = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a {ndim}-D list of numbers") from None
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D list of numbers, got {array.ndim}-D")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return array
+
+
+def _segmenter_state(path, data) -> SegmenterState:
+    features = _section(path, data, "features")
+    settings = _section(path, data, "segmenter")
+    mixture = _section(path, data, "mixture")
+    components = _section(path, data, "components")
+    try:
+        feature_names = {s.name for s in SegmenterParams.settings() if s.group == "features"}
+        unknown = sorted((set(settings) - set(SegmenterParams.names())) | (set(settings) & feature_names))
+        if unknown:
+            raise ValueError(f"unknown segmenter settings {unknown}")
+        unknown = sorted(set(features) - feature_names)
+        if unknown:
+            raise ValueError(f"unknown feature settings {unknown}")
+        params = SegmenterParams.from_dict({**settings, **features})
+        covariance_type = mixture["covariance_type"]
+        weights = _float_array(mixture["weights"], "mixture.weights", 1)
+        means = _float_array(mixture["means"], "mixture.means", 2)
+        precisions_ndim = {"full": 3, "tied": 2, "diag": 2, "spherical": 1}.get(covariance_type)
+        if precisions_ndim is None:
+            raise ValueError(f"unknown covariance_type {covariance_type!r}")
+        precisions = _float_array(mixture["precisions_cholesky"], "mixture.precisions_cholesky", precisions_ndim)
+        K, d = means.shape
+        if K > MAX_COMPONENTS or d > MAX_FEATURES:
+            raise ValueError(f"{K} components of {d} features is beyond what gmmseg fits")
+        lower_bound = mixture.get("lower_bound")
+        state = MixtureState(
+            covariance_type, weights, means, precisions,
+            converged=bool(mixture.get("converged", True)),
+            n_iter=int(mixture.get("n_iter", 0)),
+            lower_bound=float(lower_bound) if lower_bound is not None else None,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise _bad(path, f"invalid model: {detail}") from None
+    channels = data.get("channels")
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise _bad(path, f"invalid model: channels must be 1 or 3, got {channels!r}")
+    if K != params.n_components or covariance_type != params.covariance_type:
+        raise _bad(path, "invalid model: the mixture does not match the segmenter settings")
+    expected = params.features.n_features(channels)
+    if d != expected:
+        raise _bad(path, f"invalid model: {d} features do not match the feature settings ({expected})")
+    colors = components.get("colors")
+    try:
+        colors = _float_array(colors, "components.colors", 2) if isinstance(colors, list) else None
+    except ValueError:
+        colors = None
+    names = components.get("names")
+    if colors is None or colors.shape != (K, 3):
+        raise _bad(path, f"invalid model: components.colors must be {K} RGB triples")
+    if not isinstance(names, list) or len(names) != K or not all(isinstance(n, str) for n in names):
+        raise _bad(path, f"invalid model: components.names must be {K} strings")
+    return SegmenterState(params, channels, state, np.clip(colors, 0.0, 1.0), list(names))
+
+
+def read_segmenter_state(path: str | os.PathLike) -> SegmenterState:
+    """The validated state of a segmenter model file (inspection models are
+    segmenter models too)."""
+    path = Path(path)
+    data = read_document(path)
+    if data.get("kind") != "segmenter":
+        raise _bad(path, f"holds a {data.get('kind')!r} model, not a segmenter")
+    return _segmenter_state(path, data)
+
+
+def read_inspector_state(path: str | os.PathLike) -> InspectorState:
+    """The validated state of an inspection model file."""
+    path = Path(path)
+    data = read_document(path)
+    section = data.get("inspection")
+    if not isinstance(section, dict):
+        raise _bad(path, "not an inspection model (it has no calibrated threshold); "
+                         "fit one on defect-free reference images first")
+    segmenter = read_segmenter_state(path)
+    try:
+        threshold = float(section["threshold"])
+        if not math.isfinite(threshold):
+            raise ValueError("threshold is not finite")
+        # Files from before the inspection settings were saved: K was given.
+        inspection = InspectionParams(
+            auto_k=section.get("auto_k", False),
+            k_range=tuple(section.get("k_range", InspectionParams().k_range)),
+            false_alarm_rate=float(section["false_alarm_rate"]),
+            smoothing_sigma=float(section["smoothing_sigma"]),
+            min_area=int(section["min_area"]),
+        )
+        model_params = segmenter.params.replace(
+            n_components=section.get("n_components", segmenter.params.n_components))
+        curve = section["calibration_curve"]
+        rates = _float_array(curve["false_alarm_rates"], "calibration_curve.false_alarm_rates", 1)
+        thresholds = _float_array(curve["thresholds"], "calibration_curve.thresholds", 1)
+        if rates.shape != thresholds.shape or rates.size < 2 or not np.all(np.diff(rates) > 0) or rates[0] <= 0:
+            raise ValueError("calibration_curve must hold matching, increasing rates and finite thresholds")
+        n_references = section.get("n_references", 1)
+        if isinstance(n_references, bool) or not isinstance(n_references, int) or n_references < 1:
+            raise ValueError(f"n_references must be a positive integer, got {n_references!r}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _bad(path, f"invalid inspection section ({exc})") from None
+    return InspectorState(
+        segmenter, model_params, inspection, threshold, rates, thresholds,
+        n_references=n_references, held_out=bool(section.get("held_out", False)),
+    )

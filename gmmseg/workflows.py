@@ -1,0 +1,268 @@
+"""What the command line and the application do with one file, in one place.
+
+* :func:`segment_file`, :func:`apply_model`: fit-and-segment or segment with
+  a saved model, recording the settings a ``summary.json`` holds.
+* :func:`write_segmentation`, :func:`write_inspection`: write an image's
+  outputs into a staged folder that appears (atomically) only when every
+  file in it is complete.
+* :func:`inspection_row`: inspect one file and make its report row (the
+  CLI's ``inspect`` and the application's report share it).
+* :func:`run_task`: one image of a batch, start to finish, as plain data in
+  and out (it runs in worker processes); never raises for a bad input.
+* :func:`write_report`, :func:`write_run_summary`: the tables of a run.
+
+The CLI (:mod:`gmmseg.cli`) and the application's workers call these; neither
+re-implements them.
+"""
+
+import os
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._fileio import atomic_write, refuse_existing, staged_folder, write_json
+from .engine import ConvergenceWarning
+from .export import OUTPUTS, REPORT_FIELDS, csv_writer, export_inspection, export_segmentation
+from .inspection import Inspector, InspectionResult
+from .io import ImageData, load_image
+from .params import SegmenterParams
+from .segment import ImageLike, Segmentation, Segmenter
+
+#: Columns of ``run_summary.csv`` for segment and apply runs.
+SEGMENT_FIELDS = ("input", "output", "status", "error", "seconds", "n_components", "converged")
+MODES = ("segment", "apply", "inspect")
+
+
+@dataclass
+class Task:
+    """One image of a batch: plain data, so it can go to another process.
+
+    Attributes
+    ----------
+    mode : {'segment', 'apply', 'inspect'}
+    input : str
+        The image file.
+    output : str or None
+        The folder its outputs go to (``None``: no files, e.g. an inspection
+        that only makes a report row).
+    settings : dict or None
+        ``SegmenterParams.to_dict()`` for 'segment'.
+    model : str or None
+        Model file for 'apply' and 'inspect'.
+    anomaly_percentile : float
+        Threshold of ``anomaly.png`` for 'segment' and 'apply'.
+    overwrite : bool
+        Replace an existing output folder.
+    debug : bool
+        Keep the traceback of a failure in the result.
+    """
+
+    mode: str
+    input: str
+    output: str | None = None
+    settings: dict | None = None
+    model: str | None = None
+    anomaly_percentile: float = 1.0
+    overwrite: bool = False
+    debug: bool = False
+
+
+def default_message(exc: BaseException) -> str:
+    """An error as one line (the library's wording)."""
+    return str(exc).strip().replace("\n", " ") or type(exc).__name__
+
+
+def was_interrupted(exc: BaseException) -> bool:
+    """True for the error a compiled kernel reports when Ctrl-C arrived while
+    it ran (a SystemError chained to the KeyboardInterrupt)."""
+    return isinstance(exc.__cause__, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt)
+
+
+# ---------------------------------------------------------------------------
+# one image
+def segmentation_settings(segmenter: Segmenter, model: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The settings a segmentation's ``summary.json`` records: every setting,
+    whether EM converged and after how many iterations, and the model file
+    when one was applied."""
+    settings = segmenter.get_params()
+    settings["converged"] = bool(segmenter.gmm_.converged_)
+    settings["n_iter"] = int(segmenter.gmm_.n_iter_)
+    if model is not None:
+        settings["model"] = str(model)
+    return settings
+
+
+def segment_file(source: ImageLike, params: SegmenterParams, *, callback=None
+                 ) -> tuple[ImageData, Segmenter, Segmentation]:
+    """Fit a new Segmenter with ``params`` on an image and segment it."""
+    image = load_image(source)
+    segmenter = Segmenter(params=params)
+    return image, segmenter, segmenter.fit_predict(image, callback=callback)
+
+
+def apply_model(source: ImageLike, segmenter: Segmenter) -> tuple[ImageData, Segmentation]:
+    """Segment an image with a fitted Segmenter (e.g. a loaded model)."""
+    image = load_image(source)
+    return image, segmenter.predict(image)
+
+
+def export_files(
+    segmentation: Segmentation,
+    image: ImageData,
+    folder: str | os.PathLike,
+    segmenter: Segmenter,
+    *,
+    outputs: Iterable[str] = OUTPUTS,
+    overwrite: bool = False,
+    anomaly_percentile: float = 1.0,
+    model: str | os.PathLike | None = None,
+    progress: Callable[[int, int, str], Any] | None = None,
+) -> list[Path]:
+    """Write chosen outputs of a segmentation into ``folder`` file by file
+    (each atomic; nothing is written when any exists, unless ``overwrite``).
+    Other files in ``folder`` are left alone."""
+    return export_segmentation(
+        segmentation, image, folder, outputs=tuple(outputs), overwrite=overwrite,
+        anomaly_percentile=anomaly_percentile, settings=segmentation_settings(segmenter, model), progress=progress,
+    )
+
+
+def write_segmentation(
+    segmentation: Segmentation,
+    image: ImageData,
+    target: str | os.PathLike,
+    segmenter: Segmenter,
+    *,
+    overwrite: bool = False,
+    anomaly_percentile: float = 1.0,
+    model: str | os.PathLike | None = None,
+) -> Path:
+    """Write every output of a segmentation into the folder ``target``,
+    which appears only when complete (an existing one is replaced only with
+    ``overwrite``)."""
+    with staged_folder(target, overwrite=overwrite) as staging:
+        export_files(segmentation, image, staging, segmenter, overwrite=True,
+                     anomaly_percentile=anomaly_percentile, model=model)
+    return Path(target)
+
+
+def write_inspection(result: InspectionResult, image: ImageData, target: str | os.PathLike, *,
+                     overwrite: bool = False, summary: dict | None = None) -> Path:
+    """Write an image's inspection outputs into the folder ``target``, which
+    appears only when complete."""
+    with staged_folder(target, overwrite=overwrite) as staging:
+        export_inspection(result, image, staging, overwrite=True, summary=summary)
+    return Path(target)
+
+
+def inspection_row(
+    source: ImageLike,
+    inspector: Inspector,
+    threshold: float | None = None,
+    *,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    model: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Inspect one image and return its report row (see
+    :data:`gmmseg.export.REPORT_FIELDS`); with ``output``, also write its
+    files there. Raises for an unreadable image (:func:`run_task` and the
+    application turn that into a failed row)."""
+    image = load_image(source)
+    result = inspector.inspect(image, threshold=threshold)
+    row: dict[str, Any] = {"input": str(source), "output": str(output or ""), "status": "ok", "error": ""}
+    row.update(result.report_row())
+    if output is not None:
+        write_inspection(result, image, output, overwrite=overwrite,
+                         summary={"image": str(source), "model": str(model) if model else None})
+    return row
+
+
+def failed_row(source: ImageLike, exc: BaseException, explain: Callable[[BaseException], str] = default_message
+               ) -> dict[str, Any]:
+    """The report row of an image that could not be processed."""
+    return {"input": str(source), "output": "", "status": "failed", "error": explain(exc)}
+
+
+def run_task(task: Task, explain: Callable[[BaseException], str] = default_message) -> dict[str, Any]:
+    """Process one image of a batch and return its result row.
+
+    A bad input gives a row with ``status == "failed"`` and ``error`` (worded
+    by ``explain``); it never raises, except KeyboardInterrupt. Outputs go to
+    a staged folder that appears only when complete.
+    """
+    start = time.perf_counter()
+    target = Path(task.output) if task.output else None
+    result: dict[str, Any] = {"input": task.input, "output": str(target or ""), "status": "ok", "error": "",
+                              "seconds": 0.0}
+    try:
+        if task.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {task.mode!r}")
+        if target is not None:
+            refuse_existing([target], task.overwrite)  # before any work is spent on it
+        if task.mode == "inspect":
+            result.update(inspection_row(task.input, Inspector.load(task.model), output=target,
+                                         overwrite=task.overwrite, model=task.model))
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                if task.mode == "apply":
+                    segmenter = Segmenter.load(task.model)
+                    image, seg = apply_model(task.input, segmenter)
+                else:
+                    image, segmenter, seg = segment_file(task.input, SegmenterParams.from_dict(task.settings or {}))
+            write_segmentation(seg, image, target, segmenter, overwrite=task.overwrite,
+                               anomaly_percentile=task.anomaly_percentile,
+                               model=task.model if task.mode == "apply" else None)
+            result["n_components"] = seg.n_components
+            result["converged"] = bool(segmenter.gmm_.converged_)
+            if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+                result["warning"] = f"EM did not converge within max_iter={segmenter.max_iter} iterations"
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one bad file must not stop the batch
+        if was_interrupted(exc):
+            raise KeyboardInterrupt from None
+        result["status"] = "failed"
+        result["error"] = explain(exc)
+        if task.debug:
+            result["traceback"] = traceback.format_exc()
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# tables of a run
+def write_report(path: str | os.PathLike, rows: Sequence[dict], *, overwrite: bool = True) -> Path:
+    """Write an inspection report: one CSV row per image (:data:`REPORT_FIELDS`)."""
+    return atomic_write(path, csv_writer(rows, REPORT_FIELDS), overwrite=overwrite)
+
+
+def write_run_summary(out_dir: str | os.PathLike, results: Sequence[dict], seconds: float, *,
+                      fields: Sequence[str] = SEGMENT_FIELDS, interrupted: bool = False) -> None:
+    """``run_summary.json`` and ``run_summary.csv`` of a batch in ``out_dir``."""
+    data = {
+        "results": list(results),
+        "images": len(results),
+        "failed": sum(r["status"] != "ok" for r in results),
+        "seconds": round(seconds, 3),
+        "interrupted": interrupted,
+    }
+    write_json(Path(out_dir) / "run_summary.json", data, overwrite=True)
+    atomic_write(Path(out_dir) / "run_summary.csv", csv_writer(results, fields), overwrite=True)
+
+
+def output_dirs(files: Sequence[Path], out_dir: str | os.PathLike) -> list[Path]:
+    """``out_dir/<stem>`` per input; clashing stems get -2, -3, ... in input order."""
+    used: dict[str, int] = {}
+    result = []
+    for f in files:
+        stem = Path(f).stem or "image"
+        n = used.get(stem, 0) + 1
+        used[stem] = n
+        result.append(Path(out_dir) / (stem if n == 1 else f"{stem}-{n}"))
+    return result
