@@ -112,7 +112,8 @@ def main():
     print(f"start-up (new process: import gmmseg + K=8 full fit on 10,000 rows): "
           f"cold cache {cold:.2f} s, warm cache {warm:.2f} s")
 
-    header = f"{'covariance':<10} {'sklearn ms/it':>14} {'gmmseg ms/it':>13} {'speed-up':>9} {'first call s':>13} {'lower bound rel diff':>21} {'means max abs diff':>19}"
+    header = (f"{'covariance':<10} {'sklearn ms/it':>14} {'gmmseg ms/it':>13} {'speed-up':>9} {'first call s':>13} "
+              f"{'lower bound rel diff':>21} {'means max abs diff':>19}")
     print(header)
     print("-" * len(header))
     for covariance_type in ("full", "tied", "diag", "spherical"):

@@ -16,6 +16,7 @@ All writes are atomic (temporary file + rename) and nothing is written when
 any target exists, unless ``overwrite`` is true.
 """
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -243,8 +244,6 @@ def inspection_overlay(rgb_uint8, result, color=(255, 30, 30), opacity=0.45):
 
 def csv_writer(rows, fields):
     """Writer of a CSV table (header + one line per dict)."""
-    import csv
-
     def write(tmp):
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")

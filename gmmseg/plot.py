@@ -65,7 +65,7 @@ def criterion_chart(selection, title="Model selection", size=(900, 540)):
     draw.text((W / 2, H - 22), "number of components K", fill=(30, 30, 30), font=font, anchor="mm")
     draw.text((left, 22), title, fill=(20, 20, 20), font=big, anchor="lm")
 
-    for column, (key, label, colour) in enumerate(_SERIES):
+    for column, (_key, label, colour) in enumerate(_SERIES):
         points = [px(k, v) for k, v in zip(ks, values[:, column])]
         if len(points) > 1:
             draw.line(points, fill=colour, width=3)

@@ -529,7 +529,8 @@ class KSelection:
     ----------
     rows : list of dict
         One per fitted model: k, covariance_type, bic, aic, log_likelihood
-        (mean per pixel), n_parameters, converged.
+        (mean per pixel), n_parameters, converged, n_iter, lower_bound (EM's
+        last mean log-likelihood, as ``GaussianMixture.lower_bound_``).
     criterion : str
     best_k : int
     best_covariance_type : str
@@ -624,6 +625,8 @@ def select_k(
                 "log_likelihood": float(gm.score(data.X, sample_weight=data.sample_weight)),
                 "n_parameters": int(gm._n_parameters()),
                 "converged": bool(gm.converged_),
+                "n_iter": int(gm.n_iter_),
+                "lower_bound": float(gm.lower_bound_),
             }
             result.rows.append(row)
             if callback is not None and callback(row) is True:

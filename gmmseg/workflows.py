@@ -27,7 +27,7 @@ from typing import Any
 from ._fileio import atomic_write, refuse_existing, staged_folder, write_json
 from .engine import ConvergenceWarning
 from .export import OUTPUTS, REPORT_FIELDS, csv_writer, export_inspection, export_segmentation
-from .inspection import Inspector, InspectionResult
+from .inspection import InspectionResult, Inspector
 from .io import ImageData, load_image
 from .params import SegmenterParams
 from .segment import ImageLike, Segmentation, Segmenter

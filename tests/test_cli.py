@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
-
 from imagefiles import voronoi_image
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).with_name("gmmseg")

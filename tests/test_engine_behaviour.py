@@ -4,13 +4,13 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import COVARIANCE_TYPES, make_blobs
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 import gmmseg
-from conftest import COVARIANCE_TYPES, make_blobs
 from gmmseg import ConvergenceWarning, GaussianMixture, NotFittedError
-from gmmseg.engine import set_num_threads, get_num_threads
+from gmmseg.engine import get_num_threads, set_num_threads
 
 
 def _given_init(X, covariance_type, k, seed=0):

@@ -8,8 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import COVARIANCE_TYPES, make_blobs
+
 from gmmseg import ConvergenceWarning, GaussianMixture
 
 

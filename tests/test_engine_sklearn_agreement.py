@@ -8,10 +8,10 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import COVARIANCE_TYPES
 from sklearn.mixture import GaussianMixture as SklearnGM
 
 import gmmseg
-from conftest import COVARIANCE_TYPES
 
 RTOL = 1e-7
 

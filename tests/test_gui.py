@@ -1,8 +1,8 @@
 """The real main window, driven offscreen with pytest-qt."""
 
 import json
-from pathlib import Path
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -317,3 +317,65 @@ def test_running_workers_are_counted(qtbot):
     release.set()
     assert worker.wait(5000)
     assert Worker.running_count() == 0
+
+
+# ---------------------------------------------------------------------------
+# The Model panel is the settings table: every setting is there, survives a
+# restart, and reaches Run, Auto K and the inspection fit.
+def _set_every_setting(window, **values):
+    """Put a non-default value in every widget of the Model panel."""
+    from gmmseg import SegmenterParams
+
+    wanted = SegmenterParams(n_components=3, covariance_type="diag", color_space="rgb", spatial_weight=0.0,
+                             smoothing=1.5, max_iter=9, tol=0.0, reg_covar=1e-4, n_init=2, init_params="random",
+                             random_state=5, max_samples=5000).replace(**values)
+    window.model_panel.set_values(wanted)
+    return wanted
+
+
+def test_every_model_setting_survives_a_restart(qtbot, tmp_path):
+    from gmmseg import SegmenterParams
+
+    settings_file = str(tmp_path / "s.ini")
+    first = MainWindow(QSettings(settings_file, QSettings.Format.IniFormat))
+    qtbot.addWidget(first)
+    assert set(first.model_panel.widgets) == set(SegmenterParams.names())
+    wanted = _set_every_setting(first, spatial_weight=0.3)
+    assert first.current_params() == wanted
+    first.inspection.settings_form.widgets["min_area"].setValue(40)
+    first.close()
+    second = MainWindow(QSettings(settings_file, QSettings.Format.IniFormat))
+    qtbot.addWidget(second)
+    assert second.current_params() == wanted
+    assert second.inspection.settings_form.params().min_area == 40
+    second.close()
+
+
+def test_auto_k_honours_every_setting(qtbot, window):
+    from gmmseg import select_k
+
+    window.open_image(sample_images_dir() / "surface_good.png")
+    wanted = _set_every_setting(window)
+    with qtbot.waitSignal(window.autoKFinished, timeout=WAIT_MS):
+        window.run_auto_k()
+    ks = [r["k"] for r in window.autok_rows]
+    expected = select_k(window.image, k_range=ks, params=wanted).rows
+    assert window.autok_rows == expected
+
+
+def test_inspection_fit_uses_the_model_panel(qtbot, window):
+    window.open_image(sample_images_dir() / "surface_good.png")
+    wanted = _set_every_setting(window, spatial_weight=0.2)
+    window.inspection.settings_form.widgets["smoothing_sigma"].setValue(2.5)
+    window.inspection.set_references([sample_images_dir() / "surface_good.png"])
+    with qtbot.waitSignal(window.inspection.fitted, timeout=WAIT_MS):
+        window.inspection.fit()
+    inspector = window.inspection.inspector
+    assert inspector.params == wanted and inspector.segmenter_.params == wanted
+    assert inspector.inspection.smoothing_sigma == 2.5 and not inspector.inspection.auto_k
+    # With "Choose K by BIC" the panel's other settings still reach the sweep.
+    window.inspection.settings_form.widgets["auto_k"].setChecked(True)
+    with qtbot.waitSignal(window.inspection.fitted, timeout=WAIT_MS):
+        window.inspection.fit()
+    chosen = window.inspection.inspector
+    assert chosen.inspection.auto_k and chosen.segmenter_.params == wanted.replace(n_components=chosen.k_selection_.best_k)

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from imagefiles import auroc, paint_defects, surface
 
 from gmmseg import ModelFileError, Segmenter
 from gmmseg.inspection import Inspector, smooth_scores
-from imagefiles import auroc, paint_defects, surface
 
 
 @pytest.fixture(scope="module")

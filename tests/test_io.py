@@ -6,12 +6,12 @@ import zlib
 import numpy as np
 import pytest
 import tifffile
+from imagefiles import png16_bytes
 from PIL import Image
 
 import gmmseg
 from gmmseg._fileio import atomic_write
 from gmmseg.io import ImageLoadError, from_array, load_image
-from imagefiles import png16_bytes
 
 RNG = np.random.RandomState(0)
 RGB8 = RNG.randint(0, 256, size=(12, 17, 3), dtype=np.uint8)
@@ -237,7 +237,8 @@ def _truncated_jpeg(tmp_path):
 def _huge_png(tmp_path):
     # A valid 8-bit PNG header announcing 20000 x 20000 pixels.
     ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
-    chunk = lambda k, b: struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b) & 0xFFFFFFFF)
+    def chunk(k, b):
+        return struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b) & 0xFFFFFFFF)
     path = tmp_path / "bomb.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
     return path

@@ -5,11 +5,11 @@ import warnings
 
 import numpy as np
 import pytest
+from imagefiles import voronoi_image
 from sklearn.metrics import adjusted_rand_score
 
 import gmmseg
 from gmmseg import ModelFileError, Segmenter, select_k
-from imagefiles import voronoi_image
 
 PALETTE = np.array([[0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.1, 0.2, 0.9]])
 

@@ -4,9 +4,13 @@ Importing it compiles nothing; kernels compile (or load from the on-disk
 cache) on first use. :func:`warm_up` compiles them ahead of time.
 """
 
+import warnings
+
+import numpy as np
+
+from ._covariance import COVARIANCE_TYPES
 from ._exceptions import ConvergenceWarning, NotFittedError
 from ._parallel import get_num_threads, set_num_threads
-from ._covariance import COVARIANCE_TYPES
 from .gaussian_mixture import INIT_PARAMS, EMProgress, GaussianMixture
 
 
@@ -16,10 +20,6 @@ def warm_up(dtypes=("float64",)):
     A tiny fit per covariance type; call it in a background thread at
     application start so the user's first fit is not slowed by compilation.
     """
-    import warnings
-
-    import numpy as np
-
     rng = np.random.RandomState(0)
     for dtype in dtypes:
         X = rng.normal(size=(40, 3)).astype(dtype)

@@ -45,7 +45,9 @@ def kmeans_plusplus(X, sample_weight, n_clusters, random_state):
             candidates = np.minimum(np.searchsorted(cumulative, draws), n - 1)
             cand_points = np.ascontiguousarray(X[candidates], dtype=np.float64)
             parts = map_rows(
-                lambda s, e: _kernels.candidate_potentials(
+                # map_rows runs the rows before returning: binding this
+                # iteration's candidates as a default is only for clarity.
+                lambda s, e, cand_points=cand_points: _kernels.candidate_potentials(
                     X, s, e, cand_points, sample_weight, min_sq_dist
                 ),
                 n,

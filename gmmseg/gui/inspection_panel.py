@@ -21,8 +21,8 @@ from PySide6.QtWidgets import (
 )
 
 from ..export import inspection_overlay
-from ..io import ImageLoadError, list_images, load_image
 from ..inspection import Inspector
+from ..io import ImageLoadError, list_images, load_image
 from ..params import InspectionParams
 from .settings_form import SettingsForm
 from .workers import InspectorFitWorker, ReportWorker, ScoreWorker

@@ -10,9 +10,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
     QDockWidget,
-    QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -21,7 +19,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSlider,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -37,10 +34,10 @@ from ..paths import resource, sample_images_dir
 from ..segment import Segmenter
 from .canvas import ImageCanvas, qimage_from_rgb
 from .dialogs import ExportDialog
-from .render import VIEW_MODES, VIEW_TITLES, checkerboard_under, render
-from .widgets import ColorBar, DensityView, PlotWidget
 from .inspection_panel import InspectionPanel
+from .render import VIEW_MODES, VIEW_TITLES, checkerboard_under, render
 from .settings_form import SettingsForm, set_combo_tips
+from .widgets import ColorBar, DensityView, PlotWidget
 from .workers import AutoKWorker, ExportWorker, FitWorker, PredictWorker, WarmupWorker
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.webp *.gif);;All files (*)"

@@ -1,0 +1,130 @@
+"""One settings object: every setting survives model files, the command
+line, the application's Model panel across restarts, and reaches select_k,
+Auto K and the inspection fit.
+
+Each test here failed before the settings table existed (the copies of the
+settings list had drifted apart).
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gmmseg import InspectionParams, Inspector, Segmenter, SegmenterParams, select_k
+from gmmseg.cli import build_parser, params_from_args
+
+# A non-default value for every segmenter setting that a one-image fit allows.
+NON_DEFAULT = dict(
+    n_components=3, covariance_type="diag", color_space="rgb", spatial_weight=0.25, smoothing=1.5,
+    max_iter=7, tol=0.0, reg_covar=1e-4, n_init=2, init_params="random", random_state=5, max_samples=900,
+)
+
+
+def test_every_setting_is_covered_here():
+    params = SegmenterParams(**NON_DEFAULT)
+    defaults = SegmenterParams()
+    assert set(NON_DEFAULT) == set(SegmenterParams.names())
+    assert all(getattr(params, n) != getattr(defaults, n) for n in SegmenterParams.names())
+
+
+def _image(seed=0, size=(40, 48)):
+    rng = np.random.RandomState(seed)
+    img = np.zeros(size + (3,), np.uint8)
+    img[:, : size[1] // 2] = (200, 40, 40)
+    img[:, size[1] // 2 :] = (40, 60, 190)
+    img[size[0] // 2 :, :] += np.array([0, 80, 0], np.uint8)
+    return np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_settings_are_checked_with_messages_that_say_what_to_give():
+    with pytest.raises(ValueError, match="n_components must be a positive integer, got 0"):
+        SegmenterParams(n_components=0)
+    with pytest.raises(ValueError, match="color_space must be one of 'rgb', 'lab'"):
+        Segmenter(color_space="cmyk")
+    with pytest.raises(ValueError, match="unknown setting 'colour_space'.*color_space"):
+        Segmenter(colour_space="lab")
+    with pytest.raises(ValueError, match="false_alarm_rate must be a finite number > 0 and < 0.5"):
+        Inspector(false_alarm_rate=0.7)
+    seg = Segmenter(3)
+    with pytest.raises(ValueError, match="smoothing"):
+        seg.smoothing = -1
+    seg.smoothing = 2.0  # attribute writes go through the settings object
+    assert seg.params.smoothing == 2.0 and seg.get_params()["smoothing"] == 2.0
+    assert SegmenterParams.from_dict(SegmenterParams(**NON_DEFAULT).to_dict()) == SegmenterParams(**NON_DEFAULT)
+
+
+def test_segmenter_settings_survive_save_and_load(tmp_path):
+    seg = Segmenter(**NON_DEFAULT).fit(_image())
+    loaded = Segmenter.load(seg.save(tmp_path / "m.json"))
+    assert loaded.params == seg.params
+    np.testing.assert_array_equal(loaded.predict(_image(1)).labels, seg.predict(_image(1)).labels)
+
+
+def test_inspector_settings_survive_save_and_load(tmp_path):
+    inspector = Inspector(random_state=5, max_iter=60, n_init=2, k_range=range(2, 5), tol=1e-3,
+                          reg_covar=1e-5, init_params="k-means++", smoothing=1.0, max_samples=1500,
+                          smoothing_sigma=2.0, min_area=9, false_alarm_rate=1e-3).fit([_image(0), _image(1)])
+    loaded = Inspector.load(inspector.save(tmp_path / "i.json"))
+    assert loaded.get_params() == inspector.get_params()
+    assert loaded.params == inspector.params and loaded.inspection == inspector.inspection
+    assert loaded.n_components is None and loaded.k_range == (2, 3, 4)
+    assert loaded.segmenter_.params == inspector.segmenter_.params
+    # With K given, the loaded model keeps it and does not choose by BIC.
+    fixed = Inspector.load(Inspector(2, random_state=3).fit(_image()).save(tmp_path / "k.json"))
+    assert fixed.n_components == 2 and fixed.random_state == 3 and not fixed.inspection.auto_k
+
+
+SWEEP_BASE = SegmenterParams(max_iter=6, tol=0.0, max_samples=1200, covariance_type="diag", random_state=1,
+                             init_params="random")
+SWEEP_CHANGES = {"init_params": "kmeans", "max_samples": 700, "reg_covar": 1e-2, "n_init": 4, "random_state": 9,
+                 "tol": 1.0, "max_iter": 2, "color_space": "rgb", "spatial_weight": 0.5}
+
+
+@pytest.mark.filterwarnings("ignore::gmmseg.ConvergenceWarning")
+@pytest.mark.parametrize("setting", sorted(SWEEP_CHANGES))
+def test_select_k_honours_every_setting(setting):
+    """A sweep row equals the fit of a Segmenter with the same settings, and
+    changing any one setting changes the sweep (it is not ignored)."""
+    changed = SWEEP_BASE.replace(**{setting: SWEEP_CHANGES[setting]})
+    image = _image()
+    for params in (SWEEP_BASE, changed):
+        for row in select_k(image, k_range=[2, 3], params=params).rows:
+            seg = Segmenter(params=params.replace(n_components=row["k"])).fit(image)
+            assert row["lower_bound"] == seg.gmm_.lower_bound_ and row["n_iter"] == seg.gmm_.n_iter_
+    before = select_k(image, k_range=[3], params=SWEEP_BASE).rows[0]
+    after = select_k(image, k_range=[3], params=changed).rows[0]
+    assert (before["lower_bound"], before["n_iter"]) != (after["lower_bound"], after["n_iter"])
+
+
+def test_command_line_options_are_the_settings(tmp_path):
+    args = build_parser().parse_args([
+        "segment", "x.png", "--out", "o", "-k", "3", "--covariance", "diag", "--color-space", "rgb",
+        "--spatial-weight", "0.25", "--smoothing", "1.5", "--max-iter", "7", "--tol", "0", "--reg-covar", "1e-4",
+        "--n-init", "2", "--init-params", "random", "--seed", "5", "--max-samples", "900",
+    ])
+    assert params_from_args(args) == SegmenterParams(**NON_DEFAULT)
+    # Every setting with a flag is on every command that fits a model.
+    for command in (["segment", "x.png", "--out", "o"], ["fit", "x.png", "--save-model", "m.json"]):
+        parsed = build_parser().parse_args(command)
+        assert all(hasattr(parsed, s.name) for s in SegmenterParams.settings() if s.flags)
+
+
+def test_cli_fit_saves_every_setting(tmp_path):
+    path = tmp_path / "ref.png"
+    Image.fromarray(_image()).save(path)
+    model = tmp_path / "m.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "gmmseg", "fit", str(path), "--save-model", str(model), "--seed", "5",
+         "--max-iter", "60", "--n-init", "2", "--reg-covar", "1e-5", "--init-params", "k-means++",
+         "--k-range", "2-4", "--min-area", "9", "--score-smoothing", "2"],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = Inspector.load(model)
+    assert (loaded.random_state, loaded.max_iter, loaded.n_init, loaded.reg_covar, loaded.init_params) == \
+        (5, 60, 2, 1e-5, "k-means++")
+    assert loaded.inspection == InspectionParams(k_range=(2, 3, 4), min_area=9, smoothing_sigma=2.0)
