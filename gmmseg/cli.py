@@ -90,13 +90,14 @@ def _converter(setting: Setting):
             value = _k_range(text) if setting.kind == "int_list" else parse(text)
             return setting.check(value)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None
+            # "None" is a library value; on the command line it means "leave the option out".
+            raise argparse.ArgumentTypeError(str(exc).rstrip(".").replace("None or ", "")) from None
 
     convert.__name__ = setting.name  # argparse names the type in some messages
     return convert
 
 
-def _add_settings(group, cls, skip=()):
+def _add_settings(group, cls, skip=(), default_text=None):
     """One option per setting of ``cls`` that has flags (see gmmseg.params).
 
     Defaults are None, so that :func:`params_from_args` knows which settings
@@ -105,8 +106,9 @@ def _add_settings(group, cls, skip=()):
     for setting in cls.settings():
         if not setting.flags or setting.name in skip:
             continue
+        default = (default_text or {}).get(setting.name, setting.describe_default())
         options = {"dest": setting.name, "default": None, "type": _converter(setting),
-                   "help": f"{setting.help} (default {setting.describe_default()})"}
+                   "help": f"{setting.help} (default {default})"}
         if setting.kind == "choice":  # argparse checks these and lists them
             options["choices"] = setting.choices
             options["type"] = str
@@ -127,8 +129,8 @@ def params_from_args(args, cls=SegmenterParams, base=None):
         raise UsageError(str(exc)) from None
 
 
-def _add_model_options(p, skip=()):
-    _add_settings(p.add_argument_group("model"), SegmenterParams, skip)
+def _add_model_options(p, skip=(), default_text=None):
+    _add_settings(p.add_argument_group("model"), SegmenterParams, skip, default_text)
 
 
 def _add_batch_options(p, out_required=True):
@@ -187,7 +189,7 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="overwrite an existing model file")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders of folder inputs")
     _add_settings(p.add_argument_group("inspection"), InspectionParams)
-    _add_model_options(p)
+    _add_model_options(p, default_text={"n_components": "chosen by BIC over --k-range"})
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("apply", help="segment images with a saved model",

@@ -57,6 +57,7 @@ def test_settings_are_checked_with_messages_that_say_what_to_give():
     assert SegmenterParams.from_dict(SegmenterParams(**NON_DEFAULT).to_dict()) == SegmenterParams(**NON_DEFAULT)
 
 
+@pytest.mark.filterwarnings("ignore::gmmseg.ConvergenceWarning")
 def test_segmenter_settings_survive_save_and_load(tmp_path):
     seg = Segmenter(**NON_DEFAULT).fit(_image())
     loaded = Segmenter.load(seg.save(tmp_path / "m.json"))
