@@ -17,12 +17,17 @@ any target exists, unless ``overwrite`` is true.
 """
 
 import csv
+import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ._fileio import atomic_write, refuse_existing, write_json
+from .inspection import InspectionResult
+from .io import ImageData
+from .segment import Segmentation
 
 OUTPUTS = ("labels", "masks", "probabilities", "loglik", "anomaly", "overlay", "summary")
 MASKED_INDEX = 255
@@ -85,7 +90,7 @@ def float_tiff_writer(array):
     return write
 
 
-def overlay_image(rgb_uint8, labels, colors, opacity=0.5):
+def overlay_image(rgb_uint8: np.ndarray, labels: np.ndarray, colors: np.ndarray, opacity: float = 0.5) -> np.ndarray:
     """The image with each labelled pixel blended towards its component colour."""
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}.")
@@ -96,7 +101,7 @@ def overlay_image(rgb_uint8, labels, colors, opacity=0.5):
     return (out + 0.5).astype(np.uint8)
 
 
-def plan_outputs(out_dir, n_components, outputs=OUTPUTS):
+def plan_outputs(out_dir: str | os.PathLike, n_components: int, outputs: Iterable[str] = OUTPUTS) -> dict[str, Path]:
     """Paths that an export of ``outputs`` would write."""
     out_dir = Path(out_dir)
     unknown = set(outputs) - set(OUTPUTS)
@@ -119,18 +124,18 @@ def plan_outputs(out_dir, n_components, outputs=OUTPUTS):
 
 
 def export_segmentation(
-    segmentation,
-    image,
-    out_dir,
+    segmentation: Segmentation,
+    image: ImageData,
+    out_dir: str | os.PathLike,
     *,
-    outputs=OUTPUTS,
-    overwrite=False,
-    anomaly_percentile=1.0,
-    anomaly_threshold=None,
-    overlay_opacity=0.5,
-    settings=None,
-    progress=None,
-):
+    outputs: Iterable[str] = OUTPUTS,
+    overwrite: bool = False,
+    anomaly_percentile: float = 1.0,
+    anomaly_threshold: float | None = None,
+    overlay_opacity: float = 0.5,
+    settings: dict | None = None,
+    progress: Callable[[int, int, str], object] | None = None,
+) -> list[Path]:
     """Write the chosen outputs of a segmentation into ``out_dir``.
 
     Parameters
@@ -226,7 +231,8 @@ REPORT_FIELDS = ("input", "verdict", "score", "threshold", "regions", "defect_ar
 REGION_FIELDS = ("region", "area", "x", "y", "width", "height", "centroid_x", "centroid_y", "mean_score", "max_score")
 
 
-def inspection_overlay(rgb_uint8, result, color=(255, 30, 30), opacity=0.45):
+def inspection_overlay(rgb_uint8: np.ndarray, result: InspectionResult, color: tuple[int, int, int] = (255, 30, 30),
+                       opacity: float = 0.45) -> np.ndarray:
     """The image with flagged pixels tinted and each region's box outlined."""
     out = rgb_uint8.astype(np.float32)
     tint = np.array(color, dtype=np.float32)
@@ -242,7 +248,7 @@ def inspection_overlay(rgb_uint8, result, color=(255, 30, 30), opacity=0.45):
     return out
 
 
-def csv_writer(rows, fields):
+def csv_writer(rows: Iterable[dict], fields: Sequence[str]) -> Callable[[str], None]:
     """Writer of a CSV table (header + one line per dict)."""
     def write(tmp):
         with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -254,7 +260,8 @@ def csv_writer(rows, fields):
     return write
 
 
-def export_inspection(result, image, out_dir, *, overwrite=False, summary=None):
+def export_inspection(result: InspectionResult, image: ImageData, out_dir: str | os.PathLike, *, overwrite: bool = False,
+                      summary: dict | None = None) -> list[Path]:
     """Write one image's inspection: anomaly.png (kept defect pixels),
     overlay.png (regions outlined), regions.csv, score.tif (float32 score
     map) and summary.json. Nothing is written if any target exists, unless

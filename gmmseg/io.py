@@ -97,7 +97,7 @@ class ImageData:
         return (np.clip(self.rgb(), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def list_images(folder, recursive=False):
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
     """Image files in a folder (by name ending), sorted by path."""
     pattern = "**/*" if recursive else "*"
     return sorted(p for p in Path(folder).glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -107,7 +107,7 @@ def _error(path, problem):
     return ImageLoadError(f"{path}: {problem}")
 
 
-def load_image(source, *, max_pixels=MAX_PIXELS):
+def load_image(source: "str | os.PathLike | ImageData | np.ndarray", *, max_pixels: int = MAX_PIXELS) -> ImageData:
     """Load an image from a path, an ``ImageData`` or a NumPy array.
 
     Parameters

@@ -47,7 +47,8 @@ class Segmentation:
         Mixture weights.
     """
 
-    def __init__(self, labels, probabilities, log_likelihood, mask, component_colors, weights, names=None):
+    def __init__(self, labels: np.ndarray, probabilities: np.ndarray, log_likelihood: np.ndarray, mask: np.ndarray,
+                 component_colors: np.ndarray, weights: np.ndarray, names: list[str] | None = None):
         self.labels = labels
         self.probabilities = probabilities
         self.log_likelihood = log_likelihood
@@ -59,15 +60,15 @@ class Segmentation:
         self._uncertainty = None
 
     @property
-    def n_components(self):
+    def n_components(self) -> int:
         return self.probabilities.shape[2]
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, int]:
         return self.labels.shape
 
     @property
-    def uncertainty(self):
+    def uncertainty(self) -> np.ndarray:
         """Normalised entropy of the probabilities, (H, W) float32.
 
         0 means certain (one component has probability 1), 1 means all
@@ -87,7 +88,7 @@ class Segmentation:
             self._uncertainty = out
         return self._uncertainty
 
-    def component_stats(self):
+    def component_stats(self) -> list[dict[str, Any]]:
         """One dict per component: index, name, color, weight, pixel_count,
         area_fraction (of the used pixels)."""
         counts = np.bincount(self.labels[self.mask].ravel(), minlength=self.n_components)
@@ -104,7 +105,7 @@ class Segmentation:
             for k in range(self.n_components)
         ]
 
-    def anomaly_threshold(self, percentile=1.0):
+    def anomaly_threshold(self, percentile: float = 1.0) -> float:
         """The log-likelihood below which ``percentile`` % of used pixels lie."""
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"percentile must be in [0, 100], got {percentile}.")
@@ -113,7 +114,7 @@ class Segmentation:
             return float("nan")
         return float(np.percentile(values, percentile))
 
-    def anomaly_mask(self, threshold=None, percentile=None):
+    def anomaly_mask(self, threshold: float | None = None, percentile: float | None = None) -> np.ndarray:
         """Pixels whose log-likelihood is below a threshold.
 
         Give either ``threshold`` (a log-likelihood value) or ``percentile``
@@ -127,7 +128,8 @@ class Segmentation:
             return (self.log_likelihood < threshold) & self.mask
 
 
-def smooth_probabilities(probabilities, mask, strength, n_iter=_MEAN_FIELD_ITERATIONS):
+def smooth_probabilities(probabilities: np.ndarray, mask: np.ndarray, strength: float,
+                         n_iter: int = _MEAN_FIELD_ITERATIONS) -> np.ndarray:
     """Mean-field inference of a Potts Markov random field over the pixels.
 
     Each pixel's distribution is its mixture posterior times
@@ -541,13 +543,13 @@ class KSelection:
     best_k: int = 0
     best_covariance_type: str = ""
 
-    def best_row(self):
+    def best_row(self) -> dict | None:
         for row in self.rows:
             if row["k"] == self.best_k and row["covariance_type"] == self.best_covariance_type:
                 return row
         return None
 
-    def format_table(self):
+    def format_table(self) -> str:
         """The table as aligned text, the best row marked with '*'."""
         lines = [f"{'':1} {'K':>3} {'covariance':<10} {'BIC':>14} {'AIC':>14} {'log-lik/pixel':>14}"]
         for row in self.rows:
