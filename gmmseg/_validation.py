@@ -47,7 +47,10 @@ def check_number(
     wanted = f"a finite number{' ' + bounds if bounds else ''}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be {wanted}, got {value!r}.")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond any float
+        raise ValueError(f"{name} must be {wanted}, got an integer of {len(str(abs(value)))} digits.") from None
     too_low = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
     too_high = maximum is not None and (value >= maximum if exclusive_maximum else value > maximum)
     if not math.isfinite(value) or too_low or too_high:
@@ -71,13 +74,11 @@ def check_bool(value: Any, name: str) -> bool:
 
 
 def check_int_list(value: Any, name: str, *, minimum: int = 1) -> tuple[int, ...]:
-    """A non-empty, increasing sequence of distinct integers >= minimum
-    (e.g. ``range(1, 9)``)."""
+    """Integers >= minimum (e.g. ``range(1, 9)``), returned sorted without
+    repeats; at least one."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ValueError(f"{name} must be integers >= {minimum} such as range(1, 9), got {value!r}.")
-    items = tuple(check_int(v, name, minimum=minimum) for v in value)
+    items = tuple(sorted({check_int(v, name, minimum=minimum) for v in value}))
     if not items:
         raise ValueError(f"{name} must hold at least one integer >= {minimum}, got none.")
-    if any(b <= a for a, b in zip(items, items[1:])):
-        raise ValueError(f"{name} must be increasing without repeats, got {list(items)}.")
     return items

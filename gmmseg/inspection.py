@@ -159,8 +159,9 @@ class Inspector:
             inspection_settings.setdefault("auto_k", False)
         elif inspection is None:
             inspection_settings.setdefault("auto_k", True)
-        self.params = base.replace(**model_settings)
-        self.inspection = (InspectionParams() if inspection is None else inspection).replace(**inspection_settings)
+        object.__setattr__(self, "params", base.replace(**model_settings))
+        object.__setattr__(self, "inspection",
+                           (InspectionParams() if inspection is None else inspection).replace(**inspection_settings))
 
     # Settings are readable as attributes, as for Segmenter.
     def __getattr__(self, name: str) -> Any:
@@ -174,6 +175,16 @@ class Inspector:
             return getattr(self.inspection, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Settings written as attributes go through the settings objects
+        # (checked, and seen by fit, inspect and save).
+        if name == "n_components":
+            self.set_params(n_components=value)
+        elif name in SegmenterParams.names() or name in InspectionParams.names():
+            self.set_params(**{name: value})
+        else:
+            object.__setattr__(self, name, value)
+
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Every setting as a dict: the segmenter settings (``n_components``
         None when K is chosen by BIC) and the inspection settings."""
@@ -186,9 +197,15 @@ class Inspector:
         """Change settings (checked); returns self. Takes effect at the next fit,
         except ``min_area`` (next inspection) and ``false_alarm_rate`` (see
         :meth:`set_false_alarm_rate` to re-threshold a fitted model)."""
+        settings = dict(settings)
+        if "n_components" in settings and settings["n_components"] is None:  # None: K by BIC
+            del settings["n_components"]
+            settings["auto_k"] = True
+        elif "n_components" in settings:
+            settings.setdefault("auto_k", False)
         model_settings, inspection_settings = split_settings(settings, SegmenterParams, InspectionParams)
-        self.params = self.params.replace(**model_settings)
-        self.inspection = self.inspection.replace(**inspection_settings)
+        object.__setattr__(self, "params", self.params.replace(**model_settings))
+        object.__setattr__(self, "inspection", self.inspection.replace(**inspection_settings))
         return self
 
     def fit(self, references: ImageLike | list[ImageLike]) -> "Inspector":
@@ -321,7 +338,7 @@ class Inspector:
         """Re-threshold a fitted model for another false-alarm rate (from its
         calibration); returns the new threshold."""
         threshold = self.threshold_for(false_alarm_rate)
-        self.inspection = self.inspection.replace(false_alarm_rate=false_alarm_rate)
+        self.set_params(false_alarm_rate=false_alarm_rate)
         self.threshold_ = threshold
         return threshold
 

@@ -192,7 +192,7 @@ class SegmenterParams(_Settings):
 
     n_components: int = _setting(
         4, "int", "number of segments (mixture components)", "Components (K)",
-        flags=("-k", "--n-components"), minimum=1, widget_range=(1, 64),
+        flags=("-k", "--n-components"), minimum=1, widget_range=(1, 255),
     )
     covariance_type: str = _setting(
         "full", "choice",
@@ -206,27 +206,26 @@ class SegmenterParams(_Settings):
     spatial_weight: float = _setting(
         0.0, "float", "weight of the pixel position (x, y) among the features; 0 = colour only",
         "Spatial weight", flags=("--spatial-weight",), group="features", minimum=0.0,
-        widget_range=(0.0, 10.0), widget_step=0.1,
+        widget_range=(0.0, 1000.0), widget_step=0.1,
     )
     smoothing: float = _setting(
         0.0, "float", "spatial smoothing of the label maps (Potts mean field): 0 = off, 1 = gentle, 3 = strong",
-        "Smoothing", flags=("--smoothing",), minimum=0.0, widget_range=(0.0, 10.0), widget_step=0.5,
+        "Smoothing", flags=("--smoothing",), minimum=0.0, widget_range=(0.0, 1000.0), widget_step=0.5,
     )
     max_iter: int = _setting(
         100, "int", "maximum EM iterations", "Max iterations", flags=("--max-iter",), minimum=0,
-        widget_range=(1, 10000),
     )
     tol: float = _setting(
         1e-3, "float", "EM stops when the mean log-likelihood changes less than this", "Tolerance",
-        flags=("--tol",), minimum=0.0, widget_range=(0.0, 1.0), widget_step=1e-4, widget_decimals=6,
+        flags=("--tol",), minimum=0.0, widget_range=(0.0, 1e6), widget_step=1e-4, widget_decimals=8,
     )
     reg_covar: float = _setting(
         1e-6, "float", "added to the covariance diagonals so that no component collapses", "Regularisation",
-        flags=("--reg-covar",), minimum=0.0, widget_range=(0.0, 1.0), widget_step=1e-6, widget_decimals=8,
+        flags=("--reg-covar",), minimum=0.0, widget_range=(0.0, 1e6), widget_step=1e-6, widget_decimals=10,
     )
     n_init: int = _setting(
         1, "int", "restarts from different initialisations; the best fit is kept", "Restarts",
-        flags=("--n-init",), minimum=1, widget_range=(1, 50),
+        flags=("--n-init",), minimum=1, widget_range=(1, 1000),
     )
     init_params: str = _setting(
         "kmeans", "choice", "how the first parameters are chosen", "Initialisation",

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._fileio import write_json
+from ._validation import check_bool, check_int, check_number
 from ._version import __version__
 from .params import InspectionParams, SegmenterParams
 
@@ -254,11 +255,11 @@ def _segmenter_state(path, data) -> SegmenterState:
         lower_bound = mixture.get("lower_bound")
         state = MixtureState(
             covariance_type, weights, means, precisions,
-            converged=bool(mixture.get("converged", True)),
-            n_iter=int(mixture.get("n_iter", 0)),
-            lower_bound=float(lower_bound) if lower_bound is not None else None,
+            converged=check_bool(mixture.get("converged", True), "mixture.converged"),
+            n_iter=check_int(mixture.get("n_iter", 0), "mixture.n_iter", minimum=0),
+            lower_bound=check_number(lower_bound, "mixture.lower_bound") if lower_bound is not None else None,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise _bad(path, f"invalid model: {detail}") from None
     channels = data.get("channels")
@@ -302,16 +303,14 @@ def read_inspector_state(path: str | os.PathLike) -> InspectorState:
                          "fit one on defect-free reference images first")
     segmenter = read_segmenter_state(path)
     try:
-        threshold = float(section["threshold"])
-        if not math.isfinite(threshold):
-            raise ValueError("threshold is not finite")
+        threshold = check_number(section["threshold"], "threshold")
         # Files from before the inspection settings were saved: K was given.
         inspection = InspectionParams(
             auto_k=section.get("auto_k", False),
-            k_range=tuple(section.get("k_range", InspectionParams().k_range)),
-            false_alarm_rate=float(section["false_alarm_rate"]),
-            smoothing_sigma=float(section["smoothing_sigma"]),
-            min_area=int(section["min_area"]),
+            k_range=section.get("k_range", InspectionParams().k_range),
+            false_alarm_rate=section["false_alarm_rate"],
+            smoothing_sigma=section["smoothing_sigma"],
+            min_area=section["min_area"],
         )
         model_params = segmenter.params.replace(
             n_components=section.get("n_components", segmenter.params.n_components))
@@ -320,12 +319,12 @@ def read_inspector_state(path: str | os.PathLike) -> InspectorState:
         thresholds = _float_array(curve["thresholds"], "calibration_curve.thresholds", 1)
         if rates.shape != thresholds.shape or rates.size < 2 or not np.all(np.diff(rates) > 0) or rates[0] <= 0:
             raise ValueError("calibration_curve must hold matching, increasing rates and finite thresholds")
-        n_references = section.get("n_references", 1)
-        if isinstance(n_references, bool) or not isinstance(n_references, int) or n_references < 1:
-            raise ValueError(f"n_references must be a positive integer, got {n_references!r}")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _bad(path, f"invalid inspection section ({exc})") from None
+        n_references = check_int(section.get("n_references", 1), "n_references", minimum=1)
+        held_out = check_bool(section.get("held_out", False), "held_out")
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise _bad(path, f"invalid inspection section ({detail})") from None
     return InspectorState(
         segmenter, model_params, inspection, threshold, rates, thresholds,
-        n_references=n_references, held_out=bool(section.get("held_out", False)),
+        n_references=n_references, held_out=held_out,
     )

@@ -594,10 +594,7 @@ def select_k(
     """
     if criterion not in ("bic", "aic"):
         raise ValueError(f"criterion must be 'bic' or 'aic', got {criterion!r}.")
-    try:
-        ks = list(check_int_list(sorted(set(k_range)), "k_range"))
-    except TypeError:
-        raise ValueError(f"k_range must hold integers >= 1 such as range(1, 9), got {k_range!r}.") from None
+    ks = list(check_int_list(k_range, "k_range"))
     base = SegmenterParams() if params is None else params
     if covariance_type is not None:
         types = [covariance_type] if isinstance(covariance_type, str) else list(covariance_type)

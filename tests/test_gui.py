@@ -379,3 +379,40 @@ def test_inspection_fit_uses_the_model_panel(qtbot, window):
         window.inspection.fit()
     chosen = window.inspection.inspector
     assert chosen.inspection.auto_k and chosen.segmenter_.params == wanted.replace(n_components=chosen.k_selection_.best_k)
+
+
+def test_odd_stored_settings_and_unshowable_model_values(qtbot, tmp_path):
+    """A damaged settings file does not stop the application, and a model
+    whose values the panel cannot show says so instead of rounding them."""
+    from gmmseg import Segmenter
+
+    ini = str(tmp_path / "s.ini")
+    store = QSettings(ini, QSettings.Format.IniFormat)
+    for key, value in (("random_state", "3000000000"), ("max_samples", "9" * 30), ("tol", "abc"),
+                       ("covariance_type", "cubic"), ("n_components", "7")):
+        store.setValue(f"model/{key}", value)
+    store.sync()
+    window = MainWindow(QSettings(ini, QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    params = window.current_params()
+    assert params.n_components == 7 and params.random_state == 0 and params.tol == 1e-3
+    assert params.covariance_type == "full" and params.max_samples is None
+    path = tmp_path / "m.json"
+    Segmenter(2, tol=1e-12, random_state=0).fit(np.random.RandomState(0).rand(20, 20, 3)).save(path)
+    assert window.load_model(path)
+    assert "tol=1e-12" in window.statusBar().currentMessage()
+    assert window.current_params().n_components == 2
+    window.close()
+
+
+def test_minimum_area_applies_to_the_model_in_use(qtbot, window):
+    window.open_image(sample_images_dir() / "surface_defect.png")
+    window.k_spin.setValue(3)
+    window.inspection.set_references([sample_images_dir() / "surface_good.png"])
+    with qtbot.waitSignal(window.inspection.inspected, timeout=WAIT_MS):
+        window.inspection.fit()
+    assert window.inspection.result.regions
+    with qtbot.waitSignal(window.inspection.inspected, timeout=WAIT_MS):
+        window.inspection.settings_form.widgets["min_area"].setValue(1_000_000)
+    assert window.inspection.inspector.inspection.min_area == 1_000_000
+    assert window.inspection.result.regions == [] and window.inspection.result.passed

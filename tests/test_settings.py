@@ -129,3 +129,45 @@ def test_cli_fit_saves_every_setting(tmp_path):
     assert (loaded.random_state, loaded.max_iter, loaded.n_init, loaded.reg_covar, loaded.init_params) == \
         (5, 60, 2, 1e-5, "k-means++")
     assert loaded.inspection == InspectionParams(k_range=(2, 3, 4), min_area=9, smoothing_sigma=2.0)
+
+
+def test_inspector_attribute_writes_go_through_the_settings():
+    inspector = Inspector(2, random_state=0).fit(_image())
+    found = len(inspector.inspect(_image(3)).regions)
+    inspector.min_area = 10**6
+    assert inspector.inspection.min_area == 10**6 and inspector.inspect(_image(3)).regions == []
+    assert found >= 0
+    inspector.n_components = None
+    assert inspector.inspection.auto_k and inspector.get_params()["n_components"] is None
+    with pytest.raises(ValueError, match="min_area"):
+        inspector.min_area = 0
+
+
+HUGE_INT = "1" + "0" * 400
+
+
+@pytest.mark.parametrize("section, key, raw, match", [
+    ("inspection", "min_area", "2.7", "min_area"),
+    ("inspection", "min_area", "1e400", "min_area"),
+    ("inspection", "smoothing_sigma", '"1.5"', "smoothing_sigma"),
+    ("inspection", "held_out", '"false"', "held_out"),
+    ("inspection", "threshold", "true", "threshold"),
+    ("inspection", "threshold", HUGE_INT, "threshold"),
+    ("inspection", "k_range", "[0, 1]", "k_range"),
+    ("mixture", "n_iter", "1e400", "n_iter"),
+    ("mixture", "converged", '"false"', "converged"),
+    ("mixture", "lower_bound", HUGE_INT, "lower_bound"),
+], ids=lambda v: v if len(str(v)) < 20 else "huge")
+def test_model_file_values_are_checked_strictly(tmp_path, section, key, raw, match):
+    """Wrong types or absurd numbers in a model file give one ModelFileError
+    naming the field, never another exception or a silently converted value."""
+    import json
+
+    from gmmseg import ModelFileError
+
+    path = Inspector(2, random_state=0).fit(_image()).save(tmp_path / "m.json")
+    data = json.loads(path.read_text())
+    data[section][key] = "__VALUE__"
+    (tmp_path / "bad.json").write_text(json.dumps(data).replace('"__VALUE__"', raw))
+    with pytest.raises(ModelFileError, match=match):
+        Inspector.load(tmp_path / "bad.json")

@@ -87,6 +87,10 @@ class InspectionPanel(QObject):
         self.settings_form.form.labelForField(self.settings_form.widgets["auto_k"]).setText(
             f"Choose K by BIC ({k_range[0]}-{k_range[-1]})")
         self.settings_form.form.setContentsMargins(0, 0, 0, 0)
+        for name in ("auto_k", "smoothing_sigma"):  # the threshold is calibrated for them
+            widget = self.settings_form.widgets[name]
+            widget.setToolTip(widget.toolTip() + " (takes effect at the next Fit)")
+        self.settings_form.changed.connect(self._on_settings_changed)
         v.addWidget(self.settings_form)
         row = QHBoxLayout()
         row.addWidget(QLabel("False-alarm rate"))
@@ -181,6 +185,17 @@ class InspectionPanel(QObject):
         self.model_label.setText("fitting the reference model...")
         self.window._track(worker).start()
 
+    def _on_settings_changed(self):
+        """The minimum region area applies at once to the model in use (it
+        does not change the calibration); the rest wait for the next Fit."""
+        if self.inspector is None:
+            return
+        min_area = self.settings_form.values()["min_area"]
+        if min_area != self.inspector.inspection.min_area:
+            self.inspector.set_params(min_area=min_area)
+            if self.score is not None:
+                self._rethreshold()
+
     def fit_settings(self):
         """What a Fit uses: the Model panel's settings and this panel's
         inspection settings (with the slider's false-alarm rate)."""
@@ -214,7 +229,9 @@ class InspectionPanel(QObject):
         except (OSError, ValueError) as exc:
             QMessageBox.critical(self.window, "Cannot load inspection model", str(exc))
             return False
+        self.settings_form.blockSignals(True)
         self.settings_form.set_values(self.inspector.inspection)
+        self.settings_form.blockSignals(False)
         exp = np.clip(round(math.log10(self.inspector.false_alarm_rate) * 10), self.far_slider.minimum(), self.far_slider.maximum())
         self.far_slider.blockSignals(True)
         self.far_slider.setValue(int(exp))

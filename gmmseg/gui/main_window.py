@@ -341,9 +341,23 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
         self.recent = [p for p in (s.value("recent", []) or []) if isinstance(p, str)]
+        self._migrate_settings(s)
         self.model_panel.restore(s, "model/")
         self.inspection.settings_form.restore(s, "inspection/")
         self._update_recent_menu()
+
+    # Keys of releases before the settings table, read once so an upgrade keeps
+    # the user's Model panel.
+    _OLD_KEYS = {"k": "n_components", "covariance": "covariance_type", "color_space": "color_space",
+                 "spatial": "spatial_weight", "smoothing": "smoothing", "max_iter": "max_iter", "tol": "tol",
+                 "n_init": "n_init", "seed": "random_state"}
+
+    def _migrate_settings(self, s):
+        for old, new in self._OLD_KEYS.items():
+            value = s.value(f"params/{old}")
+            if value is not None and s.value(f"model/{new}") is None:
+                s.setValue(f"model/{new}", value)
+            s.remove(f"params/{old}")
 
     def _write_settings(self):
         s = self.settings
@@ -564,7 +578,11 @@ class MainWindow(QMainWindow):
 
     def _apply_params(self, segmenter):
         """Show a (loaded) model's settings in the Model panel."""
-        self.model_panel.set_values(segmenter.params)
+        unshown = self.model_panel.set_values(segmenter.params)
+        if unshown:
+            values = ", ".join(f"{name}={getattr(segmenter.params, name)!r}" for name in unshown)
+            self.statusBar().showMessage(
+                f"the model's {values} cannot be shown in the Model panel; a new Run uses the panel's values", 15000)
 
     # ------------------------------------------------------------------
     # auto K

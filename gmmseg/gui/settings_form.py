@@ -60,14 +60,22 @@ def _widget_value(setting: Setting, widget: QWidget) -> Any:
 
 
 def _set_widget_value(setting: Setting, widget: QWidget, value: Any) -> None:
+    """Show a value; ValueError when the widget cannot show it exactly (out of
+    its range, or more decimals than it has), rather than clamp or round."""
     if setting.kind == "choice":
+        if value not in setting.choices:
+            raise ValueError(f"{setting.name}={value!r} is not one of the choices")
         widget.setCurrentText(value)
-    elif setting.kind == "bool":
+        return
+    if setting.kind == "bool":
         widget.setChecked(bool(value))
-    elif value is None:
-        widget.setValue(_NONE_VALUE[setting.kind])
-    else:
-        widget.setValue(value)
+        return
+    if value is None:
+        value = _NONE_VALUE[setting.kind]
+    shown = round(value, setting.widget_decimals) if setting.kind == "float" else value
+    if not widget.minimum() <= value <= widget.maximum() or shown != value:
+        raise ValueError(f"{setting.name}={value!r} cannot be shown by the panel")
+    widget.setValue(value)
 
 
 def _from_text(setting: Setting, text: Any) -> Any:
@@ -124,10 +132,16 @@ class SettingsForm(QWidget):
         base = self.settings_class() if base is None else base
         return base.replace(**self.values())
 
-    def set_values(self, params) -> None:
-        """Show the settings of a settings object."""
+    def set_values(self, params) -> list[str]:
+        """Show the settings of a settings object; returns the names of those
+        the form cannot show exactly (their widgets keep their values)."""
+        unshown = []
         for s in self.settings:
-            _set_widget_value(s, self.widgets[s.name], getattr(params, s.name))
+            try:
+                _set_widget_value(s, self.widgets[s.name], getattr(params, s.name))
+            except ValueError:
+                unshown.append(s.name)
+        return unshown
 
     def save(self, store: QSettings, prefix: str) -> None:
         for name, value in self.values().items():
@@ -140,10 +154,9 @@ class SettingsForm(QWidget):
             if text is None:
                 continue
             try:
-                value = s.check(_from_text(s, text))
-            except (TypeError, ValueError):
-                continue
-            _set_widget_value(s, self.widgets[s.name], value)
+                _set_widget_value(s, self.widgets[s.name], s.check(_from_text(s, text)))
+            except (TypeError, ValueError, OverflowError):
+                continue  # a damaged or foreign settings file must not stop the application
 
 
 def set_combo_tips(combo: QComboBox, tips: dict[str, str]) -> None:
