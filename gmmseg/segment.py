@@ -213,8 +213,10 @@ class Segmenter:
         only), ``smoothing`` (Potts mean-field smoothing of the
         probabilities: 0 off, 1 gentle, about 3 makes very noisy regions
         coherent), ``max_iter``, ``tol``, ``reg_covar``, ``n_init``,
-        ``init_params``, ``random_state`` (passed to
-        :class:`gmmseg.GaussianMixture`) and ``max_samples`` (fit on a
+        ``init_params``, ``random_state`` (an int or None: settings are
+        plain data that model files keep, so a ``numpy.random.RandomState``
+        is not accepted here, unlike :class:`gmmseg.GaussianMixture`) and
+        ``max_samples`` (fit on a
         seeded random subset of at most this many pixels; the whole image
         is still predicted).
 
