@@ -43,8 +43,12 @@ class OutputExistsError(FileExistsError):
     def __init__(self, path: str | os.PathLike, count: int = 1):
         self.path = Path(path)
         self.count = count
-        what = f"{self.path} already exists" if count == 1 else f"{count} outputs already exist, e.g. {self.path}"
-        super().__init__(f"{what}; nothing was written (pass overwrite=True to replace)")
+        super().__init__(f"{self.what}; nothing was written (pass overwrite=True to replace)")
+
+    @property
+    def what(self) -> str:
+        """What exists, in words (front ends add their own advice)."""
+        return f"{self.path} already exists" if self.count == 1 else f"{self.count} outputs already exist, e.g. {self.path}"
 
 
 def refuse_existing(paths, overwrite: bool) -> None:

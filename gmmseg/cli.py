@@ -83,12 +83,11 @@ def _percentile(text):
 def _converter(setting: Setting):
     """The argparse ``type`` of a setting: parse the text, then check it with
     the setting's own rule (so the command line and the library agree)."""
-    parse = {"int": int, "seed": int, "optional_int": int, "float": float, "choice": str}.get(setting.kind)
+    parse = {"int": int, "seed": int, "optional_int": int, "float": float, "int_list": _k_range}[setting.kind]
 
     def convert(text):
         try:
-            value = _k_range(text) if setting.kind == "int_list" else parse(text)
-            return setting.check(value)
+            return setting.check(parse(text))
         except ValueError as exc:
             # "None" is a library value; on the command line it means "leave the option out".
             raise argparse.ArgumentTypeError(str(exc).rstrip(".").replace("None or ", "")) from None
@@ -107,12 +106,11 @@ def _add_settings(group, cls, skip=(), default_text=None):
         if not setting.flags or setting.name in skip:
             continue
         default = (default_text or {}).get(setting.name, setting.describe_default())
-        options = {"dest": setting.name, "default": None, "type": _converter(setting),
-                   "help": f"{setting.help} (default {default})"}
+        options = {"dest": setting.name, "default": None, "help": f"{setting.help} (default {default})"}
         if setting.kind == "choice":  # argparse checks these and lists them
             options["choices"] = setting.choices
-            options["type"] = str
         else:
+            options["type"] = _converter(setting)
             options["metavar"] = {"int_list": "FIRST-LAST", "float": "X"}.get(setting.kind, "N")
         group.add_argument(*setting.flags, **options)
 
@@ -260,8 +258,7 @@ def expand_inputs(items, recursive=False):
 def _one_line(exc):
     """An error as one line, in the command line's words."""
     if isinstance(exc, OutputExistsError):
-        what = f"{exc.path} already exists" if exc.count == 1 else f"{exc.count} outputs already exist, e.g. {exc.path}"
-        return f"{what}; not overwriting it (use --force)"
+        return f"{exc.what}; not overwriting it (use --force)"
     if isinstance(exc, MemoryError):
         return "out of memory; try --max-samples or a smaller image"
     return default_message(exc)

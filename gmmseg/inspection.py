@@ -151,17 +151,14 @@ class Inspector:
         segmenter_options: dict[str, Any] | None = None,
         **settings: Any,
     ):
-        model_settings, inspection_settings = split_settings(
-            {**(segmenter_options or {}), **settings}, SegmenterParams, InspectionParams)
-        base = INSPECTOR_MODEL_DEFAULTS if params is None else params
-        if n_components is not None:
-            model_settings["n_components"] = n_components
-            inspection_settings.setdefault("auto_k", False)
-        elif inspection is None:
-            inspection_settings.setdefault("auto_k", True)
-        object.__setattr__(self, "params", base.replace(**model_settings))
-        object.__setattr__(self, "inspection",
-                           (InspectionParams() if inspection is None else inspection).replace(**inspection_settings))
+        for name, value, kind in (("params", params, SegmenterParams), ("inspection", inspection, InspectionParams)):
+            if value is not None and not isinstance(value, kind):
+                raise ValueError(f"{name} must be a {kind.__name__}, got {type(value).__name__}.")
+        object.__setattr__(self, "params", INSPECTOR_MODEL_DEFAULTS if params is None else params)
+        object.__setattr__(self, "inspection", InspectionParams() if inspection is None else inspection)
+        if n_components is not None:  # a given K is fitted as is (no BIC)
+            settings["n_components"] = n_components
+        self.set_params(**{**(segmenter_options or {}), **settings})
 
     # Settings are readable as attributes, as for Segmenter.
     def __getattr__(self, name: str) -> Any:

@@ -249,9 +249,8 @@ def _segmenter_state(path, data) -> SegmenterState:
         if precisions_ndim is None:
             raise ValueError(f"unknown covariance_type {covariance_type!r}")
         precisions = _float_array(mixture["precisions_cholesky"], "mixture.precisions_cholesky", precisions_ndim)
-        K, d = means.shape
-        if K > MAX_COMPONENTS or d > MAX_FEATURES:
-            raise ValueError(f"{K} components of {d} features is beyond what gmmseg fits")
+        if means.shape[0] > MAX_COMPONENTS or means.shape[1] > MAX_FEATURES:
+            raise ValueError(f"{means.shape[0]} components of {means.shape[1]} features is beyond what gmmseg fits")
         lower_bound = mixture.get("lower_bound")
         state = MixtureState(
             covariance_type, weights, means, precisions,
@@ -262,34 +261,33 @@ def _segmenter_state(path, data) -> SegmenterState:
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise _bad(path, f"invalid model: {detail}") from None
+    # The file's types are checked here; whether the parts fit together (K,
+    # feature count, channels) is the model's to check, in from_state.
     channels = data.get("channels")
-    if channels not in (1, 3) or isinstance(channels, bool):
+    if isinstance(channels, bool) or not isinstance(channels, int):
         raise _bad(path, f"invalid model: channels must be 1 or 3, got {channels!r}")
-    if K != params.n_components or covariance_type != params.covariance_type:
-        raise _bad(path, "invalid model: the mixture does not match the segmenter settings")
-    expected = params.features.n_features(channels)
-    if d != expected:
-        raise _bad(path, f"invalid model: {d} features do not match the feature settings ({expected})")
-    colors = components.get("colors")
     try:
-        colors = _float_array(colors, "components.colors", 2) if isinstance(colors, list) else None
-    except ValueError:
-        colors = None
+        colors = _float_array(components.get("colors"), "components.colors", 2)
+    except ValueError as exc:
+        raise _bad(path, f"invalid model: {exc}") from None
     names = components.get("names")
-    if colors is None or colors.shape != (K, 3):
-        raise _bad(path, f"invalid model: components.colors must be {K} RGB triples")
-    if not isinstance(names, list) or len(names) != K or not all(isinstance(n, str) for n in names):
-        raise _bad(path, f"invalid model: components.names must be {K} strings")
-    return SegmenterState(params, channels, state, np.clip(colors, 0.0, 1.0), list(names))
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _bad(path, "invalid model: components.names must be a list of strings")
+    return SegmenterState(params, channels, state, colors, names)
+
+
+def _check_kind(path, data):
+    if data.get("kind") != "segmenter":
+        raise _bad(path, f"holds a {data.get('kind')!r} model, not a segmenter")
 
 
 def read_segmenter_state(path: str | os.PathLike) -> SegmenterState:
-    """The validated state of a segmenter model file (inspection models are
-    segmenter models too)."""
+    """The state of a segmenter model file, its types checked (inspection
+    models are segmenter models too); ``Segmenter.from_state`` checks that
+    its parts fit together."""
     path = Path(path)
     data = read_document(path)
-    if data.get("kind") != "segmenter":
-        raise _bad(path, f"holds a {data.get('kind')!r} model, not a segmenter")
+    _check_kind(path, data)
     return _segmenter_state(path, data)
 
 
@@ -301,7 +299,8 @@ def read_inspector_state(path: str | os.PathLike) -> InspectorState:
     if not isinstance(section, dict):
         raise _bad(path, "not an inspection model (it has no calibrated threshold); "
                          "fit one on defect-free reference images first")
-    segmenter = read_segmenter_state(path)
+    _check_kind(path, data)
+    segmenter = _segmenter_state(path, data)
     try:
         threshold = check_number(section["threshold"], "threshold")
         # Files from before the inspection settings were saved: K was given.

@@ -493,11 +493,16 @@ class Segmenter:
         K, d = gm.means_.shape
         if K != params.n_components or gm.covariance_type != params.covariance_type:
             raise ValueError("the mixture does not match the segmenter settings")
-        if state.channels not in (1, 3) or d != params.features.n_features(state.channels):
-            raise ValueError(f"{d} features do not match the feature settings and {state.channels} channel(s)")
+        if state.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {state.channels!r}")
+        expected = params.features.n_features(state.channels)
+        if d != expected:
+            raise ValueError(f"{d} features do not match the feature settings ({expected})")
         colors = np.asarray(state.component_colors, dtype=np.float64)
-        if colors.shape != (K, 3) or len(state.component_names) != K:
-            raise ValueError(f"give {K} component colours and names")
+        if colors.shape != (K, 3) or not np.all(np.isfinite(colors)):
+            raise ValueError(f"components.colors must be {K} RGB triples")
+        if len(state.component_names) != K:
+            raise ValueError(f"components.names must be {K} strings")
         gm.converged_ = bool(m.converged)
         gm.n_iter_ = int(m.n_iter)
         gm.lower_bound_ = float(m.lower_bound) if m.lower_bound is not None else -np.inf
