@@ -34,6 +34,7 @@ from .workflows import (
     output_dirs,
     run_task,
     was_interrupted,
+    watch_interrupts,
     write_report,
     write_run_summary,
 )
@@ -493,6 +494,7 @@ COMMANDS = {
 
 
 def main(argv=None):
+    watch_interrupts()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

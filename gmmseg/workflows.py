@@ -16,6 +16,8 @@ re-implements them.
 """
 
 import os
+import signal
+import threading
 import time
 import traceback
 import warnings
@@ -76,10 +78,36 @@ def default_message(exc: BaseException) -> str:
     return str(exc).strip().replace("\n", " ") or type(exc).__name__
 
 
+_interrupt_seen = threading.Event()
+
+
+def note_interrupt(signum, frame):
+    """A SIGINT handler for front ends: remember the interrupt, then raise
+    KeyboardInterrupt as Python's own handler does.
+
+    When Ctrl-C arrives while a compiled kernel is being called, Python may
+    report it as a SystemError ("returned a result with an exception set")
+    that is not always chained to the KeyboardInterrupt; the remembered
+    interrupt still tells :func:`was_interrupted` what happened.
+    """
+    _interrupt_seen.set()
+    raise KeyboardInterrupt
+
+
+def watch_interrupts() -> None:
+    """Install :func:`note_interrupt` for SIGINT (in the main thread of a
+    front end), unless the caller ignores Ctrl-C; forgets earlier interrupts."""
+    _interrupt_seen.clear()
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal.signal needs it
+    if in_main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, note_interrupt)
+
+
 def was_interrupted(exc: BaseException) -> bool:
-    """True for the error a compiled kernel reports when Ctrl-C arrived while
-    it ran (a SystemError chained to the KeyboardInterrupt)."""
-    return isinstance(exc.__cause__, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt)
+    """True for an error that an interrupt caused: chained to a
+    KeyboardInterrupt, or raised after :func:`note_interrupt` saw one."""
+    return (_interrupt_seen.is_set() or isinstance(exc.__cause__, KeyboardInterrupt)
+            or isinstance(exc.__context__, KeyboardInterrupt))
 
 
 # ---------------------------------------------------------------------------
