@@ -10,6 +10,7 @@ import numpy as np
 
 from ._covariance import COVARIANCE_TYPES
 from ._exceptions import ConvergenceWarning, NotFittedError
+from ._mrf import fit_potts, mixture_from_grid, potts_posteriors
 from ._parallel import get_num_threads, set_num_threads
 from .gaussian_mixture import INIT_PARAMS, EMProgress, GaussianMixture
 
@@ -33,6 +34,9 @@ def warm_up(dtypes=("float64",)):
                 gm.predict_proba(X)
                 gm.score_samples(X)
                 gm.predict(X)
+        grid = np.arange(40, dtype=np.int32).reshape(5, 8)
+        fit_potts(gm, X, grid, 1.0, max_iter=1, tol=0.0)
+        potts_posteriors(gm, X, grid, 1.0, 1)
 
 
 __all__ = [
@@ -42,7 +46,10 @@ __all__ = [
     "EMProgress",
     "GaussianMixture",
     "NotFittedError",
+    "fit_potts",
     "get_num_threads",
+    "mixture_from_grid",
+    "potts_posteriors",
     "set_num_threads",
     "warm_up",
 ]

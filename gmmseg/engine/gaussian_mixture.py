@@ -52,7 +52,9 @@ class EMProgress:
     phase : str
         ``"em"`` after an EM iteration; ``"init"`` while the k-means
         initialisation runs (then ``iteration`` counts k-means steps and the
-        parameters are None), so a long initialisation can be stopped too.
+        parameters are None), so a long initialisation can be stopped too;
+        ``"spatial"`` after an iteration of :func:`gmmseg.engine.fit_potts`
+        (then ``lower_bound`` is its mean free energy per pixel).
     """
 
     init: int

@@ -1,0 +1,506 @@
+"""A Gaussian mixture with a Potts prior on a 2-D grid of samples.
+
+The hidden Markov random field model: sample ``i`` of a grid (a pixel) has a
+hidden label; the labels follow a Potts prior that rewards equal labels
+between 8-connected neighbours with strength ``beta``, and the observed
+features follow the Gaussian mixture given the label. EM for this model
+uses the mean-field approximation (Zhang 1992; Celeux, Forbes and Peyrard
+2003): the E-step gives every sample the distribution
+
+    q_ik  proportional to  w_k N(x_i | mu_k, Sigma_k) exp(beta * sum_{j ~ i} q_jk)
+
+from its neighbours' current distributions (one synchronous sweep per
+iteration), and the M-step is the ordinary weighted M-step on those
+distributions. With ``beta = 0`` it is exactly EM for the mixture.
+
+Features are given as a table ``X`` (M, d) and an ``index`` grid (H, W) of
+rows of that table (-1 for samples that take no part). Several grid cells
+may share a row (pixels of the same colour): the per-row log-densities are
+computed once per sweep. The distributions ``q`` are one (H, W, K) float32
+map, updated in place, row strip by row strip in parallel; each strip keeps
+copies of only the two old rows it needs, so nothing else of size H*W*K is
+allocated. Strips depend on the grid's size only, and their statistics are
+added in strip order: results do not depend on the number of threads.
+"""
+
+import math
+
+import numpy as np
+
+from .._jit import FASTMATH, kernel
+from . import _covariance as cov
+from . import _kernels
+from ._kernels import BLOCK, _accumulate, _exp, _load_block, _weighted_log_prob, stats_width
+from ._parallel import map_rows
+from .gaussian_mixture import EMProgress
+
+# About this many grid cells per parallel task (whole rows).
+_CELLS_PER_TASK = 1 << 16
+# A component the prior has emptied below this share of the cells is
+# re-seeded once (see fit_potts).
+_DEAD_SHARE = 1e-3
+# Half-width of the window in which misfit is averaged to find where to re-seed.
+_WINDOW = 2
+
+
+@kernel(fastmath=FASTMATH)
+def log_prob_table(X, start, stop, means, prec, const, features, out):
+    """out[n, k] = log(w_k) + log N(x_n | mu_k, Sigma_k) for rows [start, stop)."""
+    d = len(features)
+    K = means.shape[0]
+    xt = np.empty((d, BLOCK))
+    logp = np.empty((K, BLOCK))
+    for s in range(start, stop, BLOCK):
+        nb = min(BLOCK, stop - s)
+        _load_block(X, s, nb, xt)
+        _weighted_log_prob(xt, nb, means, prec, const, logp, d)
+        for b in range(nb):
+            for k in range(K):
+                out[s + b, k] = logp[k, b]
+
+
+@kernel
+def _load_row(q, y, buf):
+    """buf[k, x] = q[y, x, k]: one grid row, component-major, as float64."""
+    W = q.shape[1]
+    K = q.shape[2]
+    for x in range(W):
+        for k in range(K):
+            buf[k, x] = q[y, x, k]
+
+
+@kernel(fastmath=FASTMATH)
+def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal, features, want_stats, labels):
+    """One synchronous mean-field update of grid rows [r0, r1) of ``q``.
+
+    ``above`` and ``below`` (shape (1, W, K)) are the old rows r0 - 1 and r1
+    (zeros at the grid's border). Returns ``(stats, objective, count)``: the packed
+    moments of X under the new distributions around ``shift`` (when
+    ``want_stats``), the sum over updated cells of the mean-field free
+    energy terms ``log sum_k exp(s_k) - beta/2 sum_k q_k n_k`` (s_k the
+    cell's log-potential, n_k its neighbours' sum), and the number of cells.
+    A non-empty ``labels`` (H, W) receives each updated cell's most probable
+    component. Rows are processed component-major (``[k, x]`` buffers) so that the loops
+    over a row vectorise.
+    """
+    H, W = index.shape
+    K = table.shape[1]
+    d = len(features)
+    last = table.shape[0] - 1
+    stats = np.zeros((K, stats_width(d, diagonal)))
+    prev = np.empty((K, W))
+    cur = np.empty((K, W))
+    nxt = np.empty((K, W))
+    pot = np.empty((K, W))
+    mx = np.empty(W)
+    total = np.empty(W)
+    agree = np.empty(W)
+    rows = np.empty(W, dtype=np.int64)
+    used = np.empty(W)
+    xt = np.empty((d, W))
+    expo = np.empty((K, W))
+    scratch = np.empty((2, W))
+    objective = 0.0
+    count = 0
+    want_labels = labels.shape[0] > 0
+    _load_row(above, 0, prev)
+    _load_row(q, r0, cur)
+    for y in range(r0, r1):
+        if y + 1 < r1:
+            _load_row(q, y + 1, nxt)
+        else:
+            _load_row(below, 0, nxt)
+        # Every cell of the row is computed (the loops vectorise); cells
+        # outside the index read a valid row, weigh 0 and are not written.
+        n_used = 0
+        for x in range(W):
+            i = index[y, x]
+            if i >= 0:
+                rows[x] = i
+                used[x] = 1.0
+                n_used += 1
+            else:
+                rows[x] = last
+                used[x] = 0.0
+        if n_used > 0:
+            for k in range(K):
+                pk = prev[k]
+                ck = cur[k]
+                nk = nxt[k]
+                vk = pot[k]
+                for x in range(W):  # vertical sums of the three old rows
+                    vk[x] = pk[x] + ck[x] + nk[x]
+            for k in range(K):
+                vk = pot[k]
+                ck = cur[k]
+                left = 0.0
+                for x in range(W):  # neighbours = 3x3 box - centre, in place
+                    here = vk[x]
+                    right = vk[x + 1] if x + 1 < W else 0.0
+                    vk[x] = left + here + right - ck[x]
+                    left = here
+            for x in range(W):
+                mx[x] = -np.inf
+                total[x] = 0.0
+                agree[x] = 0.0
+            for k in range(K):
+                vk = pot[k]
+                ek = expo[k]
+                for x in range(W):
+                    v = table[rows[x], k] + beta * vk[x]
+                    ek[x] = v
+                    mx[x] = max(mx[x], v)
+            for k in range(K):
+                ek = expo[k]
+                for x in range(W):
+                    e = _exp(ek[x] - mx[x])
+                    ek[x] = e
+                    total[x] += e
+            for x in range(W):
+                total[x] = 1.0 / total[x]
+            for k in range(K):
+                ek = expo[k]
+                vk = pot[k]
+                for x in range(W):
+                    p = ek[x] * total[x]
+                    ek[x] = p
+                    agree[x] += p * vk[x]
+            qy = q[y]
+            for x in range(W):
+                if used[x] > 0.0:
+                    best = 0
+                    for k in range(K):
+                        p = expo[k, x]
+                        qy[x, k] = p
+                        if p > expo[best, x]:
+                            best = k
+                    objective += mx[x] - math.log(total[x]) - 0.5 * beta * agree[x]
+                    if want_labels:
+                        labels[y, x] = best
+            count += n_used
+            if want_stats:
+                for x in range(W):
+                    r = rows[x]
+                    for f in range(d):
+                        xt[f, x] = X[r, f]
+                _accumulate(xt, W, expo, used, shift, diagonal, stats, scratch[0], scratch[1])
+        prev, cur, nxt = cur, nxt, prev
+    return stats, objective, count
+
+
+def _kernel_parameters(weights, means, prec_chol, covariance_type):
+    K, d = means.shape
+    prec = cov.kernel_precisions(prec_chol, covariance_type, K, d)
+    log_det = cov.log_det_cholesky(prec_chol, covariance_type, d)
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(weights)
+    const = log_weights + log_det - 0.5 * d * _kernels.LOG_2PI
+    const = np.ascontiguousarray(np.broadcast_to(const, (K,)), dtype=np.float64)
+    return np.ascontiguousarray(means, dtype=np.float64), prec, const
+
+
+def weighted_log_prob(X, weights, means, prec_chol, covariance_type, dtype=np.float32):
+    """(M, K) table of log(w_k) + log N(x_m | component k)."""
+    M = X.shape[0]
+    K = means.shape[0]
+    out = np.empty((M, K), dtype=dtype)
+    m, prec, const = _kernel_parameters(weights, means, prec_chol, covariance_type)
+    features = _kernels.feature_tuple(X.shape[1])
+    map_rows(lambda s, e: log_prob_table(X, s, e, m, prec, const, features, out), M)
+    return out
+
+
+def rows_per_task(width):
+    """Grid rows per parallel strip (depends on the width only)."""
+    return max(2, _CELLS_PER_TASK // max(int(width), 1))
+
+
+def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None):
+    """One synchronous mean-field update of the whole map ``q`` (in place).
+
+    With ``X`` and ``shift`` also returns the packed moments of the new
+    distributions; returns ``(stats or None, objective, count)``. With
+    ``labels`` (H, W) int32, writes the most probable components too.
+    """
+    H, W = index.shape
+    K = q.shape[2]
+    want = X is not None
+    if not want:
+        X = np.zeros((1, 1))
+        shift = np.zeros((K, 1))
+    features = _kernels.feature_tuple(X.shape[1])
+    out_labels = np.empty((0, 0), dtype=np.int32) if labels is None else labels
+    step = rows_per_task(W)
+    zeros = np.zeros((1, W, K), dtype=q.dtype)
+    # The old rows beside every strip, copied before any strip changes them.
+    halos = {}
+    for r0 in range(0, H, step):
+        r1 = min(H, r0 + step)
+        halos[r0] = (q[r0 - 1 : r0].copy() if r0 > 0 else zeros, q[r1 : r1 + 1].copy() if r1 < H else zeros)
+
+    def run(r0, r1):
+        above, below = halos[r0]
+        return potts_sweep(table, index, q, above, below, r0, r1, float(beta), X, shift, diagonal, features, want,
+                           out_labels)
+
+    parts = map_rows(run, H, rows_per_task=step)
+    objective = 0.0
+    count = 0
+    stats = None
+    for part in parts:
+        objective += part[1]
+        count += part[2]
+        if want:
+            stats = part[0].copy() if stats is None else stats + part[0]
+    return stats, objective, count
+
+
+def m_step(stats, shift, covariance_type, reg_covar):
+    """Weights, means, covariances and precision factors from packed moments."""
+    nk, means, covariances = cov.estimate_parameters(stats, shift, covariance_type, reg_covar)
+    weights = nk / nk.sum()
+    prec_chol, covariances, _ = cov.compute_precision_cholesky(covariances, covariance_type, reg_covar)
+    return weights, means, covariances, prec_chol
+
+
+def is_diagonal(covariance_type):
+    return cov.is_diagonal(covariance_type)
+
+
+def _table(gm, X):
+    return weighted_log_prob(X, gm.weights_, gm.means_, gm.precisions_cholesky_, gm.covariance_type)
+
+
+@kernel
+def _first_seen(index, n_rows):
+    """Renumber table rows in order of first appearance in the grid.
+
+    Returns ``(order, renumbered)``: new row j is old row ``order[j]``, and
+    ``renumbered`` is ``index`` in the new numbering (-1 kept). Rows no cell
+    uses go last.
+    """
+    new_id = np.full(n_rows, -1, dtype=np.int64)
+    order = np.empty(n_rows, dtype=np.int64)
+    renumbered = np.empty_like(index)
+    H, W = index.shape
+    n = 0
+    for y in range(H):
+        for x in range(W):
+            i = index[y, x]
+            if i < 0:
+                renumbered[y, x] = -1
+                continue
+            if new_id[i] < 0:
+                new_id[i] = n
+                order[n] = i
+                n += 1
+            renumbered[y, x] = new_id[i]
+    for i in range(n_rows):
+        if new_id[i] < 0:
+            order[n] = i
+            n += 1
+    return order, renumbered
+
+
+def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None):
+    """Mean-field label distributions of a grid under a fitted mixture.
+
+    Parameters
+    ----------
+    gm : GaussianMixture
+        Fitted; not changed.
+    X : ndarray (M, d)
+        Feature table.
+    index : ndarray (H, W) of int32
+        Row of ``X`` of every grid cell, -1 for cells that take no part.
+    beta : float
+        Potts strength (0: the mixture's own posteriors).
+    n_sweeps : int
+        Mean-field sweeps after the mixture's posteriors.
+    labels : ndarray (H, W) of int32, optional
+        Receives the most probable component of every cell that takes part.
+
+    Returns
+    -------
+    ndarray (H, W, K) float32
+        Zero on cells that take no part.
+    """
+    H, W = index.shape
+    K = gm.means_.shape[0]
+    q = np.zeros((H, W, K), dtype=np.float32)
+    table = _table(gm, X)
+    if 0 < table.shape[0] < np.count_nonzero(index >= 0):
+        # Rows renumbered by first appearance: the sweeps then read the table
+        # almost in order instead of jumping over it (neighbouring pixels of
+        # a photo rarely share a colour, but a colour's pixels cluster).
+        order, index = _first_seen(index, table.shape[0])
+        table = table[order]
+    sweeps = n_sweeps if beta > 0 else 0
+    sweep(table, index, q, 0.0, labels=labels if sweeps == 0 else None)  # the mixture's posteriors
+    for i in range(sweeps):
+        sweep(table, index, q, beta, labels=labels if i == sweeps - 1 else None)
+    return q
+
+
+def _window_means(values, used, radius):
+    """Mean of ``values`` over the used cells of each (2r+1)^2 window (NaN
+    where a window has no used cell); summed-area tables, O(H*W)."""
+    H, W = values.shape
+    v = np.where(used, values, 0.0)
+    c = used.astype(np.float64)
+    sums = []
+    for a in (v, c):
+        table = np.zeros((H + 1, W + 1))
+        table[1:, 1:] = a.cumsum(axis=0).cumsum(axis=1)
+        y0 = np.clip(np.arange(H) - radius, 0, H)
+        y1 = np.clip(np.arange(H) + radius + 1, 0, H)
+        x0 = np.clip(np.arange(W) - radius, 0, W)
+        x1 = np.clip(np.arange(W) + radius + 1, 0, W)
+        sums.append(table[y1][:, x1] - table[y0][:, x1] - table[y1][:, x0] + table[y0][:, x0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sums[1] > 0, sums[0] / np.maximum(sums[1], 1), np.nan)
+
+
+def _worst_window(gm, X, grids, radius=_WINDOW):
+    """Mean features of the window whose cells the mixture explains worst
+    (lowest mean log-likelihood): where a missing component belongs. A
+    window, not a cell, so that one noisy pixel does not decide."""
+    log_norm = gm.score_samples(X)
+    best = None
+    for g, grid in enumerate(grids):
+        used = grid >= 0
+        if not used.any():
+            continue
+        fit = _window_means(np.where(used, log_norm[np.maximum(grid, 0)], 0.0), used, radius)
+        fit = np.where(used, fit, np.inf)
+        flat = int(np.argmin(fit))
+        if best is None or fit.flat[flat] < best[0]:
+            best = (fit.flat[flat], g, divmod(flat, grid.shape[1]))
+    _, g, (y, x) = best
+    window = grids[g][max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1]
+    return X[window[window >= 0]].mean(axis=0)
+
+
+def fit_potts(gm, X, index, beta, *, max_iter, tol, callback=None):
+    """Mean-field EM of the hidden Potts model, starting from ``gm``'s parameters.
+
+    Parameters
+    ----------
+    gm : GaussianMixture
+        Fitted: its parameters are the starting point, and are replaced
+        (weights, means, covariances, precisions) by the fitted ones.
+    X : ndarray (M, d)
+        Feature table.
+    index : ndarray (H, W) of int32, or a list of them
+        Row of ``X`` of every grid cell (-1: no part); several grids (images)
+        share one set of parameters, their cells never neighbour each other.
+    beta : float
+        Potts strength.
+    max_iter, tol : int, float
+        Stops when the mean free energy per cell changes by less than
+        ``tol`` or after ``max_iter`` iterations.
+    callback : callable, optional
+        Called with an :class:`EMProgress` of phase ``"spatial"`` after every
+        iteration; returning True stops the fit (the parameters so far stay,
+        and ``gm.stopped_`` is set).
+
+    Returns
+    -------
+    q : ndarray (H, W, K) float32, or a list of them
+        The label distributions of the last E-step.
+    n_iter : int
+    converged : bool
+    objective : float
+        The last mean free energy per cell (the mean-field approximation of
+        the model's log-likelihood per cell, before the last M-step).
+    """
+    grids = list(index) if isinstance(index, (list, tuple)) else [index]
+    K = gm.means_.shape[0]
+    ctype = gm.covariance_type
+    diagonal = cov.is_diagonal(ctype)
+    qs = [np.zeros(grid.shape + (K,), dtype=np.float32) for grid in grids]
+    table = _table(gm, X)
+    for grid, q in zip(grids, qs):
+        sweep(table, grid, q, 0.0)
+    objective = -np.inf
+    converged = False
+    n_iter = 0
+    reseed_budget = np.ones(K, dtype=bool)
+    gm.n_reseeded_ = getattr(gm, "n_reseeded_", 0)
+    restarted = False
+    for n_iter in range(1, max_iter + 1):
+        previous = -np.inf if restarted else objective
+        restarted = False
+        table = _table(gm, X)
+        shift = np.ascontiguousarray(gm.means_)
+        stats = None
+        total = 0.0
+        count = 0
+        for grid, q in zip(grids, qs):
+            part, obj, cells = sweep(table, grid, q, beta, X, shift, diagonal)
+            stats = part if stats is None else stats + part
+            total += obj
+            count += cells
+        objective = total / max(count, 1)
+        weights, means, covariances, prec_chol = m_step(stats, gm.means_, ctype, gm.reg_covar)
+        gm._set_parameters((weights, means, covariances, prec_chol))
+        change = objective - previous
+        converged = abs(change) < tol
+        dead = (weights < _DEAD_SHARE) & reseed_budget
+        if dead.any() and not dead.all() and count > K / _DEAD_SHARE:
+            # The prior has emptied a component: its colour lost to a
+            # neighbouring region's. Re-seed it (once) where the mixture
+            # fits worst, and restart the distributions from the mixture's
+            # posteriors: with the neighbours' support the established
+            # components would never let a new one in.
+            k = int(np.argmax(dead))
+            means = means.copy()
+            means[k] = _worst_window(gm, X, grids)
+            others = np.ones(K, dtype=bool)
+            others[k] = False
+            if ctype != "tied":
+                covariances = covariances.copy()
+                covariances[k] = cov.average_covariance(covariances[others], ctype)
+            weights = weights.copy()
+            weights[k] = 1.0 / K
+            weights /= weights.sum()
+            prec_chol, covariances, _ = cov.compute_precision_cholesky(covariances, ctype, gm.reg_covar)
+            gm._set_parameters((weights, means, covariances, prec_chol))
+            table = _table(gm, X)
+            for grid, q in zip(grids, qs):
+                sweep(table, grid, q, 0.0)
+            reseed_budget[k] = False
+            gm.n_reseeded_ += 1
+            converged = False
+            restarted = True
+        if callback is not None:
+            report = EMProgress(0, n_iter, objective, change, weights, means, covariances, converged, prec_chol,
+                                phase="spatial")
+            if callback(report) is True:
+                converged = False
+                gm.stopped_ = True
+                break
+        if converged:
+            break
+    return (qs if isinstance(index, (list, tuple)) else qs[0]), n_iter, converged, objective
+
+
+def mixture_from_grid(X, index, q, covariance_type, reg_covar):
+    """Mixture parameters (weights, means, covariances, precision factors)
+    of the features ``X`` of the grid cells weighted by distributions ``q``
+    (one M-step); ``index`` and ``q`` may be lists (several grids)."""
+    grids = list(index) if isinstance(index, (list, tuple)) else [index]
+    qs = list(q) if isinstance(q, (list, tuple)) else [q]
+    rows = np.concatenate([grid[grid >= 0] for grid in grids])
+    resp = np.concatenate([qq[grid >= 0] for grid, qq in zip(grids, qs)]).astype(np.float64)
+    cells = np.ascontiguousarray(X[rows], dtype=np.float64)
+    K = resp.shape[1]
+    shift = np.repeat(cells.mean(axis=0)[None, :], K, axis=0)
+    diagonal = cov.is_diagonal(covariance_type)
+    stats = None
+    empty = np.empty(0)
+    for start in range(0, cells.shape[0], _CELLS_PER_TASK):
+        stop = min(cells.shape[0], start + _CELLS_PER_TASK)
+        part = _kernels.weighted_moments(cells, start, stop, resp[start:stop], empty, shift, diagonal)
+        stats = part if stats is None else stats + part
+    return m_step(stats, shift, covariance_type, reg_covar)
