@@ -165,21 +165,20 @@ def build_parser():
     _add_batch_options(p)
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    p = sub.add_parser("select-k", help="compare the number of components by BIC/AIC",
-                       description="Fit K = first..last components and print BIC, AIC and "
-                                   "log-likelihood per pixel; the best K is marked with '*'.")
+    p = sub.add_parser("select-k", help="compare numbers of components and choose one",
+                       description="Fit K = first..last components and print BIC at 300 pixels, BIC, AIC and "
+                                   "log-likelihood per pixel; the K chosen by --criterion is marked with '*'.")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--k-range", type=_k_range, default=range(1, 11), metavar="FIRST-LAST", dest="sweep",
                    help="values of K to try (default 1-10)")
-    p.add_argument("--criterion", choices=("bic", "aic"), default="bic", help="what 'best' means (default bic)")
-    p.add_argument("--plot", metavar="FILE.png", help="also draw the BIC and AIC curves into a PNG")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the criterion's curve into a PNG")
     p.add_argument("--force", action="store_true", help="overwrite an existing plot")
     _add_model_options(p, skip=("n_components",))
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("fit", help="fit one model on reference images and save it",
                        description="Fit one mixture on the pixels of the given images together (e.g. "
-                                   "defect-free references), pick K by BIC unless -k is given, calibrate "
+                                   "defect-free references), choose K by --criterion unless -k is given, calibrate "
                                    "the anomaly threshold for --false-alarm-rate (leave-one-out over the "
                                    "references when there are several) and save a JSON model for 'gmmseg apply' "
                                    "and 'gmmseg inspect'.")
@@ -188,7 +187,8 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="overwrite an existing model file")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders of folder inputs")
     _add_settings(p.add_argument_group("inspection"), InspectionParams)
-    _add_model_options(p, default_text={"n_components": "chosen by BIC over --k-range"})
+    _add_model_options(p, default_text={"n_components": "chosen by --criterion over --k-range", "smoothing": "0",
+                                        "spatial_weight": "0"})
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("apply", help="segment images with a saved model",
@@ -429,11 +429,13 @@ def cmd_select_k(args):
     if args.plot and Path(args.plot).exists() and not args.force:
         raise UsageError(f"{args.plot} already exists; not overwriting it (use --force)")
     image = load_image(args.image)
-    result = select_k(image, k_range=args.sweep, criterion=args.criterion, params=params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the edge of the range is said below
+        result = select_k(image, k_range=args.sweep, params=params)
     print(f"{image.name}: {image.width} x {image.height}, {params.color_space} features, "
           f"{params.covariance_type} covariance")
     print(result.format_table())
-    print(f"best K by {args.criterion.upper()}: {result.best_k}")
+    print(result.summary())
     if args.plot:
         chart = criterion_chart(result, title=f"{image.name}: model selection")
 
@@ -447,8 +449,10 @@ def cmd_select_k(args):
 
 def cmd_fit(args):
     # The command line's segmentation defaults (not the library Inspector's
-    # max_iter=200, tol=1e-4): 'fit' has always fitted like 'segment'.
-    params = params_from_args(args)
+    # max_iter=200, tol=1e-4): 'fit' has always fitted like 'segment', but
+    # without the spatial prior or positions, as the Inspector: inspection
+    # needs the density of good pixels' colours, not regions.
+    params = params_from_args(args, base=SegmenterParams(smoothing=0.0, spatial_weight=0.0))
     inspection = params_from_args(args, InspectionParams).replace(auto_k=args.n_components is None)
     files, problems = expand_inputs(args.images, args.recursive)
     for item, message in problems:
@@ -461,7 +465,11 @@ def cmd_fit(args):
     inspector = Inspector(params=params, inspection=inspection).fit(images)
     inspector.save(args.save_model, overwrite=args.force)
     gm = inspector.segmenter_.gmm_
-    chosen = "chosen by BIC" if inspection.auto_k else "given"
+    chosen = "given"
+    if inspection.auto_k:
+        chosen = f"chosen by {params.k_criterion.upper()}"
+        if inspector.k_selection_.at_edge:
+            chosen += f", at the edge of --k-range {inspection.k_range[0]}-{inspection.k_range[-1]}"
     calibration = "held-out references (leave-one-out)" if inspector.held_out_ else "the reference itself"
     print(f"fitted K={gm.means_.shape[0]} ({chosen}) {params.covariance_type} on {len(images)} image(s): "
           f"{'converged' if gm.converged_ else 'not converged'} after {gm.n_iter_} iterations; "

@@ -184,9 +184,22 @@ def unique_colors(colors, bit_depth):
     return colors[first], counts.astype(np.float64), inverse.ravel().astype(np.int64)
 
 
-def position_features(mask, spatial_weight):
-    """(x, y) of the masked-in pixels, divided by the longer side, times weight."""
-    h, w = mask.shape
-    ys, xs = np.nonzero(mask)
-    scale = spatial_weight / max(h, w)
-    return np.column_stack([xs * scale, ys * scale]).astype(np.float32)
+def position_features(mask, spatial_weight, step=1, full_shape=None):
+    """(x, y) of the masked-in pixels, divided by the longer side, times
+    weight; float32 of shape (n_used, 2), in row-major pixel order.
+
+    ``mask`` may be every ``step``-th pixel of an image of ``full_shape``:
+    positions are then those of the pixels in the whole image.
+    """
+    h, w = mask.shape if full_shape is None else full_shape
+    scale = spatial_weight * step / max(h, w)
+    xs = (np.arange(mask.shape[1]) * scale).astype(np.float32)
+    ys = (np.arange(mask.shape[0]) * scale).astype(np.float32)
+    out = np.empty((int(np.count_nonzero(mask)), 2), dtype=np.float32)
+    if out.shape[0] == mask.size:  # every pixel: no index arrays needed
+        out[:, 0] = np.tile(xs, mask.shape[0])
+        out[:, 1] = np.repeat(ys, mask.shape[1])
+    else:
+        out[:, 0] = np.broadcast_to(xs[None, :], mask.shape)[mask]
+        out[:, 1] = np.broadcast_to(ys[:, None], mask.shape)[mask]
+    return out

@@ -1,7 +1,7 @@
 """Defect inspection: learn what good looks like, flag what is not.
 
 An :class:`Inspector` fits a mixture (a :class:`gmmseg.Segmenter`) to the
-pixels of defect-free reference images, picks K by BIC unless told, and
+pixels of defect-free reference images, picks K by the K criterion unless told, and
 calibrates a threshold on the anomaly score (the negative log-likelihood,
 smoothed spatially) so that a chosen fraction of good pixels, the expected
 false-alarm rate, is flagged. With more than one reference image the
@@ -121,7 +121,7 @@ class Inspector:
     Parameters
     ----------
     n_components : int or None, default=None
-        Mixture components; None picks K by BIC over ``k_range``.
+        Mixture components; None picks K over ``k_range`` by ``k_criterion``.
     params : SegmenterParams, optional
         The segmenter settings (default: :data:`gmmseg.params.INSPECTOR_MODEL_DEFAULTS`,
         the segmentation defaults with ``max_iter=200, tol=1e-4``).
@@ -156,7 +156,7 @@ class Inspector:
                 raise ValueError(f"{name} must be a {kind.__name__}, got {type(value).__name__}.")
         object.__setattr__(self, "params", INSPECTOR_MODEL_DEFAULTS if params is None else params)
         object.__setattr__(self, "inspection", InspectionParams() if inspection is None else inspection)
-        if n_components is not None:  # a given K is fitted as is (no BIC)
+        if n_components is not None:  # a given K is fitted as is (not chosen)
             settings["n_components"] = n_components
         self.set_params(**{**(segmenter_options or {}), **settings})
 
@@ -184,7 +184,7 @@ class Inspector:
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Every setting as a dict: the segmenter settings (``n_components``
-        None when K is chosen by BIC) and the inspection settings."""
+        None when K is chosen) and the inspection settings."""
         data = self.params.to_dict()
         data["n_components"] = self.n_components
         data.update(self.inspection.to_dict())
@@ -195,7 +195,7 @@ class Inspector:
         except ``min_area`` (next inspection) and ``false_alarm_rate`` (see
         :meth:`set_false_alarm_rate` to re-threshold a fitted model)."""
         settings = dict(settings)
-        if "n_components" in settings and settings["n_components"] is None:  # None: K by BIC
+        if "n_components" in settings and settings["n_components"] is None:  # None: K chosen
             del settings["n_components"]
             settings["auto_k"] = True
         elif "n_components" in settings:
@@ -222,6 +222,8 @@ class Inspector:
             warnings.simplefilter("ignore", ConvergenceWarning)
             k = self.params.n_components
             if self.inspection.auto_k:
+                # At the edge of k_range is kept in k_selection_.at_edge (the CLI says it), not warned.
+                warnings.simplefilter("ignore", UserWarning)
                 selection = select_k(images if len(images) > 1 else images[0], k_range=self.inspection.k_range,
                                      params=self.params)
                 k = selection.best_k

@@ -11,7 +11,7 @@ state (:mod:`gmmseg.gui`). A new setting is added here and nowhere else.
 * :class:`SegmenterParams`: how pixels become features and how the mixture
   is fitted (used by :class:`gmmseg.Segmenter`, :func:`gmmseg.select_k` and
   :class:`gmmseg.Inspector`).
-* :class:`InspectionParams`: what :class:`gmmseg.Inspector` adds (K by BIC,
+* :class:`InspectionParams`: what :class:`gmmseg.Inspector` adds (K chosen,
   false-alarm rate, score smoothing, minimum region area).
 """
 
@@ -204,12 +204,14 @@ class SegmenterParams(_Settings):
         "Colour space", flags=("--color-space",), group="features", choices=COLOR_SPACES,
     )
     spatial_weight: float = _setting(
-        0.0, "float", "weight of the pixel position (x, y) among the features; 0 = colour only",
+        0.5, "float", "weight of the pixel position (x, y) among the features; 0 = colour only",
         "Spatial weight", flags=("--spatial-weight",), group="features", minimum=0.0,
         widget_range=(0.0, 1000.0), widget_step=0.1,
     )
     smoothing: float = _setting(
-        0.0, "float", "spatial smoothing of the label maps (Potts mean field): 0 = off, 1 = gentle, 3 = strong",
+        2.0, "float",
+        "strength of the spatial prior (Potts) that neighbouring pixels share a segment, used in the fit and in "
+        "the maps: 0 = off (colour only), 1 = gentle, 3 = strong",
         "Smoothing", flags=("--smoothing",), minimum=0.0, widget_range=(0.0, 1000.0), widget_step=0.5,
     )
     max_iter: int = _setting(
@@ -227,6 +229,12 @@ class SegmenterParams(_Settings):
         1, "int", "restarts from different initialisations; the best fit is kept", "Restarts",
         flags=("--n-init",), minimum=1, widget_range=(1, 1000),
     )
+    n_starts: int = _setting(
+        8, "int",
+        "initialisations tried on a sample of at most 20,000 pixels; the best n_init of them are refined on all "
+        "pixels (1 = every restart on all pixels, as scikit-learn)",
+        "Starts", flags=("--starts",), minimum=1, widget_range=(1, 1000),
+    )
     init_params: str = _setting(
         "kmeans", "choice", "how the first parameters are chosen", "Initialisation",
         flags=("--init-params",), choices=INIT_PARAMS,
@@ -238,6 +246,20 @@ class SegmenterParams(_Settings):
     max_samples: int | None = _setting(
         None, "optional_int", "fit on a random (seeded) subset of at most this many pixels; none = all pixels",
         "Max samples", flags=("--max-samples",), minimum=1, widget_range=(0, 2_000_000_000),
+    )
+
+    k_criterion: str = _setting(
+        "bic-300", "choice",
+        "how K is chosen over a range (select-k, Auto K, inspection): bic-300 = BIC at an effective sample size of "
+        "300 pixels (neighbouring pixels are not independent; plain BIC then picks the largest K on most images), "
+        "bic, aic",
+        "K criterion", flags=("--criterion",), choices=("bic-300", "bic", "aic"),
+    )
+    spatial_fit_pixels: int | None = _setting(
+        250_000, "optional_int",
+        "the spatial prior is fitted on a regular grid of at most this many pixels (the maps use every pixel); "
+        "none = all pixels", "Spatial fit pixels", flags=("--spatial-fit-pixels",), minimum=1,
+        widget_range=(0, 2_000_000_000),
     )
 
     @property
@@ -269,10 +291,10 @@ class InspectionParams(_Settings):
     """What defect inspection adds to the segmenter settings."""
 
     auto_k: bool = _setting(
-        True, "bool", "choose K by BIC over k_range (otherwise n_components is used)", "Choose K by BIC",
+        True, "bool", "choose K over k_range by the K criterion (otherwise n_components is used)", "Choose K",
     )
     k_range: tuple = _setting(
-        tuple(range(1, 9)), "int_list", "values of K tried when K is chosen by BIC", "K range",
+        tuple(range(1, 9)), "int_list", "values of K tried when K is chosen", "K range",
         flags=("--k-range",), minimum=1,
     )
     false_alarm_rate: float = _setting(
@@ -291,8 +313,10 @@ class InspectionParams(_Settings):
 
 #: The segmenter settings an :class:`gmmseg.Inspector` starts from: more
 #: iterations and a tighter tolerance than for segmentation, because the
-#: threshold sits in the tail of the fitted density.
-INSPECTOR_MODEL_DEFAULTS = SegmenterParams(max_iter=200, tol=1e-4)
+#: threshold sits in the tail of the fitted density, and neither the spatial
+#: prior nor position features: inspection needs the density of good pixels'
+#: colours wherever they are, not regions (and fits several references).
+INSPECTOR_MODEL_DEFAULTS = SegmenterParams(max_iter=200, tol=1e-4, smoothing=0.0, spatial_weight=0.0)
 
 
 def split_settings(settings: Mapping[str, Any], *classes: type[_Settings]) -> list[dict[str, Any]]:

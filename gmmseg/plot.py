@@ -4,6 +4,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 _SERIES = (("bic", "BIC", (31, 119, 180)), ("aic", "AIC", (255, 127, 14)))
+_BIC_300 = (("bic_300", "BIC at 300 pixels", (31, 119, 180)),)
+
+
+def criterion_series(criterion):
+    """(row key, label, colour) of the curves that show a K criterion: the
+    effective-sample BIC alone (its scale is not BIC's), or BIC and AIC."""
+    return _BIC_300 if criterion == "bic-300" else _SERIES
 
 
 def _font(size):
@@ -34,8 +41,10 @@ def _fmt(value):
 
 
 def criterion_chart(selection, title="Model selection", size=(900, 540)):
-    """BIC and AIC against K (one covariance type: the best one's rows),
-    the best K marked. Returns a PIL RGB image."""
+    """The criterion that chose K (BIC and AIC for those two) against K (one
+    covariance type: the best one's rows), the best K marked. Returns a PIL
+    RGB image."""
+    series = criterion_series(selection.criterion)
     rows = [r for r in selection.rows if r["covariance_type"] == selection.best_covariance_type]
     ks = np.array([r["k"] for r in rows], dtype=float)
     W, H = size
@@ -43,7 +52,7 @@ def criterion_chart(selection, title="Model selection", size=(900, 540)):
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     font, small, big = _font(15), _font(13), _font(18)
-    values = np.array([[r[key] for key, _, _ in _SERIES] for r in rows])
+    values = np.array([[r[key] for key, _, _ in series] for r in rows])
     ticks = _nice_ticks(float(values.min()), float(values.max()))
     y_lo, y_hi = ticks[0], ticks[-1]
     x_lo, x_hi = ks.min() - 0.5, ks.max() + 0.5
@@ -65,20 +74,20 @@ def criterion_chart(selection, title="Model selection", size=(900, 540)):
     draw.text((W / 2, H - 22), "number of components K", fill=(30, 30, 30), font=font, anchor="mm")
     draw.text((left, 22), title, fill=(20, 20, 20), font=big, anchor="lm")
 
-    for column, (_key, label, colour) in enumerate(_SERIES):
+    for column, (_key, label, colour) in enumerate(series):
         points = [px(k, v) for k, v in zip(ks, values[:, column])]
         if len(points) > 1:
             draw.line(points, fill=colour, width=3)
         for x, y in points:
             draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
-        lx = W - right - 180 + column * 90
+        lx = W - right - 90 * len(series) - 90 + column * 90
         draw.line([(lx, 30), (lx + 24, 30)], fill=colour, width=3)
         draw.text((lx + 30, 30), label, fill=(30, 30, 30), font=font, anchor="lm")
 
     best = [r for r in rows if r["k"] == selection.best_k]
     if best:
         crit = selection.criterion
-        x, y = px(best[0]["k"], best[0][crit])
+        x, y = px(best[0]["k"], best[0][crit.replace("-", "_")])
         draw.ellipse([x - 9, y - 9, x + 9, y + 9], outline=(200, 0, 0), width=3)
         anchor = "rb" if x > W - right - 120 else "lb" if x < left + 120 else "mb"
         draw.text((x, y - 14), f"best K = {selection.best_k} ({crit.upper()})", fill=(200, 0, 0), font=font, anchor=anchor)

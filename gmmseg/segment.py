@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 
 from ._validation import check_int_list
-from .engine import ConvergenceWarning, EMProgress, GaussianMixture, NotFittedError
+from .engine import (
+    ConvergenceWarning,
+    EMProgress,
+    GaussianMixture,
+    NotFittedError,
+    fit_potts,
+    mixture_from_grid,
+    potts_posteriors,
+)
 from .features import FeatureConfig, color_features, lab_lightness, luminance, position_features, unique_colors
 from .io import ImageData, load_image
 from .params import SegmenterParams
@@ -23,7 +31,11 @@ from .persistence import (
 )
 
 _CHUNK_ROWS = 1 << 18
-_MEAN_FIELD_ITERATIONS = 10
+# Mean-field sweeps of the maps after the mixture's own posteriors (the
+# fitted model is fixed by then; more sweeps change less than 1 % of labels).
+_MAP_SWEEPS = 3
+# Pixels drawn (by colour count) for the cheap initialisations of n_starts.
+_START_SAMPLE = 20_000
 
 
 class Segmentation:
@@ -128,30 +140,26 @@ class Segmentation:
             return (self.log_likelihood < threshold) & self.mask
 
 
-def smooth_probabilities(probabilities: np.ndarray, mask: np.ndarray, strength: float,
-                         n_iter: int = _MEAN_FIELD_ITERATIONS) -> np.ndarray:
-    """Mean-field inference of a Potts Markov random field over the pixels.
+def _every(image: ImageData, step: int) -> ImageData:
+    """Every ``step``-th pixel of an image in both directions (views)."""
+    if step == 1:
+        return image
+    return ImageData(pixels=image.pixels[::step, ::step], mask=image.mask[::step, ::step], bit_depth=image.bit_depth,
+                     source=image.source, mode=image.mode, value_range=image.value_range)
 
-    Each pixel's distribution is its mixture posterior times
-    ``exp(strength * sum of its 8 neighbours' distributions)``, renormalised;
-    ``n_iter`` synchronous updates. Neighbours that agree reinforce each
-    other, so isolated pixels whose colour is ambiguous join the region
-    around them while clear colour edges stay. Masked pixels take no part.
-    """
-    from scipy import ndimage  # scipy.ndimage costs start-up time; only smoothing needs it
 
-    prior = probabilities
-    q = prior.copy()
-    outside = ~mask
-    for _ in range(n_iter):
-        neighbours = ndimage.uniform_filter(q, size=(3, 3, 1), mode="constant") * np.float32(9.0) - q
-        energy = neighbours * np.float32(strength)
-        energy -= energy.max(axis=2, keepdims=True)
-        q = prior * np.exp(energy)
-        total = q.sum(axis=2, keepdims=True)
-        q = np.where(total > 0, q / np.where(total > 0, total, 1), prior)
-        q[outside] = 0.0
-    return q.astype(np.float32, copy=False)
+def _start_reporter(callback, start_index):
+    """Reports of a fit on the starts' sample as phase "init" (the caller
+    may stop it; its parameters are not the model's)."""
+    if callback is None:
+        return None
+
+    def report(progress):
+        return callback(EMProgress(start_index, progress.iteration, progress.lower_bound, progress.change,
+                                   None, None, None, False, phase="init"))
+
+    return report
+
 
 def _pooled_image(images: list[ImageData], colors: np.ndarray) -> ImageData:
     """The used pixels of several images as one 1-row image (for naming and
@@ -191,6 +199,7 @@ class _TrainingData:
     colors: np.ndarray  # display colour (sRGB) of each row of X
     counts: np.ndarray  # pixels represented by each row
     pixel_rows: np.ndarray | None = None  # row of X of each used pixel of the one image, when known
+    images: list = field(default_factory=list)  # the image(s) fitted
 
 
 ImageLike = str | os.PathLike | ImageData | np.ndarray
@@ -298,22 +307,37 @@ class Segmenter:
         display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
         return ColorTable(color_features(unique, self.features.color_space), counts, display, index)
 
-    def _training_data(self, image):
-        """Rows to fit. ``image`` may also be a list of images (fitted together)."""
+    def _fit_step(self, images: list[ImageData]) -> int:
+        """Every how many pixels (in both directions) the spatial fit samples
+        the image(s), so that at most ``spatial_fit_pixels`` take part:
+        a regular grid, on which neighbours are still image neighbours."""
+        used = sum(int(im.mask.sum()) for im in images)
+        limit = self.spatial_fit_pixels
+        return 1 if limit is None or used <= limit else int(np.ceil(np.sqrt(used / limit)))
+
+    def _training_data(self, image, grid=False):
+        """Rows to fit. ``image`` may also be a list of images (fitted
+        together). With ``grid``, only the spatial fit's grid of pixels (see
+        :meth:`_fit_step`): a fit with the spatial prior is fitted there."""
         if isinstance(image, (list, tuple)):
             images = [load_image(im) for im in image]
             if not images:
                 raise ValueError("No images to fit.")
             if self.features.uses_position and len(images) > 1:
-                raise ValueError("spatial_weight > 0 needs one image per fit: positions of different images do not mix.")
+                raise ValueError("fitting several images together needs spatial_weight=0: position features describe "
+                                 "one image's layout, and positions of different images do not mix.")
             channels = 3 if any(not im.is_gray for im in images) else 1
-            colors = np.concatenate([self._colors_for_model(im, channels) for im in images])
-            image = images[0] if len(images) == 1 else _pooled_image(images, colors)
         else:
-            image = load_image(image)
-            channels = image.pixels.shape[2]
-            colors = self._colors_for_model(image, channels)
-        positions = position_features(image.mask, self.features.spatial_weight) if self.features.uses_position else None
+            images = [load_image(image)]
+            channels = images[0].pixels.shape[2]
+        step = self._fit_step(images) if grid else 1
+        parts = [_every(im, step) for im in images]
+        colors = np.concatenate([self._colors_for_model(part, channels) for part in parts])
+        image = images[0] if len(images) == 1 else _pooled_image(images, colors)
+        positions = None
+        if self.features.uses_position:
+            positions = position_features(parts[0].mask, self.features.spatial_weight, step=step,
+                                          full_shape=images[0].mask.shape)
         n = colors.shape[0]
         if n == 0:
             raise ValueError(f"{image.name}: no usable pixels (all transparent or not finite).")
@@ -331,12 +355,12 @@ class Segmenter:
         feats = color_features(unique, self.features.color_space)
         display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
         if positions is None:
-            # Every used pixel maps to a row unless pixels were pooled or sampled.
-            whole = colors.shape[0] == n and image.mode != "pooled"
-            return image, channels, _TrainingData(feats, counts, display, counts, inverse if whole else None)
+            # Every used pixel maps to a row unless pixels were pooled, sampled or gridded.
+            whole = colors.shape[0] == n and len(images) == 1 and step == 1
+            return image, channels, _TrainingData(feats, counts, display, counts, inverse if whole else None, images)
         X = np.hstack([feats.astype(np.float32)[inverse], positions])
         ones = np.ones(X.shape[0])
-        return image, channels, _TrainingData(X, None, display[inverse], ones)
+        return image, channels, _TrainingData(X, None, display[inverse], ones, None, images)
 
     def fit(self, image: ImageLike | list[ImageLike], callback: Callable[[EMProgress], bool | None] | None = None
             ) -> "Segmenter":
@@ -353,9 +377,19 @@ class Segmenter:
 
     def _fit(self, image, callback):
         """Fit; returns the (loaded) image and its training data."""
-        image, channels, data = self._training_data(image)
-        gm = self.params.mixture()
-        gm.fit(data.X, sample_weight=data.sample_weight, callback=callback)
+        image, channels, data = self._training_data(image, grid=self.smoothing > 0)
+        gm = self._fit_mixture(data, callback)
+        if self.smoothing > 0 and not gm.stopped_:
+            _, objective = self._fit_spatial(gm, data.images, channels, callback)
+            if self.features.uses_position and not gm.stopped_:
+                other = self._fit_colour_then_position(data, channels, callback)
+                if not other.stopped_:
+                    _, other_objective = self._fit_spatial(other, data.images, channels, callback)
+                    if other_objective > objective or other.stopped_:
+                        gm = other
+            # lower_bound_ stays what it says: the mean log-likelihood of the
+            # training pixels, now under the spatially fitted mixture.
+            gm.lower_bound_ = gm.score(data.X, sample_weight=data.sample_weight)
         colors = self._mean_colors(gm, data)
         order = np.lexsort((-gm.weights_, lab_lightness(colors)))
         gm.reorder_components(order)
@@ -365,6 +399,144 @@ class Segmenter:
         self.channels_ = channels
         self.n_features_in_ = data.X.shape[1]
         return image, data
+
+    def _fit_mixture(self, data, callback):
+        """The colour (and position) mixture, from robust starts.
+
+        With ``n_starts > n_init``, ``n_starts`` initialisations are fitted
+        on a sample of at most ``_START_SAMPLE`` pixels (drawn by pixel
+        count, so it is a sample of pixels, not of colours) and the best
+        ``n_init`` of them by likelihood start the fits on all the data. A
+        single k-means start often lands in a poor local optimum on images
+        (two components splitting one region, one covering two): the
+        starts are cheap, and the refinement is exact EM on every pixel.
+        """
+        params = self.params
+        if params.n_starts <= params.n_init:
+            gm = params.mixture()
+            gm.fit(data.X, sample_weight=data.sample_weight, callback=callback)
+            return gm
+        rng = np.random.RandomState(params.random_state)
+        weights = data.counts if data.sample_weight is not None else np.ones(data.X.shape[0])
+        total = float(weights.sum())
+        if total <= _START_SAMPLE:
+            sample, sample_weight = data.X, data.sample_weight
+        else:
+            draws = rng.choice(data.X.shape[0], size=_START_SAMPLE, p=weights / total)
+            rows, counts = np.unique(draws, return_counts=True)
+            if rows.size < params.n_components:
+                sample, sample_weight = data.X, data.sample_weight
+            else:
+                sample, sample_weight = data.X[rows], counts.astype(np.float64)
+        seeds = rng.randint(0, 2**31 - 1, size=params.n_starts)
+        candidates = []
+        for i, seed in enumerate(seeds):
+            start = params.replace(n_init=1, random_state=int(seed)).mixture()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                start.fit(sample, sample_weight=sample_weight, callback=_start_reporter(callback, i))
+            if start.stopped_:
+                break
+            candidates.append(start)
+        if not candidates:  # stopped during the first start: a usable model all the same
+            gm = params.replace(n_init=1, max_iter=0).mixture()
+            gm.fit(data.X, sample_weight=data.sample_weight)
+            gm.stopped_ = True
+            return gm
+        candidates.sort(key=lambda m: -m.lower_bound_)
+        best = None
+        for start in candidates[: params.n_init]:
+            gm = params.replace(n_init=1).mixture()
+            gm.set_params(weights_init=start.weights_, means_init=start.means_, precisions_init=start.precisions_)
+            gm.fit(data.X, sample_weight=data.sample_weight, callback=callback)
+            if best is None or gm.lower_bound_ > best.lower_bound_:
+                best = gm
+            if gm.stopped_:
+                break
+        return best
+
+    def _fit_colour_then_position(self, data, channels, callback):
+        """The starting point of a spatial fit with position features: the
+        spatial fit on colour alone, its regions then described in colour
+        and position (one M-step). Mixtures started in colour and position
+        at once split large regions into compact pieces and merge small
+        ones, and EM rarely undoes that: regions differ by colour first."""
+        colour = Segmenter(params=self.params.replace(spatial_weight=0.0))
+        _, _, colour_data = colour._training_data(data.images if len(data.images) > 1 else data.images[0], grid=True)
+        gm = colour._fit_mixture(colour_data, callback)
+        if gm.stopped_:
+            return gm
+        qs, _ = colour._fit_spatial(gm, data.images, channels, callback)
+        if gm.stopped_:
+            return gm
+        X, grids = self._grid_tables(data.images, channels)
+        weights, means, _, prec_chol = mixture_from_grid(X, grids, qs, self.covariance_type, self.reg_covar)
+        full = GaussianMixture.from_parameters(
+            weights, means, prec_chol, covariance_type=self.covariance_type, reg_covar=self.reg_covar,
+            tol=self.tol, max_iter=self.max_iter, random_state=self.random_state,
+        )
+        full.n_iter_ = gm.n_iter_
+        full.stopped_ = False
+        return full
+
+    def _grid_tables(self, images, channels):
+        """One feature table for the fit grids of the image(s) and their
+        index maps: every ``step``-th pixel in both directions, so that the
+        grids have at most ``spatial_fit_pixels`` cells together and
+        neighbours on them are still neighbours in the image."""
+        step = self._fit_step(images)
+        tables, grids = [], []
+        offset = 0
+        for im in images:
+            X, index = self._feature_table(im, channels, step)
+            index[index >= 0] += offset
+            offset += X.shape[0]
+            tables.append(X)
+            grids.append(index)
+        return (tables[0] if len(tables) == 1 else np.concatenate(tables)), grids
+
+    def _fit_spatial(self, gm, images, channels, callback):
+        """Refit ``gm`` with the Potts prior (mean-field EM) on the fit grids;
+        returns the grids' label distributions."""
+        X, grids = self._grid_tables(images, channels)
+        qs, n_iter, converged, objective = fit_potts(gm, X, grids, self.smoothing, max_iter=self.max_iter,
+                                                     tol=self.tol, callback=callback)
+        gm.n_iter_ += n_iter
+        gm.converged_ = bool(converged)
+        if not converged and not gm.stopped_ and self.max_iter > 0:
+            warnings.warn(
+                "The spatial fit did not converge; increase max_iter or tol.", ConvergenceWarning, stacklevel=4,
+            )
+        return qs, objective
+
+    def _feature_table(self, image: ImageData, channels: int, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """A feature table and the (H, W) int32 map of each pixel's row in it
+        (-1 where masked out), for every ``step``-th pixel in both directions.
+
+        Colour-only features: one row per distinct colour. With position
+        features, one row per used pixel (positions in the whole image's
+        scale whatever the step).
+        """
+        part = _every(image, step)
+        mask = part.mask
+        colors = self._colors_for_model(part, channels)
+        index = np.full(mask.shape, -1, dtype=np.int32)
+        unique, _, inverse = unique_colors(colors, image.bit_depth)
+        feats = color_features(unique, self.features.color_space)
+        if self.features.uses_position:
+            # One float32 row per pixel (as the fit's), built column by column:
+            # no (N, d) float64 temporaries on large images.
+            c = feats.shape[1]
+            X = np.empty((inverse.shape[0], c + 2), dtype=np.float32)
+            table = feats.astype(np.float32)
+            for j in range(c):
+                X[:, j] = table[inverse, j]
+            X[:, c:] = position_features(mask, self.features.spatial_weight, step=step, full_shape=image.mask.shape)
+            index[mask] = np.arange(X.shape[0], dtype=np.int32)
+        else:
+            X = feats
+            index[mask] = inverse
+        return X, index
 
     @staticmethod
     def _mean_colors(gm, data):
@@ -399,7 +571,8 @@ class Segmenter:
         self.component_names_ = names
 
     def predict(self, image: ImageLike) -> "Segmentation":
-        """Segment an image with the fitted model.
+        """Segment an image with the fitted model (with the spatial prior of
+        ``smoothing`` when it is above 0).
 
         Returns
         -------
@@ -407,46 +580,42 @@ class Segmenter:
         """
         self._check_fitted()
         image = load_image(image)
-        colors = self._colors_for_model(image, self.channels_)
-        K = self.gmm_.means_.shape[0]
-        if self.features.uses_position:
-            unique, _, inverse = unique_colors(colors, image.bit_depth)
-            feats = color_features(unique, self.features.color_space).astype(np.float32)[inverse]
-            X = np.hstack([feats, position_features(image.mask, self.features.spatial_weight)])
-            labels_v, proba_v, ll_v = self.gmm_.estimate(X, proba_dtype=np.float32)
-        elif colors.shape[0]:
-            unique, _, inverse = unique_colors(colors, image.bit_depth)
-            X = color_features(unique, self.features.color_space)
-            labels_u, proba_u, ll_u = self.gmm_.estimate(X, proba_dtype=np.float32)
-            labels_v, proba_v, ll_v = labels_u[inverse], proba_u[inverse], ll_u[inverse]
-        else:
-            labels_v = np.empty(0, np.int64)
-            proba_v = np.empty((0, K), np.float32)
-            ll_v = np.empty(0)
-        return self._segmentation(image, labels_v, proba_v, ll_v)
+        X, index = self._feature_table(image, self.channels_)
+        return self._maps(image, X, index)
 
-    def _segmentation(self, image, labels_v, proba_v, ll_v):
-        """Image-shaped maps from per-used-pixel labels, probabilities and
-        log-likelihoods (smoothed when asked)."""
-        H, W = image.mask.shape
-        K = proba_v.shape[1]
-        full = bool(image.mask.all())
-        if full:
-            probabilities = proba_v.reshape(H, W, K)
-        else:
-            probabilities = np.zeros((H, W, K), dtype=np.float32)
-            probabilities[image.mask] = proba_v
+    def _maps(self, image: ImageData, X: np.ndarray, index: np.ndarray) -> "Segmentation":
+        """The segmentation of an image from its feature table and index map.
+
+        Without smoothing, labels and probabilities are the mixture's
+        posteriors (computed once per row of the table). With smoothing,
+        they are the mean-field distributions of the Potts model with the
+        fitted mixture: its posteriors, then ``_MAP_SWEEPS`` sweeps.
+        The log-likelihood is the mixture's own density either way.
+        """
+        gm = self.gmm_
+        H, W = index.shape
+        K = gm.means_.shape[0]
+        mask = image.mask
         log_likelihood = np.full((H, W), np.nan, dtype=np.float32)
-        log_likelihood[image.mask] = ll_v
         labels = np.full((H, W), -1, dtype=np.int32)
-        if self.smoothing > 0 and proba_v.shape[0]:
-            probabilities = smooth_probabilities(probabilities, image.mask, self.smoothing)
-            labels[image.mask] = probabilities[image.mask].argmax(axis=1)
+        if X.shape[0] == 0:
+            probabilities = np.zeros((H, W, K), dtype=np.float32)
+        elif self.smoothing > 0:
+            log_likelihood[mask] = gm.score_samples(X)[index[mask]]
+            probabilities = potts_posteriors(gm, X, index, self.smoothing, _MAP_SWEEPS, labels=labels)
         else:
-            labels[image.mask] = labels_v
+            labels_u, proba_u, ll_u = gm.estimate(X, proba_dtype=np.float32)
+            rows = index[mask]
+            log_likelihood[mask] = ll_u[rows]
+            labels[mask] = labels_u[rows]
+            if mask.all():
+                probabilities = proba_u[index.ravel()].reshape(H, W, K)
+            else:
+                probabilities = np.zeros((H, W, K), dtype=np.float32)
+                probabilities[mask] = proba_u[rows]
         return Segmentation(
-            labels, probabilities, log_likelihood, image.mask.copy(),
-            self.component_colors_, self.gmm_.weights_, self.component_names_,
+            labels, probabilities, log_likelihood, mask.copy(),
+            self.component_colors_, gm.weights_, self.component_names_,
         )
 
     def fit_predict(self, image: ImageLike, callback: Callable[[EMProgress], bool | None] | None = None
@@ -459,9 +628,9 @@ class Segmenter:
         image, data = self._fit(load_image(image), callback)
         if data.pixel_rows is None:
             return self.predict(image)
-        labels_u, proba_u, ll_u = self.gmm_.estimate(data.X, proba_dtype=np.float32)
-        rows = data.pixel_rows
-        return self._segmentation(image, labels_u[rows], proba_u[rows], ll_u[rows])
+        index = np.full(image.mask.shape, -1, dtype=np.int32)
+        index[image.mask] = data.pixel_rows
+        return self._maps(image, data.X, index)
 
     # ------------------------------------------------------------------
     # state and model files
@@ -530,6 +699,17 @@ class Segmenter:
             raise ModelFileError(f"{path}: invalid model: {exc}") from None
 
 
+#: The effective sample size of the 'bic-300' criterion, in pixels.
+EFFECTIVE_PIXELS = 300
+
+#: What each K criterion means, as select_k and its callers name the rule.
+K_CRITERIA = {
+    "bic-300": f"lowest BIC at an effective sample size of {EFFECTIVE_PIXELS} pixels",
+    "bic": "lowest BIC",
+    "aic": "lowest AIC",
+}
+
+
 @dataclass
 class KSelection:
     """The result of :func:`select_k`.
@@ -537,18 +717,27 @@ class KSelection:
     Attributes
     ----------
     rows : list of dict
-        One per fitted model: k, covariance_type, bic, aic, log_likelihood
-        (mean per pixel), n_parameters, converged, n_iter, lower_bound (EM's
-        last mean log-likelihood, as ``GaussianMixture.lower_bound_``).
+        One per fitted model: k, covariance_type, bic, aic, bic_300 (see
+        :func:`select_k`), log_likelihood (mean per pixel), n_parameters,
+        converged, n_iter, lower_bound (EM's last mean log-likelihood, as
+        ``GaussianMixture.lower_bound_``).
     criterion : str
+        'bic-300', 'bic' or 'aic'.
     best_k : int
     best_covariance_type : str
+    rule : str
+        The rule that chose K, in words.
+    at_edge : bool
+        True when the best K is the largest K tried (or the smallest, above
+        1): the best value may lie outside the range.
     """
 
     rows: list = field(default_factory=list)
-    criterion: str = "bic"
+    criterion: str = "bic-300"
     best_k: int = 0
     best_covariance_type: str = ""
+    rule: str = ""
+    at_edge: bool = False
 
     def best_row(self) -> dict | None:
         for row in self.rows:
@@ -558,21 +747,32 @@ class KSelection:
 
     def format_table(self) -> str:
         """The table as aligned text, the best row marked with '*'."""
-        lines = [f"{'':1} {'K':>3} {'covariance':<10} {'BIC':>14} {'AIC':>14} {'log-lik/pixel':>14}"]
+        lines = [f"{'':1} {'K':>3} {'covariance':<10} {'BIC-300':>12} {'BIC':>14} {'AIC':>14} {'log-lik/pixel':>14}"]
         for row in self.rows:
             mark = "*" if row is self.best_row() else " "
             lines.append(
-                f"{mark:1} {row['k']:>3} {row['covariance_type']:<10} {row['bic']:>14.1f} "
+                f"{mark:1} {row['k']:>3} {row['covariance_type']:<10} {row['bic_300']:>12.1f} {row['bic']:>14.1f} "
                 f"{row['aic']:>14.1f} {row['log_likelihood']:>14.4f}"
             )
         return "\n".join(lines)
+
+    def summary(self) -> str:
+        """One line: the chosen K, the rule, and a warning at the range's edge."""
+        text = f"best K = {self.best_k} ({self.best_covariance_type}) by {self.rule}"
+        if self.at_edge:
+            text += "; it is at the edge of the K range tried, so a K outside the range may be better"
+        return text
+
+
+def _row_key(criterion: str) -> str:
+    return criterion.replace("-", "_")
 
 
 def select_k(
     image: ImageLike | list[ImageLike],
     k_range: Iterable[int] = range(1, 9),
     covariance_type: str | Iterable[str] | None = None,
-    criterion: str = "bic",
+    criterion: str | None = None,
     *,
     params: SegmenterParams | None = None,
     callback: Callable[[dict], bool | None] | None = None,
@@ -587,10 +787,24 @@ def select_k(
     k_range : iterable of int
     covariance_type : str or sequence of str, optional
         One covariance type, or several to compare; default: the settings'.
-    criterion : {'bic', 'aic'}
+    criterion : {'bic-300', 'bic', 'aic'}, optional
+        Default: the settings' ``k_criterion`` ('bic-300'). 'bic-300' is BIC
+        with the sample size fixed at 300 pixels: ``-2 * 300 * L + p *
+        ln(300)`` with L the mean log-likelihood per pixel and p the number
+        of parameters. Plain BIC counts every pixel as an independent sample;
+        with 10^5-10^7 pixels every extra component then "pays" and BIC
+        picks the top of the range on almost every photo. At 300 pixels an
+        extra full-covariance colour component must raise the mean
+        log-likelihood by about 0.095 nats per pixel, whatever the image
+        size. Measured on 72 synthetic images with 3-8 regions it finds the
+        true K whenever EM found the regions, and on 14 photos it never
+        picks the top of 1-12 (200-500 pixels work as well; plain BIC: 13
+        of 14 photos at the top).
     params : SegmenterParams, optional
-        Every other setting (colour space, iterations, initialisation,
-        sampling...); keyword arguments change some of them.
+        Every other setting (colour space, iterations, starts,
+        initialisation, sampling...); keyword arguments change some of
+        them. The spatial prior (``smoothing``) takes no part: the criteria
+        compare mixtures.
     callback : callable, optional
         Called with each finished row (a dict); returning True stops the
         sweep early (the rows so far are kept).
@@ -598,38 +812,46 @@ def select_k(
     Returns
     -------
     KSelection
+        With ``rule`` naming the rule and ``at_edge`` set (and a
+        ``UserWarning``) when the best K is at the top of the range, or at
+        its bottom above K = 1.
     """
-    if criterion not in ("bic", "aic"):
-        raise ValueError(f"criterion must be 'bic' or 'aic', got {criterion!r}.")
-    ks = list(check_int_list(k_range, "k_range"))
     base = SegmenterParams() if params is None else params
+    if criterion is None:
+        criterion = settings.pop("k_criterion", base.k_criterion)
+    if criterion not in K_CRITERIA:
+        raise ValueError(f"criterion must be one of {', '.join(map(repr, K_CRITERIA))}, got {criterion!r}.")
+    ks = list(check_int_list(k_range, "k_range"))
     if covariance_type is not None:
         types = [covariance_type] if isinstance(covariance_type, str) else list(covariance_type)
     else:
         types = [base.covariance_type]
     settings.pop("n_components", None)  # the sweep sets K
-    template = Segmenter(params=base.replace(n_components=min(ks), covariance_type=types[0], **settings))
+    template = Segmenter(params=base.replace(n_components=min(ks), covariance_type=types[0], k_criterion=criterion,
+                                             **settings))
     sweep = template.params
     _, _, data = template._training_data(image)
-    result = KSelection(criterion=criterion)
+    result = KSelection(criterion=criterion, rule=K_CRITERIA[criterion])
     stopped = False
     for ctype in types:
         if stopped:
             break
         for k in ks:
-            gm = sweep.mixture(k, ctype)
             if data.sample_weight is None and data.X.shape[0] < k:
                 continue  # fewer pixels than components
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                gm.fit(data.X, sample_weight=data.sample_weight)
+                gm = Segmenter(params=sweep.replace(n_components=k, covariance_type=ctype))._fit_mixture(data, None)
+            mean_ll = float(gm.score(data.X, sample_weight=data.sample_weight))
+            n_parameters = int(gm._n_parameters())
             row = {
                 "k": k,
                 "covariance_type": ctype,
+                "bic_300": float(-2.0 * EFFECTIVE_PIXELS * mean_ll + n_parameters * np.log(EFFECTIVE_PIXELS)),
                 "bic": float(gm.bic(data.X, sample_weight=data.sample_weight)),
                 "aic": float(gm.aic(data.X, sample_weight=data.sample_weight)),
-                "log_likelihood": float(gm.score(data.X, sample_weight=data.sample_weight)),
-                "n_parameters": int(gm._n_parameters()),
+                "log_likelihood": mean_ll,
+                "n_parameters": n_parameters,
                 "converged": bool(gm.converged_),
                 "n_iter": int(gm.n_iter_),
                 "lower_bound": float(gm.lower_bound_),
@@ -640,7 +862,12 @@ def select_k(
                 break
     if not result.rows:
         raise ValueError("No K in k_range could be fitted (fewer pixels than components).")
-    best = min(result.rows, key=lambda r: r[criterion])
+    key = _row_key(criterion)
+    best = min(result.rows, key=lambda r: r[key])
     result.best_k = best["k"]
     result.best_covariance_type = best["covariance_type"]
+    tried = sorted({r["k"] for r in result.rows})
+    result.at_edge = len(tried) > 1 and (best["k"] == tried[-1] or (best["k"] == tried[0] and tried[0] > 1))
+    if result.at_edge:
+        warnings.warn(f"select_k: {result.summary()}.", UserWarning, stacklevel=2)
     return result

@@ -94,7 +94,8 @@ def test_select_k_finds_the_regions_and_plots(tmp_path):
     assert out.returncode == 0, out.stderr
     starred = [line for line in out.stdout.splitlines() if line.startswith("*")]
     assert len(starred) == 1 and starred[0].split()[1] == "4"
-    assert "best K by BIC: 4" in out.stdout
+    assert "best K = 4 (full) by lowest BIC at an effective sample size of 300 pixels" in out.stdout
+    assert "edge" not in out.stdout
     plot = Image.open(tmp_path / "bic.png")
     assert plot.size[0] > 400 and plot.mode == "RGB"
 

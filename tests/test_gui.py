@@ -167,7 +167,8 @@ def test_auto_k_and_model_files(qtbot, window, tmp_path):
     assert window.k_spin.value() == best
     rows = window.autok_rows
     assert [r["k"] for r in rows] == list(range(1, len(rows) + 1))
-    assert min(rows, key=lambda r: r["bic"])["k"] == best
+    assert min(rows, key=lambda r: r["bic_300"])["k"] == best  # the default K criterion
+    assert "effective sample size of 300 pixels" in window.progress_label.text()
     window.bic_plot.pointClicked.emit(2.0)  # clicking a point picks that K
     assert window.k_spin.value() == 2
     _fit(qtbot, window)
@@ -327,8 +328,9 @@ def _set_every_setting(window, **values):
     from gmmseg import SegmenterParams
 
     wanted = SegmenterParams(n_components=3, covariance_type="diag", color_space="rgb", spatial_weight=0.0,
-                             smoothing=1.5, max_iter=9, tol=0.0, reg_covar=1e-4, n_init=2, init_params="random",
-                             random_state=5, max_samples=5000).replace(**values)
+                             smoothing=1.5, max_iter=9, tol=0.0, reg_covar=1e-4, n_init=2, n_starts=3,
+                             init_params="random", random_state=5, max_samples=5000, k_criterion="aic",
+                             spatial_fit_pixels=9000).replace(**values)
     window.model_panel.set_values(wanted)
     return wanted
 
@@ -371,6 +373,8 @@ def test_inspection_fit_uses_the_model_panel(qtbot, window):
     with qtbot.waitSignal(window.inspection.fitted, timeout=WAIT_MS):
         window.inspection.fit()
     inspector = window.inspection.inspector
+    # Everything but the spatial prior and positions: inspection models colours alone.
+    wanted = wanted.replace(smoothing=0.0, spatial_weight=0.0)
     assert inspector.params == wanted and inspector.segmenter_.params == wanted
     assert inspector.inspection.smoothing_sigma == 2.5 and not inspector.inspection.auto_k
     # With "Choose K by BIC" the panel's other settings still reach the sweep.

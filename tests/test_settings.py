@@ -20,7 +20,8 @@ from gmmseg.cli import build_parser, params_from_args
 # A non-default value for every segmenter setting that a one-image fit allows.
 NON_DEFAULT = dict(
     n_components=3, covariance_type="diag", color_space="rgb", spatial_weight=0.25, smoothing=1.5,
-    max_iter=7, tol=0.0, reg_covar=1e-4, n_init=2, init_params="random", random_state=5, max_samples=900,
+    max_iter=7, tol=0.0, reg_covar=1e-4, n_init=2, n_starts=3, init_params="random", random_state=5, max_samples=900,
+    k_criterion="aic", spatial_fit_pixels=500,
 )
 
 
@@ -79,13 +80,16 @@ def test_inspector_settings_survive_save_and_load(tmp_path):
     assert fixed.n_components == 2 and fixed.random_state == 3 and not fixed.inspection.auto_k
 
 
+# select_k compares mixtures: the spatial prior (smoothing, spatial_fit_pixels)
+# takes no part in it, so the Segmenter fits it is compared with have none.
 SWEEP_BASE = SegmenterParams(max_iter=6, tol=0.0, max_samples=1200, covariance_type="diag", random_state=1,
-                             init_params="random")
+                             init_params="random", smoothing=0.0, spatial_weight=0.0)
 SWEEP_CHANGES = {"init_params": "kmeans", "max_samples": 700, "reg_covar": 1e-2, "n_init": 4, "random_state": 9,
-                 "tol": 1.0, "max_iter": 2, "color_space": "rgb", "spatial_weight": 0.5}
+                 "tol": 1.0, "max_iter": 2, "color_space": "rgb", "spatial_weight": 0.5, "n_starts": 1}
 
 
 @pytest.mark.filterwarnings("ignore::gmmseg.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore:select_k.*edge:UserWarning")
 @pytest.mark.parametrize("setting", sorted(SWEEP_CHANGES))
 def test_select_k_honours_every_setting(setting):
     """A sweep row equals the fit of a Segmenter with the same settings, and
@@ -105,7 +109,8 @@ def test_command_line_options_are_the_settings(tmp_path):
     args = build_parser().parse_args([
         "segment", "x.png", "--out", "o", "-k", "3", "--covariance", "diag", "--color-space", "rgb",
         "--spatial-weight", "0.25", "--smoothing", "1.5", "--max-iter", "7", "--tol", "0", "--reg-covar", "1e-4",
-        "--n-init", "2", "--init-params", "random", "--seed", "5", "--max-samples", "900",
+        "--n-init", "2", "--starts", "3", "--init-params", "random", "--seed", "5", "--max-samples", "900",
+        "--criterion", "aic", "--spatial-fit-pixels", "500",
     ])
     assert params_from_args(args) == SegmenterParams(**NON_DEFAULT)
     # Every setting with a flag is on every command that fits a model.

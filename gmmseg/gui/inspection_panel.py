@@ -77,15 +77,18 @@ class InspectionPanel(QObject):
             row.addWidget(b)
         v.addLayout(row)
         self.model_label = QLabel("No reference model yet.")
+        self.model_label.setToolTip("Reference models use the Model panel's settings on colours only: "
+                                    "no smoothing and no spatial weight (defects are judged pixel by pixel)")
         self.model_label.setWordWrap(True)
         v.addWidget(self.model_label)
         # Inspection settings from the settings table; the Model panel gives
-        # the rest (K, covariance, colour space, iterations...).
+        # the rest (K, covariance, colour space, iterations...) except the
+        # spatial prior and positions (see fit_settings).
         self.settings_form = SettingsForm(InspectionParams, names=("auto_k", "smoothing_sigma", "min_area"))
         self.settings_form.widgets["auto_k"].setChecked(False)  # by default the Model panel's K is fitted
         k_range = InspectionParams().k_range
         self.settings_form.form.labelForField(self.settings_form.widgets["auto_k"]).setText(
-            f"Choose K by BIC ({k_range[0]}-{k_range[-1]})")
+            f"Choose K ({k_range[0]}-{k_range[-1]})")
         self.settings_form.form.setContentsMargins(0, 0, 0, 0)
         for name in ("auto_k", "smoothing_sigma"):  # the threshold is calibrated for them
             widget = self.settings_form.widgets[name]
@@ -197,10 +200,12 @@ class InspectionPanel(QObject):
                 self._rethreshold()
 
     def fit_settings(self):
-        """What a Fit uses: the Model panel's settings and this panel's
-        inspection settings (with the slider's false-alarm rate)."""
+        """What a Fit uses: the Model panel's settings without the spatial
+        prior and positions (inspection models the colours of good pixels
+        wherever they are, over several references; as ``gmmseg fit``) and
+        this panel's inspection settings (with the slider's false-alarm rate)."""
         inspection = self.settings_form.params().replace(false_alarm_rate=self.rate())
-        return self.window.current_params(), inspection
+        return self.window.current_params().replace(smoothing=0.0, spatial_weight=0.0), inspection
 
     def _on_fitted(self, inspector):
         self.inspector = inspector

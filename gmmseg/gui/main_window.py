@@ -31,6 +31,7 @@ from ..features import color_features, unique_colors
 from ..io import ImageLoadError, load_image
 from ..params import SegmenterParams
 from ..paths import resource, sample_images_dir
+from ..plot import criterion_series
 from ..segment import Segmenter
 from .canvas import ImageCanvas, qimage_from_rgb
 from .dialogs import ExportDialog
@@ -51,7 +52,7 @@ AXIS_NAMES = {
 }
 SHORTCUTS = [
     ("Ctrl+O", "Open an image"), ("Ctrl+R", "Run the segmentation"), ("Esc", "Cancel the running fit"),
-    ("Ctrl+K", "Auto K (BIC/AIC sweep)"), ("Ctrl+E", "Export..."), ("Ctrl+Shift+C", "Copy the view"),
+    ("Ctrl+K", "Auto K (sweep K, choose by the K criterion)"), ("Ctrl+E", "Export..."), ("Ctrl+Shift+C", "Copy the view"),
     ("1 ... 5", "View: original, labels, soft map, uncertainty, anomaly"), ("T", "Toggle the overlay"),
     ("Page Down / Page Up", "Inspection: next / previous image of the folder"),
     ("Ctrl+0", "Fit to window"), ("Ctrl+1", "Actual size (100 %)"), ("Ctrl++ / Ctrl+-", "Zoom in / out"),
@@ -141,7 +142,7 @@ class MainWindow(QMainWindow):
         self.act_quit = action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_run = action("&Run", self.run_fit, "Ctrl+R", "run", "Fit the mixture and segment the image (Ctrl+R)")
         self.act_cancel = action("&Cancel", self.cancel_work, "Esc", "cancel", "Stop the running fit (Esc)")
-        self.act_autok = action("&Auto K", self.run_auto_k, "Ctrl+K", "autok", "Sweep K and plot BIC/AIC (Ctrl+K)")
+        self.act_autok = action("&Auto K", self.run_auto_k, "Ctrl+K", "autok", "Sweep K and choose it by the K criterion (Ctrl+K)")
         self.act_fit = action("&Fit to Window", self.canvas.fit_to_window, "Ctrl+0", "fit", "Fit the image to the window")
         self.act_100 = action("&Actual Size", self.canvas.actual_size, "Ctrl+1", None, "Show the image at 100 %")
         self.act_zoom_in = action("Zoom &In", lambda: self.canvas.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
@@ -258,7 +259,7 @@ class MainWindow(QMainWindow):
         self.dock_conv = self._dock("Convergence", self.ll_plot, Qt.DockWidgetArea.LeftDockWidgetArea, "dock_convergence")
 
         # Model selection
-        self.bic_plot = PlotWidget("BIC / AIC (click a point to pick K)", "K")
+        self.bic_plot = PlotWidget("K criterion (click a point to pick K)", "K")
         self.bic_plot.pointClicked.connect(lambda k: self.k_spin.setValue(int(round(k))))
         self.dock_bic = self._dock("Model selection", self.bic_plot, Qt.DockWidgetArea.LeftDockWidgetArea, "dock_bic")
 
@@ -495,9 +496,13 @@ class MainWindow(QMainWindow):
             self.autok_worker.cancel()
 
     def _on_fit_progress(self, p):
+        spatial = p.get("phase") == "spatial"
+        if spatial and p["iteration"] == 1:
+            # The spatial prior's EM has its own objective: a new curve.
+            self.ll_history = []
         self.ll_history.append(p["lower_bound"])
         self.progress.setValue(min(p["iteration"], self.progress.maximum()))
-        self.progress.setFormat(f"iteration {p['iteration']}  ll {p['lower_bound']:.4f}")
+        self.progress.setFormat(f"{'spatial ' if spatial else ''}iteration {p['iteration']}  {p['lower_bound']:.4f}")
         xs = np.arange(1, len(self.ll_history) + 1)
         self.ll_plot.set_series([("", xs, self.ll_history, QColor(31, 119, 180), "line")])
         self._show_components_live(p)
@@ -610,13 +615,13 @@ class MainWindow(QMainWindow):
 
     def _plot_autok(self, best=None):
         ks = [r["k"] for r in self.autok_rows]
+        series = criterion_series(self.current_params().k_criterion)
         self.bic_plot.set_series([
-            ("BIC", ks, [r["bic"] for r in self.autok_rows], QColor(31, 119, 180), "line"),
-            ("AIC", ks, [r["aic"] for r in self.autok_rows], QColor(255, 127, 14), "line"),
+            (label, ks, [r[key] for r in self.autok_rows], QColor(*colour), "line") for key, label, colour in series
         ], clickable=True)
         if best is not None:
             row = next(r for r in self.autok_rows if r["k"] == best)
-            self.bic_plot.set_marker(best, row["bic"])
+            self.bic_plot.set_marker(best, row[series[0][0]])
 
     def _on_autok_row(self, row):
         self.autok_rows.append(row)
@@ -627,7 +632,7 @@ class MainWindow(QMainWindow):
         self.autok_worker = None
         self._plot_autok(result.best_k)
         self.k_spin.setValue(result.best_k)
-        self.progress_label.setText(f"Auto K: best K = {result.best_k} by BIC (click a point to choose another)")
+        self.progress_label.setText(f"Auto K: {result.summary()} (click a point to choose another)")
         self.autoKFinished.emit(result.best_k)
 
     # ------------------------------------------------------------------

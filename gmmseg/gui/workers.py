@@ -133,10 +133,11 @@ class FitWorker(Worker):
         def callback(p):
             if stop_now():
                 return True
-            if p.phase != "em":
+            if p.phase not in ("em", "spatial"):
                 return False
             self.progress.emit({
-                "init": p.init, "iteration": p.iteration, "lower_bound": p.lower_bound, "change": p.change,
+                "phase": p.phase, "init": p.init, "iteration": p.iteration, "lower_bound": p.lower_bound,
+                "change": p.change,
                 "weights": p.weights, "means": p.means, "covariances": p.covariances,
             })
             now = time.perf_counter()
@@ -180,7 +181,9 @@ class AutoKWorker(Worker):
             self.row.emit(row)
             return self.cancelled
 
-        result = select_k(self.image, k_range=self.k_range, criterion="bic", params=self.params, callback=on_row)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the window says when K is at the edge of the range
+            result = select_k(self.image, k_range=self.k_range, params=self.params, callback=on_row)
         self.finished_sweep.emit(result)
 
 
