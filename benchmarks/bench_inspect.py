@@ -34,7 +34,7 @@ def main():
     start = time.perf_counter()
     inspector = Inspector().fit(refs)
     print(f"fit on 3 references (256 x 256): {time.perf_counter() - start:.2f} s, K = "
-          f"{inspector.segmenter_.n_components} by BIC, threshold {inspector.threshold_:.3f} "
+          f"{inspector.segmenter_.n_components} chosen by {inspector.params.k_criterion}, threshold {inspector.threshold_:.3f} "
           f"(false-alarm rate {inspector.false_alarm_rate:g}, min area {inspector.min_area})")
 
     scores, truths = [], []

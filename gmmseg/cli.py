@@ -432,7 +432,8 @@ def cmd_select_k(args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the edge of the range is said below
         result = select_k(image, k_range=args.sweep, params=params)
-    print(f"{image.name}: {image.width} x {image.height}, {params.color_space} features, "
+    position = f" + position (weight {params.spatial_weight:g})" if params.spatial_weight > 0 else ""
+    print(f"{image.name}: {image.width} x {image.height}, {params.color_space}{position} features, "
           f"{params.covariance_type} covariance")
     print(result.format_table())
     print(result.summary())

@@ -218,21 +218,43 @@ class Segmenter:
         Any setting of :class:`gmmseg.params.SegmenterParams`:
         ``covariance_type`` ('full', 'tied', 'diag', 'spherical'),
         ``color_space`` ('lab', 'rgb', 'hsv', 'ycbcr', 'gray'),
-        ``spatial_weight`` (weight of the pixel position features; 0 = colour
-        only), ``smoothing`` (Potts mean-field smoothing of the
-        probabilities: 0 off, 1 gentle, about 3 makes very noisy regions
-        coherent), ``max_iter``, ``tol``, ``reg_covar``, ``n_init``,
-        ``init_params``, ``random_state`` (an int or None: settings are
+        ``spatial_weight`` (weight of the pixel position features, default
+        0.5; 0 = colour only), ``smoothing`` (strength of the spatial prior,
+        default 2; 0 = none), ``max_iter``, ``tol``, ``reg_covar``,
+        ``n_init``, ``n_starts`` (cheap initialisations on a sample, default
+        8), ``init_params``, ``random_state`` (an int or None: settings are
         plain data that model files keep, so a ``numpy.random.RandomState``
-        is not accepted here, unlike :class:`gmmseg.GaussianMixture`) and
-        ``max_samples`` (fit on a
-        seeded random subset of at most this many pixels; the whole image
-        is still predicted).
+        is not accepted here, unlike :class:`gmmseg.GaussianMixture`),
+        ``max_samples`` (fit on a seeded random subset of at most this many
+        pixels; the whole image is still predicted), ``k_criterion`` (how
+        :func:`select_k` chooses K) and ``spatial_fit_pixels`` (size of the
+        spatial fit's grid).
 
     Each setting is also readable as an attribute (``seg.covariance_type``);
     ``set_params`` changes them (checked as on construction).
 
-    When the features depend on colour alone, the mixture is fitted on the
+    How a fit runs:
+
+    1. **Robust starts**: ``n_starts`` initialisations (``init_params``,
+       seeds drawn from ``random_state``) are fitted on a sample of at most
+       20,000 pixels, and the best ``n_init`` by likelihood start EM on all
+       the pixels (with ``n_starts <= n_init``, plain restarts as
+       scikit-learn).
+    2. **Spatial prior** (``smoothing > 0``): a hidden Markov random field.
+       Neighbouring pixels (8-connected) prefer the same component, with a
+       Potts prior of strength ``smoothing``; EM with the mean-field
+       approximation alternates an E-step that combines each pixel's
+       likelihood with its neighbours' current probabilities and the usual
+       weighted M-step. It runs on a regular grid of at most
+       ``spatial_fit_pixels`` pixels (every n-th pixel in both directions),
+       from the mixture of step 1 and, with position features, also from
+       the colour-only spatial fit described in colour and position; the
+       fit with the higher mean-field objective is kept.
+    3. **Maps** (``predict``): the mixture's posteriors, then (with
+       ``smoothing > 0``) three mean-field sweeps of the prior over every
+       pixel. ``log_likelihood`` stays the mixture's own density.
+
+    Without position features, the mixture of step 1 is fitted on the
     image's unique colours with their pixel counts as weights: exactly the
     same model as fitting every pixel, at a fraction of the cost.
     Components are ordered by the lightness of their mean colour (darkest

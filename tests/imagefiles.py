@@ -65,6 +65,18 @@ def voronoi_image(size=160, n_regions=5, noise=0.12, seed=0):
     return np.clip(img, 0.0, 1.0), truth
 
 
+def corner_regions_image(n, size, noise, seed):
+    """Voronoi regions, each a distinct corner of the colour cube [0.2, 0.8]^3
+    (so that noise rarely clips), with Gaussian noise; uint8 RGB."""
+    rng = np.random.RandomState(seed)
+    corners = np.array([[a, b, c] for a in (0.2, 0.8) for b in (0.2, 0.8) for c in (0.2, 0.8)])
+    centres = rng.rand(n, 2) * size
+    yy, xx = np.mgrid[:size, :size]
+    truth = ((yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2).argmin(axis=2)
+    img = corners[rng.permutation(8)[:n]][truth] + rng.normal(scale=noise, size=(size, size, 3))
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def surface(seed, size=256):
     """A brushed, unevenly shaded metal-like surface (float RGB 0-255)."""
     from scipy import ndimage

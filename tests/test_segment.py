@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from imagefiles import voronoi_image
+from imagefiles import corner_regions_image, voronoi_image
 from sklearn.metrics import adjusted_rand_score
 
 import gmmseg
@@ -219,24 +219,13 @@ def test_anomaly_mask_by_percentile_and_threshold():
 def test_select_k_recovers_the_true_k_by_default(n_regions):
     """3-8 well separated colour regions, 40,000 pixels: the default rule
     (BIC at 300 effective pixels) finds K, where plain BIC overshoots."""
-    img = _regions(n_regions, size=200, noise=0.04, seed=n_regions)
+    img = corner_regions_image(n_regions, size=200, noise=0.04, seed=n_regions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         result = select_k(img, k_range=range(1, 11))
     assert result.criterion == "bic-300" and "effective sample size of 300" in result.rule
     assert result.best_k == n_regions, result.format_table()
     assert not result.at_edge
-
-
-def _regions(n, size, noise, seed):
-    """Voronoi regions with colours at distinct corners of [0.2, 0.8]^3."""
-    rng = np.random.RandomState(seed)
-    corners = np.array([[a, b, c] for a in (0.2, 0.8) for b in (0.2, 0.8) for c in (0.2, 0.8)])
-    centres = rng.rand(n, 2) * size
-    yy, xx = np.mgrid[:size, :size]
-    truth = ((yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2).argmin(axis=2)
-    img = corners[rng.permutation(8)[:n]][truth] + rng.normal(scale=noise, size=(size, size, 3))
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 @pytest.mark.parametrize("name", ["coffee.jpg", "astronaut.jpg", "rocket.jpg", "chelsea.jpg"])
@@ -254,7 +243,7 @@ def test_select_k_on_the_bundled_photos_stays_below_the_top(name):
 
 
 def test_select_k_warns_at_the_edge_of_the_range():
-    img = _regions(5, size=120, noise=0.04, seed=5)
+    img = corner_regions_image(5, size=120, noise=0.04, seed=5)
     with pytest.warns(UserWarning, match="edge of the K range"):
         result = select_k(img, k_range=range(1, 4))
     assert result.best_k == 3 and result.at_edge and "edge" in result.summary()

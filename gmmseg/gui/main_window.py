@@ -497,9 +497,10 @@ class MainWindow(QMainWindow):
 
     def _on_fit_progress(self, p):
         spatial = p.get("phase") == "spatial"
-        if spatial and p["iteration"] == 1:
-            # The spatial prior's EM has its own objective: a new curve.
+        if p["iteration"] == 1:
+            # The spatial prior's EM has its own objective: a new curve, named.
             self.ll_history = []
+            self.ll_plot.title = "mean-field objective per pixel (spatial fit)" if spatial else "log-likelihood per pixel"
         self.ll_history.append(p["lower_bound"])
         self.progress.setValue(min(p["iteration"], self.progress.maximum()))
         self.progress.setFormat(f"{'spatial ' if spatial else ''}iteration {p['iteration']}  {p['lower_bound']:.4f}")

@@ -25,7 +25,6 @@ def main():
         w.show()
         w.open_image(ROOT / "sample_images" / "astronaut.jpg")
         w.k_spin.setValue(6)
-        w.smooth_spin.setValue(1.0)
         loop = QEventLoop()
         w.fitFinished.connect(loop.quit)
         w.run_fit()
