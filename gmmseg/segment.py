@@ -407,8 +407,10 @@ class Segmenter:
                 other = self._fit_colour_then_position(data, channels, callback)
                 if not other.stopped_:
                     _, other_objective = self._fit_spatial(other, data.images, channels, callback)
-                    if other_objective > objective or other.stopped_:
-                        gm = other
+                if other.stopped_:  # asked to stop: keep the finished fit, and say it was stopped
+                    gm.stopped_ = True
+                elif other_objective > objective:
+                    gm = other
             # lower_bound_ stays what it says: the mean log-likelihood of the
             # training pixels, now under the spatially fitted mixture.
             gm.lower_bound_ = gm.score(data.X, sample_weight=data.sample_weight)
@@ -826,7 +828,8 @@ def select_k(
         Every other setting (colour space, iterations, starts,
         initialisation, sampling...); keyword arguments change some of
         them. The spatial prior (``smoothing``) takes no part: the criteria
-        compare mixtures.
+        compare mixtures. With position features the mixtures are fitted on
+        the spatial fit's grid (at most ``spatial_fit_pixels`` pixels).
     callback : callable, optional
         Called with each finished row (a dict); returning True stops the
         sweep early (the rows so far are kept).
@@ -852,7 +855,11 @@ def select_k(
     template = Segmenter(params=base.replace(n_components=min(ks), covariance_type=types[0], k_criterion=criterion,
                                              **settings))
     sweep = template.params
-    _, _, data = template._training_data(image)
+    # Colour features: every pixel, compressed exactly to unique colours.
+    # Position features cannot be compressed: the sweep then fits the grid of
+    # at most spatial_fit_pixels pixels the spatial fit uses (the criteria
+    # are per pixel, so they do not depend on how many pixels are fitted).
+    _, _, data = template._training_data(image, grid=template.features.uses_position)
     result = KSelection(criterion=criterion, rule=K_CRITERIA[criterion])
     stopped = False
     for ctype in types:
