@@ -244,7 +244,8 @@ class SegmenterParams(_Settings):
         widget_range=(0, 2**31 - 1),
     )
     max_samples: int | None = _setting(
-        None, "optional_int", "fit on a random (seeded) subset of at most this many pixels; none = all pixels",
+        None, "optional_int",
+        "fit on a random (seeded) subset of at most this many pixels (the spatial prior: a regular grid); none = all",
         "Max samples", flags=("--max-samples",), minimum=1, widget_range=(0, 2_000_000_000),
     )
 
@@ -258,7 +259,7 @@ class SegmenterParams(_Settings):
     spatial_fit_pixels: int | None = _setting(
         250_000, "optional_int",
         "the spatial prior is fitted on a regular grid of at most this many pixels (the maps use every pixel); "
-        "none = all pixels", "Spatial fit pixels", flags=("--spatial-fit-pixels",), minimum=1,
+        "none = all pixels", "Spatial fit pixels", flags=("--spatial-fit-pixels",), minimum=1000,
         widget_range=(0, 2_000_000_000),
     )
 

@@ -237,16 +237,18 @@ class Segmenter:
 
     1. **Robust starts**: ``n_starts`` initialisations (``init_params``,
        seeds drawn from ``random_state``) are fitted on a sample of at most
-       20,000 pixels, and the best ``n_init`` by likelihood start EM on all
-       the pixels (with ``n_starts <= n_init``, plain restarts as
-       scikit-learn).
+       20,000 pixels, and the best ``n_init`` by likelihood start EM on the
+       training pixels (with ``n_starts <= n_init``, plain restarts as
+       scikit-learn). The training pixels are every pixel without the
+       spatial prior, and the spatial fit's grid with it.
     2. **Spatial prior** (``smoothing > 0``): a hidden Markov random field.
        Neighbouring pixels (8-connected) prefer the same component, with a
        Potts prior of strength ``smoothing``; EM with the mean-field
        approximation alternates an E-step that combines each pixel's
        likelihood with its neighbours' current probabilities and the usual
        weighted M-step. It runs on a regular grid of at most
-       ``spatial_fit_pixels`` pixels (every n-th pixel in both directions),
+       ``spatial_fit_pixels`` (and ``max_samples``) pixels (every n-th pixel
+       in both directions),
        from the mixture of step 1 and, with position features, also from
        the colour-only spatial fit described in colour and position; the
        fit with the higher mean-field objective is kept.
@@ -255,8 +257,8 @@ class Segmenter:
        pixel. ``log_likelihood`` stays the mixture's own density.
 
     Without position features, the mixture of step 1 is fitted on the
-    image's unique colours with their pixel counts as weights: exactly the
-    same model as fitting every pixel, at a fraction of the cost.
+    unique colours of its pixels with their pixel counts as weights: exactly
+    the same model as fitting each pixel, at a fraction of the cost.
     Components are ordered by the lightness of their mean colour (darkest
     first), so the same image gives the same label numbers.
     """
@@ -329,18 +331,33 @@ class Segmenter:
         display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
         return ColorTable(color_features(unique, self.features.color_space), counts, display, index)
 
-    def _fit_step(self, images: list[ImageData]) -> int:
+    def _fit_step(self, images: list[ImageData], max_samples: bool = True) -> int:
         """Every how many pixels (in both directions) the spatial fit samples
-        the image(s), so that at most ``spatial_fit_pixels`` take part:
-        a regular grid, on which neighbours are still image neighbours."""
-        used = sum(int(im.mask.sum()) for im in images)
-        limit = self.spatial_fit_pixels
-        return 1 if limit is None or used <= limit else int(np.ceil(np.sqrt(used / limit)))
+        the image(s), so that at most ``spatial_fit_pixels`` (and
+        ``max_samples``) of their used pixels take part: a regular grid, on
+        which neighbours are still image neighbours."""
+        limits = [v for v in (self.spatial_fit_pixels, self.max_samples if max_samples else None) if v is not None]
+        if not limits:
+            return 1
+        limit = min(limits)
 
-    def _training_data(self, image, grid=False):
+        def cells(step):
+            return sum(int(np.count_nonzero(im.mask[::step, ::step])) for im in images)
+
+        used = cells(1)
+        if used <= limit:
+            return 1
+        step = max(2, int(np.ceil(np.sqrt(used / limit))))
+        while cells(step) > limit and step < max(max(im.mask.shape) for im in images):
+            step += 1  # thin or unevenly masked images thin out slower than step**2
+        return step
+
+    def _training_data(self, image, grid=False, grid_max_samples=True):
         """Rows to fit. ``image`` may also be a list of images (fitted
         together). With ``grid``, only the spatial fit's grid of pixels (see
-        :meth:`_fit_step`): a fit with the spatial prior is fitted there."""
+        :meth:`_fit_step`; bounded by ``max_samples`` too unless
+        ``grid_max_samples`` is False): a fit with the spatial prior is
+        fitted there."""
         if isinstance(image, (list, tuple)):
             images = [load_image(im) for im in image]
             if not images:
@@ -352,7 +369,7 @@ class Segmenter:
         else:
             images = [load_image(image)]
             channels = images[0].pixels.shape[2]
-        step = self._fit_step(images) if grid else 1
+        step = self._fit_step(images, grid_max_samples) if grid else 1
         parts = [_every(im, step) for im in images]
         colors = np.concatenate([self._colors_for_model(part, channels) for part in parts])
         image = images[0] if len(images) == 1 else _pooled_image(images, colors)
@@ -454,16 +471,24 @@ class Segmenter:
                 sample, sample_weight = data.X[rows], counts.astype(np.float64)
         seeds = rng.randint(0, 2**31 - 1, size=params.n_starts)
         candidates = []
+        stopped = False
         for i, seed in enumerate(seeds):
             start = params.replace(n_init=1, random_state=int(seed)).mixture()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 start.fit(sample, sample_weight=sample_weight, callback=_start_reporter(callback, i))
             if start.stopped_:
+                stopped = True
                 break
             candidates.append(start)
-        if not candidates:  # stopped during the first start: a usable model all the same
+        if stopped:
+            # Asked to stop: the best start so far (or the k-means start of
+            # the first), set on all pixels without EM; a usable model.
             gm = params.replace(n_init=1, max_iter=0).mixture()
+            if candidates:
+                best_start = max(candidates, key=lambda m: m.lower_bound_)
+                gm.set_params(weights_init=best_start.weights_, means_init=best_start.means_,
+                              precisions_init=best_start.precisions_)
             gm.fit(data.X, sample_weight=data.sample_weight)
             gm.stopped_ = True
             return gm
@@ -476,6 +501,7 @@ class Segmenter:
             if best is None or gm.lower_bound_ > best.lower_bound_:
                 best = gm
             if gm.stopped_:
+                best.stopped_ = True  # whichever refinement is kept, the fit was stopped
                 break
         return best
 
@@ -820,10 +846,10 @@ def select_k(
         picks the top of the range on almost every photo. At 300 pixels an
         extra full-covariance colour component must raise the mean
         log-likelihood by about 0.095 nats per pixel, whatever the image
-        size. Measured on 72 synthetic images with 3-8 regions it finds the
-        true K whenever EM found the regions, and on 14 photos it never
-        picks the top of 1-12 (200-500 pixels work as well; plain BIC: 13
-        of 14 photos at the top).
+        size. Measured by ``benchmarks/bench_select_k.py`` with the default
+        settings: the true K on 64 of 72 synthetic images with 3-8 regions
+        (the others one too few; plain BIC 0 of 72, always too many), and
+        never the top of 1-12 on 14 photos (plain BIC: 14 of 14).
     params : SegmenterParams, optional
         Every other setting (colour space, iterations, starts,
         initialisation, sampling...); keyword arguments change some of
@@ -858,8 +884,9 @@ def select_k(
     # Colour features: every pixel, compressed exactly to unique colours.
     # Position features cannot be compressed: the sweep then fits the grid of
     # at most spatial_fit_pixels pixels the spatial fit uses (the criteria
-    # are per pixel, so they do not depend on how many pixels are fitted).
-    _, _, data = template._training_data(image, grid=template.features.uses_position)
+    # are per pixel, so they do not depend on how many pixels are fitted),
+    # and max_samples draws from it as in a fit without the prior.
+    _, _, data = template._training_data(image, grid=template.features.uses_position, grid_max_samples=False)
     result = KSelection(criterion=criterion, rule=K_CRITERIA[criterion])
     stopped = False
     for ctype in types:

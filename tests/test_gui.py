@@ -420,3 +420,30 @@ def test_minimum_area_applies_to_the_model_in_use(qtbot, window):
         window.inspection.settings_form.widgets["min_area"].setValue(1_000_000)
     assert window.inspection.inspector.inspection.min_area == 1_000_000
     assert window.inspection.result.regions == [] and window.inspection.result.passed
+
+
+def test_live_preview_and_ellipses_with_position_features(qtbot, window):
+    """With the default position features the live preview labels colours by
+    the mixture's colour marginal, and the colour-space panel draws it."""
+    import warnings
+
+    from gmmseg import EMProgress, Segmenter, load_image
+    from gmmseg.gui.workers import FitWorker
+
+    image = load_image(SAMPLE)
+    params = Segmenter(4, random_state=0).params
+    assert params.spatial_weight > 0
+    worker = FitWorker(image, params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seg = Segmenter(params=params).fit(image)
+    gm = seg.gmm_
+    assert gm.means_.shape[1] == 5
+    progress = EMProgress(0, 1, 0.0, 0.0, gm.weights_, gm.means_, gm.covariances_, False, gm.precisions_cholesky_)
+    preview = worker._render_preview(worker._preview_data(Segmenter(params=params)), progress, "full")
+    pixels = np.frombuffer(preview.constBits(), np.uint8)[: preview.width() * preview.height() * 3]
+    assert not preview.isNull() and len(np.unique(pixels)) > 3
+    window.open_image(SAMPLE)
+    window._fit_params = params
+    window._update_density(live={"means": gm.means_, "covariances": gm.covariances_})
+    assert len(window.density._ellipses) == 4

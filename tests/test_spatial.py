@@ -204,3 +204,49 @@ def test_fit_reports_the_spatial_phase_and_stops_when_asked():
     assert "spatial" in phases and "em" in phases and phases.index("em") < phases.index("spatial")
     assert phases[-1] == "spatial" and phases.count("spatial") == 2
     assert seg.gmm_.stopped_ and result.labels.shape == (100, 100)
+
+
+@pytest.mark.parametrize("phase, nth", [("init", 1), ("init", 40), ("em", 1), ("em", 3), ("em", 4), ("spatial", 3)])
+@pytest.mark.parametrize("n_init", [1, 2])
+def test_a_stop_anywhere_in_the_starts_or_refinements_stops_the_fit(phase, nth, n_init):
+    """The callback says stop once (at its nth report of a phase: a later
+    start, a later refinement...); nothing runs after that."""
+    img, _ = voronoi_image(size=80, n_regions=3, noise=0.1, seed=2)
+    reports = []
+
+    def callback(progress):
+        reports.append(progress.phase)
+        return progress.phase == phase and reports.count(phase) == nth
+
+    seg = Segmenter(3, random_state=0, n_init=n_init)
+    result = seg.fit_predict(_uint8(img), callback=callback)
+    assert reports.count(phase) == nth and reports[-1] == phase  # no report after the stop
+    assert seg.gmm_.stopped_ and result.labels.shape == (80, 80) and (result.labels >= 0).all()
+
+
+def test_max_samples_and_spatial_fit_pixels_bound_the_spatial_grid():
+    rng = np.random.RandomState(0)
+    seg = Segmenter(3, max_samples=1000)
+    from gmmseg.io import ImageData
+
+    def image(h, w):
+        return ImageData(pixels=rng.rand(h, w, 3).astype(np.float32), mask=np.ones((h, w), bool))
+
+    for h, w in ((300, 300), (1, 60_000), (2000, 3)):
+        im = image(h, w)
+        step = seg._fit_step([im])
+        assert np.count_nonzero(im.mask[::step, ::step]) <= 1000 and step > 1
+    assert Segmenter(3, spatial_fit_pixels=None)._fit_step([image(300, 300)]) == 1
+    with pytest.raises(ValueError, match="spatial_fit_pixels"):
+        Segmenter(3, spatial_fit_pixels=10)
+
+
+def test_engine_refuses_grids_that_point_outside_the_table():
+    gm, X, index = _problem()
+    bad = index.copy()
+    bad[0, 0] = X.shape[0]
+    for grid in (bad, index - 5, index.astype(float)):
+        with pytest.raises(ValueError, match="index"):
+            potts_posteriors(gm, X, grid, 1.0, 1)
+        with pytest.raises(ValueError, match="index"):
+            fit_potts(gm, X, grid, 1.0, max_iter=1, tol=0.0)

@@ -37,6 +37,13 @@ def warm_up(dtypes=("float64",)):
         grid = np.arange(40, dtype=np.int32).reshape(5, 8)
         fit_potts(gm, X, grid, 1.0, max_iter=1, tol=0.0)
         potts_posteriors(gm, X, grid, 1.0, 1)
+    # The Segmenter's default path: colour and position (5 features, float32 rows).
+    X5 = rng.normal(size=(40, 5)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm = GaussianMixture(2, max_iter=2, random_state=0).fit(X5)
+    fit_potts(gm, X5, grid, 1.0, max_iter=1, tol=0.0)
+    potts_posteriors(gm, X5, grid, 1.0, 1)
 
 
 __all__ = [

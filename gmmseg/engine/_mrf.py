@@ -18,8 +18,10 @@ rows of that table (-1 for samples that take no part). Several grid cells
 may share a row (pixels of the same colour): the per-row log-densities are
 computed once per sweep. The distributions ``q`` are one (H, W, K) float32
 map, updated in place, row strip by row strip in parallel; each strip keeps
-copies of only the two old rows it needs, so nothing else of size H*W*K is
-allocated. Strips depend on the grid's size only, and their statistics are
+copies of only the two old rows it needs. Besides ``q``, the per-row
+log-density table (M, K) float32 is the only other large array: small for
+colour tables, as large as ``q`` when every cell has its own row (position
+features). Strips depend on the grid's size only, and their statistics are
 added in strip order: results do not depend on the number of threads.
 """
 
@@ -267,6 +269,18 @@ def is_diagonal(covariance_type):
     return cov.is_diagonal(covariance_type)
 
 
+def _check_grid(X, index, name="index"):
+    """The grid as a C-contiguous int32 array, or ValueError: every entry
+    must be -1 or a row of X (the kernels do not check bounds)."""
+    grid = np.asarray(index)
+    if grid.ndim != 2 or not np.issubdtype(grid.dtype, np.integer):
+        raise ValueError(f"{name} must be a 2-D integer array, got {grid.dtype} of shape {grid.shape}.")
+    if grid.size and (int(grid.min()) < -1 or int(grid.max()) >= X.shape[0]):
+        raise ValueError(f"{name} entries must be -1 or rows of X (0..{X.shape[0] - 1}), "
+                         f"got {int(grid.min())}..{int(grid.max())}.")
+    return np.ascontiguousarray(grid, dtype=np.int32)
+
+
 def _table(gm, X):
     return weighted_log_prob(X, gm.weights_, gm.means_, gm.precisions_cholesky_, gm.covariance_type)
 
@@ -325,6 +339,7 @@ def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None):
     ndarray (H, W, K) float32
         Zero on cells that take no part.
     """
+    index = _check_grid(X, index)
     H, W = index.shape
     K = gm.means_.shape[0]
     q = np.zeros((H, W, K), dtype=np.float32)
@@ -414,7 +429,7 @@ def fit_potts(gm, X, index, beta, *, max_iter, tol, callback=None):
         The last mean free energy per cell (the mean-field approximation of
         the model's log-likelihood per cell, before the last M-step).
     """
-    grids = list(index) if isinstance(index, (list, tuple)) else [index]
+    grids = [_check_grid(X, g) for g in (index if isinstance(index, (list, tuple)) else [index])]
     K = gm.means_.shape[0]
     ctype = gm.covariance_type
     diagonal = cov.is_diagonal(ctype)

@@ -36,7 +36,7 @@ from ..segment import Segmenter
 from .canvas import ImageCanvas, qimage_from_rgb
 from .dialogs import ExportDialog
 from .inspection_panel import InspectionPanel
-from .render import VIEW_MODES, VIEW_TITLES, checkerboard_under, render
+from .render import VIEW_MODES, VIEW_TITLES, checkerboard_under, full_covariances, render
 from .settings_form import SettingsForm, set_combo_tips
 from .widgets import ColorBar, DensityView, PlotWidget
 from .workers import AutoKWorker, ExportWorker, FitWorker, PredictWorker, WarmupWorker
@@ -96,6 +96,7 @@ class MainWindow(QMainWindow):
         self.autok_worker = None
         self.ll_history = []
         self.autok_rows = []
+        self.autok_criterion = SegmenterParams().k_criterion
         self._density_cache = None
         self.last_cancel_latency = None
         self._cancel_time = None
@@ -600,7 +601,9 @@ class MainWindow(QMainWindow):
         self.dock_bic.show()
         self.dock_bic.raise_()
         k_max = max(8, self.k_spin.value() + 2)
-        worker = AutoKWorker(self.image, range(1, k_max + 1), self.current_params())
+        params = self.current_params()
+        self.autok_criterion = params.k_criterion  # the sweep's, whatever the panel says later
+        worker = AutoKWorker(self.image, range(1, k_max + 1), params)
         worker.row.connect(self._on_autok_row)
         worker.finished_sweep.connect(self._on_autok_finished)
         worker.finished.connect(lambda w=worker: self._clear_autok_worker(w))
@@ -616,13 +619,13 @@ class MainWindow(QMainWindow):
 
     def _plot_autok(self, best=None):
         ks = [r["k"] for r in self.autok_rows]
-        series = criterion_series(self.current_params().k_criterion)
+        series = criterion_series(self.autok_criterion)
         self.bic_plot.set_series([
             (label, ks, [r[key] for r in self.autok_rows], QColor(*colour), "line") for key, label, colour in series
         ], clickable=True)
         if best is not None:
             row = next(r for r in self.autok_rows if r["k"] == best)
-            self.bic_plot.set_marker(best, row[series[0][0]])
+            self.bic_plot.set_marker(best, row[self.autok_criterion.replace("-", "_")])
 
     def _on_autok_row(self, row):
         self.autok_rows.append(row)
@@ -842,9 +845,10 @@ class MainWindow(QMainWindow):
             return
         means, covs, colours = source
         K, d = np.asarray(means).shape
-        if d != X.shape[1]:
-            return  # spatial features: only the colour axes are drawn
-        full = _full_covariances(np.asarray(covs), K, d, covariance_type)
+        full = full_covariances(np.asarray(covs), K, d, covariance_type)
+        c = X.shape[1]
+        if d > c:  # position features follow the colours: draw the colour marginal
+            means, full = np.asarray(means)[:, :c], full[:, :c, :c]
         if colours is None:
             colours = np.tile([[0.95, 0.5, 0.1]], (K, 1))
         self.density.set_components(np.asarray(means), full, colours, axes)
@@ -945,13 +949,4 @@ class MainWindow(QMainWindow):
         self._write_settings()
         super().closeEvent(event)
 
-
-def _full_covariances(covs, K, d, covariance_type):
-    if covariance_type == "full":
-        return covs
-    if covariance_type == "tied":
-        return np.broadcast_to(covs, (K, d, d))
-    if covariance_type == "diag":
-        return np.stack([np.diag(c) for c in covs])
-    return np.stack([c * np.eye(d) for c in covs])
 

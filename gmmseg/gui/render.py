@@ -116,3 +116,14 @@ def checkerboard_under(rgb, mask, cell=8):
     out = rgb.copy()
     out[~mask] = board[~mask][:, None]
     return out
+
+
+def full_covariances(covs, K, d, covariance_type):
+    """(K, d, d) covariance matrices from any covariance type's layout."""
+    if covariance_type == "full":
+        return covs
+    if covariance_type == "tied":
+        return np.broadcast_to(covs, (K, d, d))
+    if covariance_type == "diag":
+        return np.stack([np.diag(c) for c in covs])
+    return np.stack([c * np.eye(d) for c in covs])

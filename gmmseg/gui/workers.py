@@ -18,7 +18,7 @@ from ..engine import ConvergenceWarning, GaussianMixture, warm_up
 from ..inspection import Inspector
 from ..segment import Segmenter, select_k
 from .canvas import qimage_from_rgb
-from .render import blend, label_colors
+from .render import blend, full_covariances, label_colors
 
 PREVIEW_INTERVAL_S = 0.4
 PREVIEW_PIXELS = 1_500_000  # previews are drawn on a grid of at most this many pixels
@@ -93,9 +93,8 @@ class FitWorker(Worker):
         self.opacity = opacity
 
     def _preview_data(self, segmenter):
-        """Unique-colour features and their pixel map, for fast previews."""
-        if segmenter.features.uses_position:
-            return None
+        """Unique-colour features and their pixel map, for fast previews
+        (with position features the preview shows the colour marginal)."""
         table = segmenter.color_table(self.image)
         # Unique-colour index of each pixel on a coarse grid (-1: masked out).
         H, W = self.image.mask.shape
@@ -106,8 +105,17 @@ class FitWorker(Worker):
 
     def _render_preview(self, data, progress, covariance_type):
         X, counts, grid, display, base = data
-        gm = GaussianMixture.from_parameters(progress.weights, progress.means, progress.precisions_cholesky,
-                                             covariance_type=covariance_type)
+        c = X.shape[1]
+        if progress.means.shape[1] > c:
+            # Position features follow the colours: label colours by the
+            # mixture's colour marginal (the colour block of each Gaussian).
+            K, d = progress.means.shape
+            covs = full_covariances(np.asarray(progress.covariances), K, d, covariance_type)[:, :c, :c]
+            prec_chol = np.stack([np.linalg.inv(np.linalg.cholesky(cov)).T for cov in covs])
+            gm = GaussianMixture.from_parameters(progress.weights, progress.means[:, :c], prec_chol)
+        else:
+            gm = GaussianMixture.from_parameters(progress.weights, progress.means, progress.precisions_cholesky,
+                                                 covariance_type=covariance_type)
         labels_u = gm.predict(X)
         K = len(progress.weights)
         mass = np.bincount(labels_u, weights=counts, minlength=K)
