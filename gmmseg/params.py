@@ -211,7 +211,7 @@ class SegmenterParams(_Settings):
     smoothing: float = _setting(
         2.0, "float",
         "strength of the spatial prior (Potts) that neighbouring pixels share a segment, used in the fit and in "
-        "the maps: 0 = off (colour only), 1 = gentle, 3 = strong",
+        "the maps: 0 = off, 1 = gentle, 3 = strong",
         "Smoothing", flags=("--smoothing",), minimum=0.0, widget_range=(0.0, 1000.0), widget_step=0.5,
     )
     max_iter: int = _setting(
@@ -231,8 +231,8 @@ class SegmenterParams(_Settings):
     )
     n_starts: int = _setting(
         8, "int",
-        "initialisations tried on a sample of at most 20,000 pixels; the best n_init of them are refined on all "
-        "pixels (1 = every restart on all pixels, as scikit-learn)",
+        "initialisations tried on a sample of at most 20,000 pixels; the best n_init of them are refined on the "
+        "training pixels (1 = every restart on them, as scikit-learn)",
         "Starts", flags=("--starts",), minimum=1, widget_range=(1, 1000),
     )
     init_params: str = _setting(
