@@ -1,0 +1,405 @@
+"""Defect inspection on real photos: the Magnetic Tile Defect images.
+
+What it measures. Each method is fitted on defect-free reference photos
+(``ref/``), then scores every pixel of the defect photos (``blowhole/ break/
+crack/ fray/ uneven/``, each with a hand-drawn mask) and of other
+defect-free photos (``good_test/``). Per defect kind and over all kinds:
+
+- pixel AUROC of the score map against the masks (a seeded subsample of at
+  most 2 million pixels when there are more);
+- pixel precision, recall and F1 of the binary defect mask;
+- defects found: a connected component of a ground-truth mask is found when
+  a flagged pixel lies inside it or within 2 pixels of it (found / total);
+- false regions per image: predicted connected regions (8-connected) that
+  overlap no ground-truth defect pixel;
+- seconds per image for the inspection (scoring, thresholding and regions;
+  not the loading).
+
+On ``good_test/``: false regions per image and the fraction of pixels flagged.
+
+Methods:
+
+- ``gmmseg-default``: ``gmmseg.Inspector()`` at its defaults (K chosen by its
+  criterion, threshold calibrated by leave-one-out on the references); the
+  score map is ``InspectionResult.score`` and the mask ``InspectionResult.mask``.
+- ``sklearn-gmm``: a baseline; scikit-learn ``GaussianMixture(4, 'full',
+  random_state=0)`` on the lightness (``gmmseg.features.color_features(...,
+  'lab')``) of 200,000 pixels sampled from three quarters of the references;
+  score = ``-score_samples``; threshold = the (1 - 1e-4) quantile of the scores
+  of the other references' pixels; mask = score above it, regions smaller than
+  25 pixels dropped. No smoothing.
+
+Data: ``../shared/data/magnetic-tile`` (outside the repository; see
+``../shared/data/README.md``), greyscale photos from the Magnetic Tile Defect
+dataset: Y. Huang, C. Qiu, K. Yuan, "Surface defect saliency of magnetic
+tile", The Visual Computer 36, 2020. The authors welcome its use with a
+citation; do not copy the images into this repository.
+
+Usage:
+    python benchmarks/bench_tiles.py [--data DIR] [--quick] [--json PATH] [--quiet]
+                                     [--fit-refs N] [--seed S] [--setting KEY=VALUE ...]
+
+``--quick`` uses 5 references and 3 images per defect kind (a seeded random
+choice). Progress goes to stderr (unless ``--quiet``), tables to stdout.
+"""
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+import gmmseg
+from gmmseg.features import color_features
+
+KINDS = ("blowhole", "break", "crack", "fray", "uneven")
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "magnetic-tile"
+EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity, as gmmseg's regions
+MAX_AUROC_PIXELS = 2_000_000
+SK_SAMPLE = 200_000
+SK_RATE = 1e-4
+SK_MIN_AREA = 25
+FOUND_TOLERANCE = 2  # pixels (chessboard distance) around a ground-truth defect
+
+
+def log(args, message):
+    if not args.quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def image_files(folder):
+    return sorted(p for p in folder.glob("*.png") if not p.stem.endswith("_mask"))
+
+
+def load_mask(path):
+    return np.asarray(Image.open(path).convert("L")) > 127
+
+
+def pick(rng, items, n):
+    """A seeded choice of n items, kept in name order."""
+    if n >= len(items):
+        return list(items)
+    chosen = sorted(rng.choice(len(items), size=n, replace=False))
+    return [items[i] for i in chosen]
+
+
+def load_data(args):
+    """References, good_test images and the defect images with their masks."""
+    root = Path(args.data)
+    missing = [name for name in ("ref", "good_test", *KINDS) if not (root / name).is_dir()]
+    if not root.is_dir() or missing:
+        what = root if not root.is_dir() else root / missing[0]
+        print(f"bench_tiles: data folder not found: {what} (give --data DIR)", file=sys.stderr)
+        sys.exit(2)
+    rng = np.random.default_rng(args.seed)
+    refs = image_files(root / "ref")
+    n_refs = 5 if args.quick else len(refs)
+    if args.fit_refs:
+        n_refs = min(n_refs, args.fit_refs)
+    refs = pick(rng, refs, n_refs)
+    good = image_files(root / "good_test")
+    data = {
+        "ref": [(p, gmmseg.load_image(p), None) for p in refs],
+        "good_test": [(p, gmmseg.load_image(p), None) for p in good],
+    }
+    for kind in KINDS:
+        files = pick(rng, image_files(root / kind), 3 if args.quick else 10**9)
+        entries = []
+        for p in files:
+            image = gmmseg.load_image(p)
+            truth = load_mask(p.with_name(p.stem + "_mask.png"))
+            if truth.shape != image.mask.shape:
+                raise SystemExit(f"bench_tiles: {p.name}: mask {truth.shape} does not match image {image.mask.shape}")
+            entries.append((p, image, truth))
+        data[kind] = entries
+    return data
+
+
+# ----------------------------------------------------------------------
+# methods: fit(references) -> (inspect(image) -> (score map, bool mask), info)
+
+
+def fit_gmmseg_default(refs, args):
+    start = time.perf_counter()
+    inspector = gmmseg.Inspector(**args.settings).fit([image for _, image, _ in refs])
+    seconds = time.perf_counter() - start
+    selection = getattr(inspector, "k_selection_", None)
+    info = {
+        "fit_seconds": seconds,
+        "fit_references": [p.name for p, _, _ in refs],
+        "calibration": "leave-one-out over the fit references",
+        "k": int(inspector.segmenter_.n_components),
+        "k_rule": selection.rule if selection is not None else "given",
+        "k_criterion": selection.criterion if selection is not None else "",
+        "threshold": float(inspector.threshold_),
+        "false_alarm_rate": float(inspector.false_alarm_rate),
+        "smoothing_sigma": float(inspector.smoothing_sigma),
+        "min_area": int(inspector.min_area),
+    }
+
+    def inspect(image):
+        result = inspector.inspect(image)
+        return result.score, result.mask
+
+    return inspect, info
+
+
+def lightness(image):
+    """One feature column per used pixel: CIE L*/100 of the grey value."""
+    pixels = image.pixels.reshape(-1, image.pixels.shape[-1])[image.mask.ravel()]
+    if pixels.shape[1] == 1:
+        return color_features(pixels, "lab")
+    return color_features(pixels, "lab")[:, :1]
+
+
+def fit_sklearn_gmm(refs, args):
+    from sklearn.mixture import GaussianMixture
+
+    start = time.perf_counter()
+    n_cal = max(1, round(len(refs) / 4))
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(refs))
+    cal_refs = [refs[i] for i in sorted(order[:n_cal])]
+    fit_refs = [refs[i] for i in sorted(order[n_cal:])] or cal_refs
+    features = np.concatenate([lightness(image) for _, image, _ in fit_refs])
+    if len(features) > SK_SAMPLE:
+        features = features[rng.choice(len(features), size=SK_SAMPLE, replace=False)]
+    model = GaussianMixture(n_components=4, covariance_type="full", random_state=0).fit(features)
+    calibration = np.concatenate([-model.score_samples(lightness(image)) for _, image, _ in cal_refs])
+    threshold = float(np.quantile(calibration, 1.0 - SK_RATE))
+    seconds = time.perf_counter() - start
+    info = {
+        "fit_seconds": seconds,
+        "fit_references": [p.name for p, _, _ in fit_refs],
+        "calibration_references": [p.name for p, _, _ in cal_refs],
+        "calibration": f"(1 - {SK_RATE:g}) quantile of {len(calibration)} held-out reference pixels",
+        "k": 4,
+        "fit_pixels": int(len(features)),
+        "converged": bool(model.converged_),
+        "threshold": threshold,
+        "false_alarm_rate": SK_RATE,
+        "min_area": SK_MIN_AREA,
+    }
+
+    def inspect(image):
+        score = np.full(image.mask.shape, np.nan, dtype=np.float32)
+        score[image.mask] = -model.score_samples(lightness(image))
+        with np.errstate(invalid="ignore"):
+            above = score > threshold
+        labels, n = ndimage.label(above, structure=EIGHT)
+        if n:
+            areas = np.bincount(labels.ravel(), minlength=n + 1)
+            keep = areas >= SK_MIN_AREA
+            keep[0] = False
+            above = keep[labels]
+        return score, above
+
+    return inspect, info
+
+
+METHODS = {"gmmseg-default": fit_gmmseg_default, "sklearn-gmm": fit_sklearn_gmm}
+
+
+# ----------------------------------------------------------------------
+# metrics
+
+
+def image_metrics(score, pred, truth):
+    """Per-image counts; truth None for a defect-free image."""
+    pred_labels, n_pred = ndimage.label(pred, structure=EIGHT)
+    row = {
+        "pixels": int(np.isfinite(score).sum()),
+        "flagged": int(pred.sum()),
+        "regions": int(n_pred),
+    }
+    if truth is None:
+        row["false_regions"] = int(n_pred)
+        return row
+    truth = truth & np.isfinite(score)
+    row["defect_pixels"] = int(truth.sum())
+    row["tp"] = int((pred & truth).sum())
+    row["fp"] = int((pred & ~truth).sum())
+    row["fn"] = int((~pred & truth).sum())
+    if n_pred:
+        touches = ndimage.maximum(truth, pred_labels, np.arange(1, n_pred + 1))
+        row["false_regions"] = int(n_pred - np.count_nonzero(touches))
+    else:
+        row["false_regions"] = 0
+    truth_labels, n_truth = ndimage.label(truth, structure=EIGHT)
+    near = ndimage.binary_dilation(pred, structure=EIGHT, iterations=FOUND_TOLERANCE) if FOUND_TOLERANCE else pred
+    found = ndimage.maximum(near, truth_labels, np.arange(1, n_truth + 1)) if n_truth else []
+    row["defects"] = int(n_truth)
+    row["found"] = int(np.count_nonzero(found))
+    row["auroc"] = auroc(score[np.isfinite(score)], truth[np.isfinite(score)])
+    return row
+
+
+def auroc(scores, truth, rng=None):
+    """ROC AUC, NaN when only one class is present; subsampled above the cap."""
+    from sklearn.metrics import roc_auc_score
+
+    if truth.all() or not truth.any():
+        return math.nan
+    if rng is not None and len(scores) > MAX_AUROC_PIXELS:
+        index = rng.choice(len(scores), size=MAX_AUROC_PIXELS, replace=False)
+        scores, truth = scores[index], truth[index]
+        if truth.all() or not truth.any():
+            return math.nan
+    return float(roc_auc_score(truth, scores))
+
+
+def summarise(rows, scores, truths, rng):
+    """Pooled numbers over a set of defect images."""
+    tp = sum(r["tp"] for r in rows)
+    fp = sum(r["fp"] for r in rows)
+    fn = sum(r["fn"] for r in rows)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "images": len(rows),
+        "auroc": auroc(np.concatenate(scores), np.concatenate(truths), rng),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "found": sum(r["found"] for r in rows),
+        "defects": sum(r["defects"] for r in rows),
+        "false_regions_per_image": sum(r["false_regions"] for r in rows) / max(len(rows), 1),
+        "seconds_per_image": sum(r["seconds"] for r in rows) / max(len(rows), 1),
+    }
+
+
+def evaluate(name, data, args):
+    log(args, f"[{name}] fitting on {len(data['ref'])} references ...")
+    inspect, info = METHODS[name](data["ref"], args)
+    log(args, f"[{name}] fitted in {info['fit_seconds']:.1f} s (K = {info['k']}, threshold {info['threshold']:.4g})")
+    rng = np.random.default_rng(args.seed)
+    images, summary = [], {}
+    all_scores, all_truths, all_rows = [], [], []
+    for kind in KINDS:
+        scores, truths, rows = [], [], []
+        for i, (path, image, truth) in enumerate(data[kind], start=1):
+            start = time.perf_counter()
+            score, pred = inspect(image)
+            seconds = time.perf_counter() - start
+            row = {"kind": kind, "image": path.name, "seconds": seconds, **image_metrics(score, pred, truth)}
+            rows.append(row)
+            finite = np.isfinite(score)
+            scores.append(score[finite].astype(np.float32))
+            truths.append(truth[finite])
+            log(args, f"[{name}] {kind} {i}/{len(data[kind])} {path.name}: found {row['found']}/{row['defects']}, "
+                      f"false regions {row['false_regions']}, AUROC {row['auroc']:.3f}, {seconds:.2f} s")
+        summary[kind] = summarise(rows, scores, truths, rng)
+        images.extend(rows)
+        all_scores.extend(scores)
+        all_truths.extend(truths)
+        all_rows.extend(rows)
+    summary["all"] = summarise(all_rows, all_scores, all_truths, rng)
+    good_rows = []
+    for i, (path, image, _) in enumerate(data["good_test"], start=1):
+        start = time.perf_counter()
+        score, pred = inspect(image)
+        seconds = time.perf_counter() - start
+        row = {"kind": "good_test", "image": path.name, "seconds": seconds, **image_metrics(score, pred, None)}
+        good_rows.append(row)
+        log(args, f"[{name}] good_test {i}/{len(data['good_test'])} {path.name}: false regions {row['false_regions']}, "
+                  f"flagged {row['flagged']} px")
+    images.extend(good_rows)
+    n_good = max(len(good_rows), 1)
+    good = {
+        "images": len(good_rows),
+        "false_regions_per_image": sum(r["false_regions"] for r in good_rows) / n_good,
+        "images_failed": sum(r["regions"] > 0 for r in good_rows),
+        "flagged_fraction": sum(r["flagged"] for r in good_rows) / max(sum(r["pixels"] for r in good_rows), 1),
+        "seconds_per_image": sum(r["seconds"] for r in good_rows) / n_good,
+    }
+    return {"info": info, "summary": summary, "good_test": good, "images": images}
+
+
+# ----------------------------------------------------------------------
+# output
+
+
+def format_table(name, result):
+    info = result["info"]
+    header = f"{'kind':<10} {'images':>6} {'AUROC':>6} {'prec':>6} {'recall':>6} {'F1':>6} {'found':>9} {'false reg/img':>13} {'s/img':>6}"
+    lines = [f"{name}: fitted on {len(info['fit_references'])} references in {info['fit_seconds']:.1f} s, K = {info['k']}, "
+             f"threshold {info['threshold']:.4g} ({info['calibration']})", header, "-" * len(header)]
+    for kind in (*KINDS, "all"):
+        s = result["summary"][kind]
+        found = f"{s['found']}/{s['defects']}"
+        lines.append(f"{kind:<10} {s['images']:>6} {s['auroc']:>6.3f} {s['precision']:>6.3f} {s['recall']:>6.3f} {s['f1']:>6.3f} "
+                     f"{found:>9} {s['false_regions_per_image']:>13.2f} {s['seconds_per_image']:>6.3f}")
+    g = result["good_test"]
+    lines.append(f"good_test: {g['images']} images, {g['images_failed']} failed, false regions/img {g['false_regions_per_image']:.2f}, "
+                 f"flagged pixel fraction {g['flagged_fraction']:.2e}, {g['seconds_per_image']:.3f} s/img")
+    return "\n".join(lines)
+
+
+def clean(value):
+    """JSON-safe: NaN and infinities become null."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help=f"the magnetic-tile folder (default {DEFAULT_DATA})")
+    parser.add_argument("--quick", action="store_true", help="5 references and 3 images per defect kind")
+    parser.add_argument("--json", metavar="PATH", help="write the per-image numbers here")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--fit-refs", type=int, default=0, metavar="N", help="fit on a seeded random subset of N references")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the image choices and subsamples (default 0)")
+    parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="an Inspector setting for gmmseg-default (repeatable), e.g. k_criterion=bic")
+    args = parser.parse_args()
+    args.settings = {}
+    for item in args.setting:
+        key, _, text = item.partition("=")
+        for convert in (int, float):
+            try:
+                text = convert(text)
+                break
+            except ValueError:
+                pass
+        args.settings[key] = text
+    gmmseg.Inspector(**args.settings)  # unknown or bad settings: one clear error before any work
+
+    wall = time.perf_counter()
+    data = load_data(args)
+    n_defect = sum(len(data[k]) for k in KINDS)
+    print(f"data: {args.data} ({len(data['ref'])} references, {n_defect} defect images, {len(data['good_test'])} good_test images"
+          f"{'; --quick' if args.quick else ''}{'; seeded subset of references' if args.fit_refs else ''})")
+    results = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gmmseg.ConvergenceWarning)
+        for name in METHODS:
+            results[name] = evaluate(name, data, args)
+            print()
+            print(format_table(name, results[name]), flush=True)
+    elapsed = time.perf_counter() - wall
+    print(f"\nwall time {elapsed:.1f} s")
+    if args.json:
+        payload = {
+            "data": str(args.data), "quick": args.quick, "seed": args.seed, "wall_seconds": elapsed,
+            "gmmseg_version": gmmseg.__version__,
+            "methods": {name: {"info": r["info"], "summary": r["summary"], "good_test": r["good_test"], "images": r["images"]}
+                        for name, r in results.items()},
+        }
+        Path(args.json).write_text(json.dumps(clean(payload), indent=1))
+        log(args, f"per-image numbers written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
