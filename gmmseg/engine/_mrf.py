@@ -32,7 +32,7 @@ import numpy as np
 from .._jit import FASTMATH, kernel
 from . import _covariance as cov
 from . import _kernels
-from ._kernels import BLOCK, _accumulate, _exp, _load_block, _weighted_log_prob, stats_width
+from ._kernels import BLOCK, _accumulate, _exponentiate, _load_block, _weighted_log_prob, stats_width
 from ._parallel import map_rows
 from .gaussian_mixture import EMProgress
 
@@ -141,25 +141,15 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
                     right = vk[x + 1] if x + 1 < W else 0.0
                     vk[x] = left + here + right - ck[x]
                     left = here
-            for x in range(W):
-                mx[x] = -np.inf
-                total[x] = 0.0
-                agree[x] = 0.0
             for k in range(K):
                 vk = pot[k]
                 ek = expo[k]
                 for x in range(W):
-                    v = table[rows[x], k] + beta * vk[x]
-                    ek[x] = v
-                    mx[x] = max(mx[x], v)
-            for k in range(K):
-                ek = expo[k]
-                for x in range(W):
-                    e = _exp(ek[x] - mx[x])
-                    ek[x] = e
-                    total[x] += e
+                    ek[x] = table[rows[x], k] + beta * vk[x]
+            _exponentiate(expo, W, mx, total)
             for x in range(W):
                 total[x] = 1.0 / total[x]
+                agree[x] = 0.0
             for k in range(K):
                 ek = expo[k]
                 vk = pot[k]
@@ -188,28 +178,6 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
                 _accumulate(xt, W, expo, used, shift, diagonal, stats, scratch[0], scratch[1])
         prev, cur, nxt = cur, nxt, prev
     return stats, objective, count
-
-
-def _kernel_parameters(weights, means, prec_chol, covariance_type):
-    K, d = means.shape
-    prec = cov.kernel_precisions(prec_chol, covariance_type, K, d)
-    log_det = cov.log_det_cholesky(prec_chol, covariance_type, d)
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(weights)
-    const = log_weights + log_det - 0.5 * d * _kernels.LOG_2PI
-    const = np.ascontiguousarray(np.broadcast_to(const, (K,)), dtype=np.float64)
-    return np.ascontiguousarray(means, dtype=np.float64), prec, const
-
-
-def weighted_log_prob(X, weights, means, prec_chol, covariance_type, dtype=np.float32):
-    """(M, K) table of log(w_k) + log N(x_m | component k)."""
-    M = X.shape[0]
-    K = means.shape[0]
-    out = np.empty((M, K), dtype=dtype)
-    m, prec, const = _kernel_parameters(weights, means, prec_chol, covariance_type)
-    features = _kernels.feature_tuple(X.shape[1])
-    map_rows(lambda s, e: log_prob_table(X, s, e, m, prec, const, features, out), M)
-    return out
 
 
 def rows_per_task(width):
@@ -265,10 +233,6 @@ def m_step(stats, shift, covariance_type, reg_covar):
     return weights, means, covariances, prec_chol
 
 
-def is_diagonal(covariance_type):
-    return cov.is_diagonal(covariance_type)
-
-
 def _check_grid(X, index, name="index"):
     """The grid as a C-contiguous int32 array, or ValueError: every entry
     must be -1 or a row of X (the kernels do not check bounds)."""
@@ -282,7 +246,13 @@ def _check_grid(X, index, name="index"):
 
 
 def _table(gm, X):
-    return weighted_log_prob(X, gm.weights_, gm.means_, gm.precisions_cholesky_, gm.covariance_type)
+    """(M, K) float32 table of log(w_k) + log N(x_m | component k) under gm."""
+    M = X.shape[0]
+    out = np.empty((M, gm.means_.shape[0]), dtype=np.float32)
+    means, prec, const = gm._kernel_parameters()
+    features = _kernels.feature_tuple(X.shape[1])
+    map_rows(lambda s, e: log_prob_table(X, s, e, means, prec, const, features, out), M)
+    return out
 
 
 @kernel
@@ -446,7 +416,8 @@ def fit_potts(gm, X, index, beta, *, max_iter, tol, callback=None):
     for n_iter in range(1, max_iter + 1):
         previous = -np.inf if restarted else objective
         restarted = False
-        table = _table(gm, X)
+        if table is None:  # the parameters changed since the last table
+            table = _table(gm, X)
         shift = np.ascontiguousarray(gm.means_)
         stats = None
         total = 0.0
@@ -459,6 +430,7 @@ def fit_potts(gm, X, index, beta, *, max_iter, tol, callback=None):
         objective = total / max(count, 1)
         weights, means, covariances, prec_chol = m_step(stats, gm.means_, ctype, gm.reg_covar)
         gm._set_parameters((weights, means, covariances, prec_chol))
+        table = None
         change = objective - previous
         converged = abs(change) < tol
         dead = (weights < _DEAD_SHARE) & reseed_budget
