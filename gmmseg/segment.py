@@ -419,11 +419,12 @@ class Segmenter:
         image, channels, data = self._training_data(image, grid=self.smoothing > 0)
         gm = self._fit_mixture(data, callback)
         if self.smoothing > 0 and not gm.stopped_:
-            _, objective = self._fit_spatial(gm, data.images, channels, callback)
+            grid = self._grid_tables(data.images, channels)  # built once for both candidates
+            _, objective = self._fit_spatial(gm, grid, callback)
             if self.features.uses_position and not gm.stopped_:
-                other = self._fit_colour_then_position(data, channels, callback)
+                other = self._fit_colour_then_position(data, channels, grid, callback)
                 if not other.stopped_:
-                    _, other_objective = self._fit_spatial(other, data.images, channels, callback)
+                    _, other_objective = self._fit_spatial(other, grid, callback)
                 if other.stopped_:  # asked to stop: keep the finished fit, and say it was stopped
                     gm.stopped_ = True
                 elif other_objective > objective:
@@ -505,21 +506,22 @@ class Segmenter:
                 break
         return best
 
-    def _fit_colour_then_position(self, data, channels, callback):
+    def _fit_colour_then_position(self, data, channels, grid, callback):
         """The starting point of a spatial fit with position features: the
         spatial fit on colour alone, its regions then described in colour
         and position (one M-step). Mixtures started in colour and position
         at once split large regions into compact pieces and merge small
-        ones, and EM rarely undoes that: regions differ by colour first."""
+        ones, and EM rarely undoes that: regions differ by colour first.
+        ``grid`` is this segmenter's :meth:`_grid_tables` of the images."""
         colour = Segmenter(params=self.params.replace(spatial_weight=0.0))
         _, _, colour_data = colour._training_data(data.images if len(data.images) > 1 else data.images[0], grid=True)
         gm = colour._fit_mixture(colour_data, callback)
         if gm.stopped_:
             return gm
-        qs, _ = colour._fit_spatial(gm, data.images, channels, callback)
+        qs, _ = colour._fit_spatial(gm, colour._grid_tables(data.images, channels), callback)
         if gm.stopped_:
             return gm
-        X, grids = self._grid_tables(data.images, channels)
+        X, grids = grid
         weights, means, _, prec_chol = mixture_from_grid(X, grids, qs, self.covariance_type, self.reg_covar)
         full = GaussianMixture.from_parameters(
             weights, means, prec_chol, covariance_type=self.covariance_type, reg_covar=self.reg_covar,
@@ -545,10 +547,11 @@ class Segmenter:
             grids.append(index)
         return (tables[0] if len(tables) == 1 else np.concatenate(tables)), grids
 
-    def _fit_spatial(self, gm, images, channels, callback):
-        """Refit ``gm`` with the Potts prior (mean-field EM) on the fit grids;
-        returns the grids' label distributions."""
-        X, grids = self._grid_tables(images, channels)
+    def _fit_spatial(self, gm, grid, callback):
+        """Refit ``gm`` with the Potts prior (mean-field EM) on the fit grids
+        (``grid``: :meth:`_grid_tables`' table and index maps); returns the
+        grids' label distributions and the last mean-field objective."""
+        X, grids = grid
         qs, n_iter, converged, objective = fit_potts(gm, X, grids, self.smoothing, max_iter=self.max_iter,
                                                      tol=self.tol, callback=callback)
         gm.n_iter_ += n_iter
