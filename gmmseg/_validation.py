@@ -73,12 +73,15 @@ def check_bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def check_int_list(value: Any, name: str, *, minimum: int = 1) -> tuple[int, ...]:
-    """Integers >= minimum (e.g. ``range(1, 9)``), returned sorted without
-    repeats; at least one."""
+def check_int_list(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None,
+                   max_length: int | None = None) -> tuple[int, ...]:
+    """Integers >= minimum (and <= maximum) (e.g. ``range(1, 9)``), returned
+    sorted without repeats; at least one (and at most ``max_length``)."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ValueError(f"{name} must be integers >= {minimum} such as range(1, 9), got {value!r}.")
-    items = tuple(sorted({check_int(v, name, minimum=minimum) for v in value}))
+    items = tuple(sorted({check_int(v, name, minimum=minimum, maximum=maximum) for v in value}))
+    if max_length is not None and len(items) > max_length:
+        raise ValueError(f"{name} must hold at most {max_length} values, got {len(items)}.")
     if not items:
         raise ValueError(f"{name} must hold at least one integer >= {minimum}, got none.")
     return items

@@ -49,6 +49,14 @@ class UsageError(Exception):
 # ---------------------------------------------------------------------------
 # argument parsing
 def _k_range(text):
+    if "," in text:  # a list such as 1,2,4,8
+        try:
+            values = [int(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected integers like 1,2,4 or a range like 1-10, got {text!r}") from None
+        if values[0] < 1 or any(b <= a for a, b in zip(values, values[1:])):
+            raise argparse.ArgumentTypeError(f"expected increasing integers >= 1, got {text!r}")
+        return values
     try:
         if "-" in text:
             lo, hi = (int(v) for v in text.split("-", 1))
@@ -112,7 +120,7 @@ def _add_settings(group, cls, skip=(), default_text=None):
             options["choices"] = setting.choices
         else:
             options["type"] = _converter(setting)
-            options["metavar"] = {"int_list": "FIRST-LAST", "float": "X"}.get(setting.kind, "N")
+            options["metavar"] = {"int_list": "FIRST-LAST|A,B,...", "float": "X"}.get(setting.kind, "N")
         group.add_argument(*setting.flags, **options)
 
 

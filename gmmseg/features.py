@@ -13,15 +13,32 @@ the colour space and the bit depth of the file:
 * ``gray``: luminance (Rec. 709 weights) in [0, 1].
 
 Grey images give one feature in every colour space (its lightness in that
-space). With ``spatial_weight > 0`` the pixel position (x, y), divided by the
-image's longer side and multiplied by the weight, is appended.
+space).
+
+Feature sets (``feature_set``): ``color`` (the colour features above),
+``texture`` (a filter bank on lightness, see :func:`texture_features`) or
+``color+texture`` (both, colour first). With ``spatial_weight > 0`` the pixel
+position (x, y), divided by the image's longer side and multiplied by the
+weight, is appended last.
 """
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import _texture
+from .engine import map_rows
+
 COLOR_SPACES = ("rgb", "lab", "hsv", "ycbcr", "gray")
+FEATURE_SETS = ("color", "texture", "color+texture")
+#: Filters per texture scale: smoothed lightness and its local standard
+#: deviation. Gradient magnitude and Laplacian of Gaussian were measured too
+#: (benchmarks/bench_inspect.py on the Magnetic Tile images) and added nothing.
+TEXTURE_FILTERS = ("smoothed", "deviation")
+#: Lightness below this is treated as this in the illumination normalisation
+#: (a black background must not divide by zero).
+ILLUMINATION_FLOOR = 1.0 / 255.0
+_TEXTURE_ROWS = 64  # rows per parallel task of the filter bank
 
 _LUMA_709 = np.array([0.2125, 0.7154, 0.0721])
 # Full-range YCbCr (JFIF): rows give Y, Cb, Cr from R, G, B in [0, 1].
@@ -43,38 +60,78 @@ class FeatureConfig:
     color_space : {'rgb', 'lab', 'hsv', 'ycbcr', 'gray'}
     spatial_weight : float
         Weight of the pixel position features; 0 (default) leaves them out.
+    feature_set : {'color', 'texture', 'color+texture'}
+    texture_scales : tuple of int
+        Gaussian scales (pixels) of the texture filter bank.
+    illumination_sigma : float
+        Scale (pixels) of the background that lightness is divided by before
+        the texture filters; 0 = no illumination normalisation.
     """
 
     color_space: str = "lab"
     spatial_weight: float = 0.0
+    feature_set: str = "color"
+    texture_scales: tuple = (1, 2, 4, 8, 16)
+    illumination_sigma: float = 8.0
 
     def __post_init__(self):
         if self.color_space not in COLOR_SPACES:
             raise ValueError(
                 f"color_space must be one of {', '.join(COLOR_SPACES)}; got {self.color_space!r}."
             )
-        weight = self.spatial_weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.floating, np.integer)) or not np.isfinite(weight) or weight < 0:
-            raise ValueError(f"spatial_weight must be a finite number >= 0, got {weight!r}.")
-        object.__setattr__(self, "spatial_weight", float(weight))
+        if self.feature_set not in FEATURE_SETS:
+            raise ValueError(f"feature_set must be one of {', '.join(FEATURE_SETS)}; got {self.feature_set!r}.")
+        for name in ("spatial_weight", "illumination_sigma"):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer))
+                    or not np.isfinite(value) or value < 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+            object.__setattr__(self, name, float(value))
+        scales = tuple(self.texture_scales)
+        if not scales or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in scales):
+            raise ValueError(f"texture_scales must be integers >= 1, got {self.texture_scales!r}.")
+        object.__setattr__(self, "texture_scales", tuple(int(v) for v in scales))
 
     @property
     def uses_position(self):
         return self.spatial_weight > 0
 
+    @property
+    def uses_color(self):
+        return self.feature_set != "texture"
+
+    @property
+    def uses_texture(self):
+        return "texture" in self.feature_set
+
+    @property
+    def per_pixel(self):
+        """True when features depend on more than a pixel's colour (no
+        compression to unique colours)."""
+        return self.uses_position or self.uses_texture
+
     def n_color_features(self, channels):
-        """Colour features for an image with 1 (grey) or 3 channels."""
+        """Colour features for an image with 1 (grey) or 3 channels (0
+        without colour in the feature set)."""
+        if not self.uses_color:
+            return 0
         return 1 if channels == 1 or self.color_space == "gray" else 3
 
+    @property
+    def n_texture_features(self):
+        return len(self.texture_scales) * len(TEXTURE_FILTERS) if self.uses_texture else 0
+
     def n_features(self, channels):
-        return self.n_color_features(channels) + (2 if self.uses_position else 0)
+        return self.n_color_features(channels) + self.n_texture_features + (2 if self.uses_position else 0)
 
     def to_dict(self):
-        return asdict(self)
+        data = asdict(self)
+        data["texture_scales"] = list(self.texture_scales)
+        return data
 
     @classmethod
     def from_dict(cls, data):
-        return cls(color_space=data["color_space"], spatial_weight=data["spatial_weight"])
+        return cls(**data)
 
 
 def color_features(colors, color_space):
@@ -203,3 +260,70 @@ def position_features(mask, spatial_weight, step=1, full_shape=None):
         out[:, 0] = np.broadcast_to(xs[None, :], mask.shape)[mask]
         out[:, 1] = np.broadcast_to(ys[:, None], mask.shape)[mask]
     return out
+
+
+def texture_features(lightness, scales=(1, 2, 4, 8, 16), illumination_sigma=8.0):
+    """A multi-scale filter bank on lightness, in float32.
+
+    Parameters
+    ----------
+    lightness : array (H, W)
+        Lightness in [0, 1] (grey value, or the luminance of a colour image).
+    scales : sequence of int
+        Gaussian scales sigma, in pixels.
+    illumination_sigma : float
+        With a value above 0, lightness is first divided by its Gaussian
+        background at this scale, minus 1 (``L / max(G(L), 1/255) - 1``): a
+        part lit more brightly or more dimly than the references gives the
+        same features, while a local dark or bright defect does not.
+
+    Returns
+    -------
+    ndarray (H, W, 2 * len(scales)), float32
+        Per scale sigma, in order: the smoothed (normalised) lightness G and
+        its local standard deviation ``sqrt(G(L**2) - G(L)**2)``. Gaussians are
+        ``scipy.ndimage.gaussian_filter(..., mode="nearest")`` (truncated at
+        4 sigma), computed here by Numba kernels over row ranges in parallel.
+    """
+    L = np.ascontiguousarray(lightness, dtype=np.float32)
+    if L.ndim != 2:
+        raise ValueError(f"lightness must be a 2-D array, got shape {L.shape}.")
+    H, W = L.shape
+    scales = tuple(int(s) for s in scales)
+    out = np.empty((H, W, len(TEXTURE_FILTERS) * len(scales)), dtype=np.float32)
+    if L.size == 0:
+        return out
+    scratch = np.empty_like(L)
+
+    def gaussian(src, sigma, dst):
+        half = _texture.gaussian_weights(sigma)
+        map_rows(lambda r0, r1: _texture.smooth_columns(src, scratch, half, r0, r1), H, rows_per_task=_TEXTURE_ROWS)
+        map_rows(lambda r0, r1: _texture.smooth_rows(scratch, dst, half, r0, r1), H, rows_per_task=_TEXTURE_ROWS)
+        return dst
+
+    if illumination_sigma > 0:
+        background = gaussian(L, float(illumination_sigma), np.empty_like(L))
+        normalised = np.empty_like(L)
+        map_rows(lambda r0, r1: _texture.divide_by_background(L, background, normalised, ILLUMINATION_FLOOR, r0, r1),
+                 H, rows_per_task=_TEXTURE_ROWS)
+        L = normalised
+        del background
+    squared = np.empty_like(L)
+    map_rows(lambda r0, r1: _texture.square(L, squared, r0, r1), H, rows_per_task=_TEXTURE_ROWS)
+    smoothed = np.empty_like(L)
+    smoothed_square = np.empty_like(L)
+    for i, sigma in enumerate(scales):
+        gaussian(L, float(sigma), smoothed)
+        gaussian(squared, float(sigma), smoothed_square)
+        first = i * len(TEXTURE_FILTERS)
+        map_rows(lambda r0, r1, first=first: _texture.scale_filters(smoothed, smoothed_square, out, first, r0, r1), H,
+                 rows_per_task=_TEXTURE_ROWS)
+    return out
+
+
+def image_lightness(pixels):
+    """Lightness in [0, 1] of an (H, W, 1) grey or (H, W, 3) sRGB image
+    (Rec. 709 luminance of the encoded values), float32 (H, W)."""
+    if pixels.shape[2] == 1:
+        return np.ascontiguousarray(pixels[:, :, 0], dtype=np.float32)
+    return luminance(np.asarray(pixels, dtype=np.float32))

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Self
 
 from . import _validation as check
 from .engine import COVARIANCE_TYPES, INIT_PARAMS, GaussianMixture
-from .features import COLOR_SPACES, FeatureConfig
+from .features import COLOR_SPACES, FEATURE_SETS, FeatureConfig
 
 KINDS = ("int", "float", "choice", "seed", "optional_int", "bool", "int_list")
 
@@ -52,6 +52,8 @@ class Setting:
     minimum, maximum : float or None
     exclusive_minimum, exclusive_maximum : bool
     choices : tuple of str
+    max_length : int or None
+        'int_list': at most this many values.
     widget_range : tuple or None
         Range of the application's spin box where the valid range is
         open-ended.
@@ -70,6 +72,7 @@ class Setting:
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
     choices: tuple = ()
+    max_length: int | None = None
     widget_range: tuple | None = None
     widget_step: float | None = None
     widget_decimals: int = 2
@@ -90,7 +93,9 @@ class Setting:
         if self.kind == "bool":
             return check.check_bool(value, name)
         if self.kind == "int_list":
-            return check.check_int_list(value, name, minimum=int(self.minimum or 1))
+            return check.check_int_list(value, name, minimum=int(self.minimum or 1),
+                                        maximum=None if self.maximum is None else int(self.maximum),
+                                        max_length=self.max_length)
         if value is None:  # 'seed' and 'optional_int' take None
             return None
         if self.kind == "seed":
@@ -203,6 +208,22 @@ class SegmenterParams(_Settings):
         "lab", "choice", "colour features: lab (perceptual), rgb, hsv (hue as an angle), ycbcr, gray (lightness only)",
         "Colour space", flags=("--color-space",), group="features", choices=COLOR_SPACES,
     )
+    feature_set: str = _setting(
+        "color", "choice",
+        "what describes a pixel: color (its colour), texture (a multi-scale filter bank on lightness: smoothed "
+        "lightness and local standard deviation), color+texture (both)",
+        "Features", flags=("--features",), group="features", choices=FEATURE_SETS,
+    )
+    texture_scales: tuple = _setting(
+        (1, 2, 4, 8, 16), "int_list", "Gaussian scales (pixels) of the texture filter bank", "Texture scales",
+        flags=("--texture-scales",), group="features", minimum=1, maximum=64, max_length=8,
+    )
+    illumination_sigma: float = _setting(
+        8.0, "float",
+        "texture: lightness is divided by its background blurred at this scale (pixels), so that parts lit more "
+        "brightly or dimly look alike; 0 = off", "Illumination scale", flags=("--illumination-sigma",),
+        group="features", minimum=0.0, maximum=1000.0, widget_range=(0.0, 1000.0), widget_step=1.0,
+    )
     spatial_weight: float = _setting(
         0.5, "float", "weight of the pixel position (x, y) among the features; 0 = colour only",
         "Spatial weight", flags=("--spatial-weight",), group="features", minimum=0.0,
@@ -266,7 +287,8 @@ class SegmenterParams(_Settings):
     @property
     def features(self) -> FeatureConfig:
         """The feature settings as a :class:`gmmseg.features.FeatureConfig`."""
-        return FeatureConfig(self.color_space, self.spatial_weight)
+        return FeatureConfig(self.color_space, self.spatial_weight, self.feature_set, self.texture_scales,
+                             self.illumination_sigma)
 
     def feature_settings(self) -> dict[str, Any]:
         """The settings of the 'features' group (they define the feature matrix)."""

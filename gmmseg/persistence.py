@@ -16,7 +16,11 @@ loaded model predicts exactly what the live object did::
      "channels": 3,
      "mixture": {"covariance_type": "full", "weights": [...], "means": [...],
                  "precisions_cholesky": [...], "converged": true, ...},
-     "components": {"colors": [[r, g, b], ...], "names": [...]}}
+     "components": {"colors": [[r, g, b], ...], "names": [...]},
+     "texture_standardisation": {"mean": [...], "scale": [...]}}
+
+(``texture_standardisation`` only with texture features: the mean and
+standard deviation of each texture feature on the fitted pixels.)
 
 An inspection model is a segmenter model plus an ``"inspection"`` section
 (threshold, calibration curve, inspection settings), so ``gmmseg apply``
@@ -74,6 +78,8 @@ class SegmenterState:
     mixture: MixtureState
     component_colors: np.ndarray
     component_names: list[str]
+    texture_mean: np.ndarray | None = None  # standardisation of the texture features (fitted)
+    texture_scale: np.ndarray | None = None
 
 
 @dataclass
@@ -128,6 +134,10 @@ def segmenter_document(state: SegmenterState) -> dict:
             "colors": np.asarray(state.component_colors).tolist(),
             "names": list(state.component_names),
         },
+        **({} if state.texture_mean is None else {"texture_standardisation": {
+            "mean": np.asarray(state.texture_mean).tolist(),
+            "scale": np.asarray(state.texture_scale).tolist(),
+        }}),
     }
 
 
@@ -273,7 +283,15 @@ def _segmenter_state(path, data) -> SegmenterState:
     names = components.get("names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise _bad(path, "invalid model: components.names must be a list of strings")
-    return SegmenterState(params, channels, state, colors, names)
+    texture_mean = texture_scale = None
+    if "texture_standardisation" in data:
+        try:
+            section = _section(path, data, "texture_standardisation")
+            texture_mean = _float_array(section.get("mean"), "texture_standardisation.mean", 1)
+            texture_scale = _float_array(section.get("scale"), "texture_standardisation.scale", 1)
+        except ValueError as exc:
+            raise _bad(path, f"invalid model: {exc}") from None
+    return SegmenterState(params, channels, state, colors, names, texture_mean, texture_scale)
 
 
 def _check_kind(path, data):

@@ -19,7 +19,16 @@ from .engine import (
     mixture_from_grid,
     potts_posteriors,
 )
-from .features import FeatureConfig, color_features, lab_lightness, luminance, position_features, unique_colors
+from .features import (
+    FeatureConfig,
+    color_features,
+    image_lightness,
+    lab_lightness,
+    luminance,
+    position_features,
+    texture_features,
+    unique_colors,
+)
 from .io import ImageData, load_image
 from .params import SegmenterParams
 from .persistence import (
@@ -200,6 +209,23 @@ class _TrainingData:
     counts: np.ndarray  # pixels represented by each row
     pixel_rows: np.ndarray | None = None  # row of X of each used pixel of the one image, when known
     images: list = field(default_factory=list)  # the image(s) fitted
+    texture_stats: tuple | None = None  # (mean, scale) that standardised the texture columns
+
+
+def _standardisation(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation (1 where a column is constant)."""
+    mean = rows.mean(axis=0, dtype=np.float64)
+    scale = rows.std(axis=0, dtype=np.float64)
+    scale[~(scale > 1e-12)] = 1.0
+    return mean, scale
+
+
+def _standardise(rows: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(rows - mean) / scale in place, float32."""
+    mean, scale = stats
+    rows -= mean.astype(np.float32)
+    rows *= (1.0 / scale).astype(np.float32)
+    return rows
 
 
 ImageLike = str | os.PathLike | ImageData | np.ndarray
@@ -331,6 +357,14 @@ class Segmenter:
         display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
         return ColorTable(color_features(unique, self.features.color_space), counts, display, index)
 
+    def _texture_grid(self, image: ImageData, step: int = 1) -> np.ndarray:
+        """Texture features (float32, (h, w, T)) of every ``step``-th pixel in
+        both directions. The filters run on the whole image, so a pixel's
+        features do not depend on the step."""
+        config = self.features
+        features = texture_features(image_lightness(image.pixels), config.texture_scales, config.illumination_sigma)
+        return features[::step, ::step]
+
     def _fit_step(self, images: list[ImageData], max_samples: bool = True) -> int:
         """Every how many pixels (in both directions) the spatial fit samples
         the image(s), so that at most ``spatial_fit_pixels`` (and
@@ -373,9 +407,10 @@ class Segmenter:
         parts = [_every(im, step) for im in images]
         colors = np.concatenate([self._colors_for_model(part, channels) for part in parts])
         image = images[0] if len(images) == 1 else _pooled_image(images, colors)
-        positions = None
-        if self.features.uses_position:
-            positions = position_features(parts[0].mask, self.features.spatial_weight, step=step,
+        config = self.features
+        positions = texture = None
+        if config.uses_position:
+            positions = position_features(parts[0].mask, config.spatial_weight, step=step,
                                           full_shape=images[0].mask.shape)
         n = colors.shape[0]
         if n == 0:
@@ -385,21 +420,33 @@ class Segmenter:
                 f"{image.name}: only {n} usable pixels, fewer than n_components={self.n_components}; "
                 "use fewer components."
             )
+        keep = None
         if self.max_samples is not None and n > self.max_samples:
             rng = np.random.RandomState(self.random_state if self.random_state is not None else 0)
             keep = np.sort(rng.choice(n, size=self.max_samples, replace=False))
             colors = colors[keep]
             positions = positions[keep] if positions is not None else None
+        stats = None
+        if config.uses_texture:
+            texture = np.concatenate([self._texture_grid(im, step)[part.mask] for im, part in zip(images, parts)])
+            if keep is not None:
+                texture = texture[keep]
+            stats = _standardisation(texture)
+            texture = _standardise(texture, stats)
         unique, counts, inverse = unique_colors(colors, image.bit_depth)
-        feats = color_features(unique, self.features.color_space)
+        feats = color_features(unique, config.color_space)
         display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
-        if positions is None:
+        if not config.per_pixel:
             # Every used pixel maps to a row unless pixels were pooled, sampled or gridded.
             whole = colors.shape[0] == n and len(images) == 1 and step == 1
             return image, channels, _TrainingData(feats, counts, display, counts, inverse if whole else None, images)
-        X = np.hstack([feats.astype(np.float32)[inverse], positions])
+        blocks = [feats.astype(np.float32)[inverse]] if config.uses_color else []
+        blocks += [b for b in (texture, positions) if b is not None]
+        X = blocks[0] if len(blocks) == 1 else np.hstack(blocks)
         ones = np.ones(X.shape[0])
-        return image, channels, _TrainingData(X, None, display[inverse], ones, None, images)
+        whole = keep is None and len(images) == 1 and step == 1
+        pixel_rows = np.arange(X.shape[0]) if whole else None
+        return image, channels, _TrainingData(X, None, display[inverse], ones, pixel_rows, images, stats)
 
     def fit(self, image: ImageLike | list[ImageLike], callback: Callable[[EMProgress], bool | None] | None = None
             ) -> "Segmenter":
@@ -419,7 +466,7 @@ class Segmenter:
         image, channels, data = self._training_data(image, grid=self.smoothing > 0)
         gm = self._fit_mixture(data, callback)
         if self.smoothing > 0 and not gm.stopped_:
-            grid = self._grid_tables(data.images, channels)  # built once for both candidates
+            grid = self._grid_tables(data.images, channels, data.texture_stats)  # built once for both candidates
             _, objective = self._fit_spatial(gm, grid, callback)
             if self.features.uses_position and not gm.stopped_:
                 other = self._fit_colour_then_position(data, channels, grid, callback)
@@ -440,6 +487,7 @@ class Segmenter:
         self.component_names_ = [f"Component {k}" for k in range(self.n_components)]
         self.channels_ = channels
         self.n_features_in_ = data.X.shape[1]
+        self.texture_stats_ = data.texture_stats
         return image, data
 
     def _fit_mixture(self, data, callback):
@@ -518,7 +566,7 @@ class Segmenter:
         gm = colour._fit_mixture(colour_data, callback)
         if gm.stopped_:
             return gm
-        qs, _ = colour._fit_spatial(gm, colour._grid_tables(data.images, channels), callback)
+        qs, _ = colour._fit_spatial(gm, colour._grid_tables(data.images, channels, data.texture_stats), callback)
         if gm.stopped_:
             return gm
         X, grids = grid
@@ -531,16 +579,17 @@ class Segmenter:
         full.stopped_ = False
         return full
 
-    def _grid_tables(self, images, channels):
+    def _grid_tables(self, images, channels, texture_stats):
         """One feature table for the fit grids of the image(s) and their
         index maps: every ``step``-th pixel in both directions, so that the
         grids have at most ``spatial_fit_pixels`` cells together and
-        neighbours on them are still neighbours in the image."""
+        neighbours on them are still neighbours in the image. Texture
+        columns are standardised with ``texture_stats``."""
         step = self._fit_step(images)
         tables, grids = [], []
         offset = 0
         for im in images:
-            X, index = self._feature_table(im, channels, step)
+            X, index = self._feature_table(im, channels, step, texture_stats)
             index[index >= 0] += offset
             offset += X.shape[0]
             tables.append(X)
@@ -562,33 +611,46 @@ class Segmenter:
             )
         return qs, objective
 
-    def _feature_table(self, image: ImageData, channels: int, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def _feature_table(self, image: ImageData, channels: int, step: int = 1,
+                       texture_stats: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A feature table and the (H, W) int32 map of each pixel's row in it
         (-1 where masked out), for every ``step``-th pixel in both directions.
 
-        Colour-only features: one row per distinct colour. With position
-        features, one row per used pixel (positions in the whole image's
-        scale whatever the step).
+        Colour-only features: one row per distinct colour. With texture or
+        position features, one float32 row per used pixel (positions in the
+        whole image's scale whatever the step; texture columns standardised
+        with ``texture_stats``, by default the fitted model's).
         """
         part = _every(image, step)
         mask = part.mask
-        colors = self._colors_for_model(part, channels)
+        config = self.features
         index = np.full(mask.shape, -1, dtype=np.int32)
-        unique, _, inverse = unique_colors(colors, image.bit_depth)
-        feats = color_features(unique, self.features.color_space)
-        if self.features.uses_position:
-            # One float32 row per pixel (as the fit's), built column by column:
-            # no (N, d) float64 temporaries on large images.
-            c = feats.shape[1]
-            X = np.empty((inverse.shape[0], c + 2), dtype=np.float32)
-            table = feats.astype(np.float32)
-            for j in range(c):
-                X[:, j] = table[inverse, j]
-            X[:, c:] = position_features(mask, self.features.spatial_weight, step=step, full_shape=image.mask.shape)
-            index[mask] = np.arange(X.shape[0], dtype=np.int32)
-        else:
-            X = feats
+        if config.uses_color:
+            colors = self._colors_for_model(part, channels)
+            unique, _, inverse = unique_colors(colors, image.bit_depth)
+            feats = color_features(unique, config.color_space)
+        if not config.per_pixel:
             index[mask] = inverse
+            return feats, index
+        # One float32 row per pixel (as the fit's), built column by column:
+        # no (N, d) float64 temporaries on large images.
+        n = int(np.count_nonzero(mask))
+        X = np.empty((n, config.n_features(channels)), dtype=np.float32)
+        c = 0
+        if config.uses_color:
+            table = feats.astype(np.float32)
+            for j in range(table.shape[1]):
+                X[:, c + j] = table[inverse, j]
+            c += table.shape[1]
+        if config.uses_texture:
+            stats = self.texture_stats_ if texture_stats is None else texture_stats
+            grid = self._texture_grid(image, step)
+            for j in range(grid.shape[2]):  # standardised column by column (no (N, T) temporary)
+                X[:, c + j] = (grid[:, :, j][mask] - np.float32(stats[0][j])) * np.float32(1.0 / stats[1][j])
+            c += grid.shape[2]
+        if config.uses_position:
+            X[:, c:] = position_features(mask, config.spatial_weight, step=step, full_shape=image.mask.shape)
+        index[mask] = np.arange(n, dtype=np.int32)
         return X, index
 
     @staticmethod
@@ -696,9 +758,12 @@ class Segmenter:
             converged=bool(gm.converged_), n_iter=int(gm.n_iter_),
             lower_bound=float(gm.lower_bound_) if np.isfinite(gm.lower_bound_) else None,
         )
+        stats = getattr(self, "texture_stats_", None)
         return SegmenterState(
             self.params, int(self.channels_), mixture, np.array(self.component_colors_, dtype=np.float64),
             list(self.component_names_),
+            texture_mean=None if stats is None else np.array(stats[0], dtype=np.float64),
+            texture_scale=None if stats is None else np.array(stats[1], dtype=np.float64),
         )
 
     @classmethod
@@ -725,6 +790,16 @@ class Segmenter:
             raise ValueError(f"components.colors must be {K} RGB triples")
         if len(state.component_names) != K:
             raise ValueError(f"components.names must be {K} strings")
+        stats = None
+        n_texture = params.features.n_texture_features
+        if n_texture:
+            if state.texture_mean is None or state.texture_scale is None:
+                raise ValueError("the texture features' standardisation (texture_standardisation) is missing")
+            mean = np.asarray(state.texture_mean, dtype=np.float64)
+            scale = np.asarray(state.texture_scale, dtype=np.float64)
+            if mean.shape != (n_texture,) or scale.shape != (n_texture,) or not np.all(scale > 0):
+                raise ValueError(f"texture_standardisation must hold {n_texture} means and {n_texture} positive scales")
+            stats = (mean, scale)
         gm.converged_ = bool(m.converged)
         gm.n_iter_ = int(m.n_iter)
         gm.lower_bound_ = float(m.lower_bound) if m.lower_bound is not None else -np.inf
@@ -734,6 +809,7 @@ class Segmenter:
         segmenter.component_names_ = [str(n) for n in state.component_names]
         segmenter.channels_ = int(state.channels)
         segmenter.n_features_in_ = d
+        segmenter.texture_stats_ = stats
         return segmenter
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

@@ -330,7 +330,7 @@ def _set_every_setting(window, **values):
     wanted = SegmenterParams(n_components=3, covariance_type="diag", color_space="rgb", spatial_weight=0.0,
                              smoothing=1.5, max_iter=9, tol=0.0, reg_covar=1e-4, n_init=2, n_starts=3,
                              init_params="random", random_state=5, max_samples=5000, k_criterion="aic",
-                             spatial_fit_pixels=9000).replace(**values)
+                             spatial_fit_pixels=9000, texture_scales=(1, 3), illumination_sigma=4.0).replace(**values)
     window.model_panel.set_values(wanted)
     return wanted
 

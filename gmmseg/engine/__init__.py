@@ -11,7 +11,7 @@ import numpy as np
 from ._covariance import COVARIANCE_TYPES
 from ._exceptions import ConvergenceWarning, NotFittedError
 from ._mrf import fit_potts, mixture_from_grid, potts_posteriors
-from ._parallel import get_num_threads, set_num_threads
+from ._parallel import get_num_threads, map_rows, set_num_threads
 from .gaussian_mixture import INIT_PARAMS, EMProgress, GaussianMixture
 
 
@@ -55,6 +55,7 @@ __all__ = [
     "NotFittedError",
     "fit_potts",
     "get_num_threads",
+    "map_rows",
     "mixture_from_grid",
     "potts_posteriors",
     "set_num_threads",

@@ -9,8 +9,9 @@ here without a change to this file.
 from collections.abc import Iterable
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
+from PySide6.QtCore import QRegularExpression, QSettings, Qt, Signal
+from PySide6.QtGui import QRegularExpressionValidator
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLineEdit, QSpinBox, QWidget
 
 from ..params import Setting
 
@@ -41,6 +42,9 @@ def _make_widget(setting: Setting) -> QWidget:
             lo = _NONE_VALUE[kind]
             widget.setSpecialValueText(_NONE_TEXT[kind])
         widget.setRange(int(lo), int(hi))
+    elif kind == "int_list":
+        widget = QLineEdit()  # comma-separated integers, e.g. 1,2,4,8
+        widget.setValidator(QRegularExpressionValidator(QRegularExpression(r"^\s*\d+(\s*,\s*\d+)*\s*$")))
     else:
         raise TypeError(f"no widget for settings of kind {kind!r} ({setting.name})")
     widget.setToolTip(setting.help[:1].upper() + setting.help[1:])
@@ -53,6 +57,11 @@ def _widget_value(setting: Setting, widget: QWidget) -> Any:
         return widget.currentText()
     if setting.kind == "bool":
         return widget.isChecked()
+    if setting.kind == "int_list":
+        try:
+            return setting.check([int(v) for v in widget.text().split(",")])
+        except ValueError:
+            return setting.default  # incomplete or out-of-range text: the default until it is valid
     value = widget.value()
     if setting.kind in _NONE_VALUE and value == _NONE_VALUE[setting.kind]:
         return None
@@ -69,6 +78,9 @@ def _set_widget_value(setting: Setting, widget: QWidget, value: Any) -> None:
         return
     if setting.kind == "bool":
         widget.setChecked(bool(value))
+        return
+    if setting.kind == "int_list":
+        widget.setText(",".join(str(v) for v in value))
         return
     if value is None:
         value = _NONE_VALUE[setting.kind]
@@ -88,6 +100,9 @@ def _from_text(setting: Setting, text: Any) -> Any:
         return None
     if setting.kind == "float":
         return float(text)
+    if setting.kind == "int_list":
+        items = text if isinstance(text, list) else str(text).split(",")
+        return [int(v) for v in items]
     return int(text)
 
 
@@ -111,15 +126,15 @@ class SettingsForm(QWidget):
         super().__init__(parent)
         self.settings_class = settings_class
         wanted = None if names is None else set(names)
-        self.settings = [s for s in settings_class.settings()
-                         if (wanted is None or s.name in wanted) and s.kind != "int_list"]
+        self.settings = [s for s in settings_class.settings() if wanted is None or s.name in wanted]
         self.form = QFormLayout(self)
         self.widgets: dict[str, QWidget] = {}
         for setting in self.settings:
             widget = _make_widget(setting)
             self.widgets[setting.name] = widget
             self.form.addRow(setting.label, widget)
-            signal = {"choice": "currentTextChanged", "bool": "toggled"}.get(setting.kind, "valueChanged")
+            signal = {"choice": "currentTextChanged", "bool": "toggled", "int_list": "textChanged"}.get(setting.kind,
+                                                                                                       "valueChanged")
             getattr(widget, signal).connect(lambda *_: self.changed.emit())
         self.set_values(settings_class())
 
@@ -145,6 +160,8 @@ class SettingsForm(QWidget):
 
     def save(self, store: QSettings, prefix: str) -> None:
         for name, value in self.values().items():
+            if isinstance(value, tuple):  # int_list: saved as "1,2,4"
+                value = ",".join(str(v) for v in value)
             store.setValue(f"{prefix}{name}", "" if value is None else value)
 
     def restore(self, store: QSettings, prefix: str) -> None:

@@ -1,0 +1,99 @@
+"""Texture features: the filter bank against a plain scipy.ndimage reference,
+and texture feature sets through the Segmenter and its model files."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from gmmseg import Segmenter
+from gmmseg.engine import get_num_threads, set_num_threads
+from gmmseg.features import FeatureConfig, texture_features
+
+
+def _reference(lightness, scales, illumination_sigma):
+    """The documented definition, in float64 with scipy.ndimage."""
+    L = lightness.astype(np.float64)
+    if illumination_sigma > 0:
+        background = ndimage.gaussian_filter(L, illumination_sigma, mode="nearest")
+        L = L / np.maximum(background, 1.0 / 255.0) - 1.0
+    columns = []
+    for sigma in scales:
+        smoothed = ndimage.gaussian_filter(L, sigma, mode="nearest")
+        square = ndimage.gaussian_filter(L * L, sigma, mode="nearest")
+        columns += [smoothed, np.sqrt(np.maximum(square - smoothed**2, 0.0))]
+    return np.stack(columns, axis=-1)
+
+
+@pytest.mark.parametrize("shape", [(97, 130), (5, 300), (300, 3)])
+@pytest.mark.parametrize("illumination_sigma", [0.0, 8.0])
+def test_filter_bank_matches_scipy(shape, illumination_sigma):
+    rng = np.random.default_rng(1)
+    lightness = ndimage.gaussian_filter(rng.random(shape), 1.5) * 0.8 + 0.1
+    got = texture_features(lightness, (1, 2, 4, 16), illumination_sigma)
+    want = _reference(lightness, (1, 2, 4, 16), illumination_sigma)
+    assert got.dtype == np.float32 and got.shape == shape + (8,)
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+
+
+def test_filter_bank_does_not_depend_on_the_thread_count():
+    lightness = np.random.default_rng(2).random((700, 90)).astype(np.float32)
+    before = get_num_threads()
+    try:
+        set_num_threads(1)
+        one = texture_features(lightness)
+        set_num_threads(3)
+        three = texture_features(lightness)
+    finally:
+        set_num_threads(before)
+    assert np.array_equal(one, three)
+
+
+def test_illumination_normalisation_removes_a_brightness_change():
+    rng = np.random.default_rng(3)
+    surface = 0.4 + 0.1 * ndimage.gaussian_filter(rng.random((120, 120)), 1.0)
+    bright = texture_features(surface * 1.6, (1, 2), 8.0)
+    dim = texture_features(surface, (1, 2), 8.0)
+    np.testing.assert_allclose(bright, dim, atol=1e-5)
+    assert not np.allclose(texture_features(surface * 1.6, (1, 2), 0.0), texture_features(surface, (1, 2), 0.0))
+
+
+def _stripes_and_smooth(seed, size=96):
+    """Left half fine stripes, right half flat, in the same mean grey: one
+    colour, two textures."""
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size), 128.0)
+    img[:, : size // 2] += np.where(np.arange(size // 2) % 4 < 2, 50.0, -50.0)[None, :]
+    img += rng.normal(0, 3, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_texture_separates_what_colour_cannot():
+    image = _stripes_and_smooth(0)
+    truth = np.zeros(image.shape, dtype=int)
+    truth[:, image.shape[1] // 2 :] = 1
+    settings = dict(smoothing=0.0, spatial_weight=0.0, random_state=0, texture_scales=(1, 2))
+    away = np.abs(np.arange(image.shape[1]) - image.shape[1] // 2) > 8  # off the boundary's blur
+
+    def agreement(feature_set):
+        labels = Segmenter(2, feature_set=feature_set, **settings).fit_predict(image).labels
+        agree = (labels[:, away] == truth[:, away]).mean()
+        return max(agree, 1 - agree)
+
+    assert agreement("texture") > 0.97
+    assert agreement("color") < 0.8  # the same grey levels on both sides
+
+
+@pytest.mark.parametrize("feature_set", ["texture", "color+texture"])
+def test_texture_models_round_trip(tmp_path, feature_set):
+    image = np.dstack([_stripes_and_smooth(1)] * 3)
+    seg = Segmenter(2, feature_set=feature_set, texture_scales=(1, 2, 4), smoothing=1.0, random_state=0)
+    result = seg.fit_predict(image)
+    expected_features = FeatureConfig(feature_set=feature_set, texture_scales=(1, 2, 4), spatial_weight=0.5).n_features(3)
+    assert seg.n_features_in_ == expected_features
+    path = seg.save(tmp_path / "m.json")
+    loaded = Segmenter.load(path)
+    again = loaded.predict(image)
+    assert np.array_equal(again.labels, result.labels)
+    assert np.array_equal(again.log_likelihood, result.log_likelihood)
+    # predict on the same image equals fit_predict (the fit's own table)
+    assert np.array_equal(seg.predict(image).labels, result.labels)
