@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import COVARIANCE_TYPES
+from conftest import COVARIANCE_TYPES, make_blobs
 from sklearn.mixture import GaussianMixture as SklearnGM
 
 import gmmseg
@@ -115,3 +115,41 @@ def test_converged_run_matches_sklearn_convergence(blobs):
     assert ref.converged_ and ours.converged_
     assert ours.n_iter_ == ref.n_iter_
     _assert_same_model(ref, ours, rtol=1e-6)
+
+
+# Above five features the engine computes with the tile kernels of
+# gmmseg.engine._wide (centred blocks, loops over groups of four features):
+# feature counts on and off multiples of four, all covariance types.
+@pytest.mark.parametrize("n_features", [6, 8, 13, 16, 24, 32])
+def test_same_start_same_model_with_many_features(n_features):
+    X, _, _ = make_blobs(n_samples=4000, n_features=n_features, n_components=4, seed=n_features)
+    ref, ours = _fit_both(X, "full", 4, max_iter=15)
+    _assert_same_model(ref, ours)
+
+
+@pytest.mark.parametrize("n_features", [13, 16])
+@pytest.mark.parametrize("covariance_type", ["tied", "diag", "spherical"])
+def test_same_start_same_model_with_many_features_other_covariances(covariance_type, n_features):
+    X, _, _ = make_blobs(n_samples=4000, n_features=n_features, n_components=4, seed=3)
+    ref, ours = _fit_both(X, covariance_type, 4, max_iter=15)
+    _assert_same_model(ref, ours)
+
+
+def test_many_features_far_from_the_origin():
+    """Tight clusters far from zero (e.g. unscaled features): the kernels
+    centre the data, scikit-learn does not, and both still agree."""
+    X, _, _ = make_blobs(n_samples=4000, n_features=16, n_components=4, seed=5)
+    X = 1000.0 + 0.01 * X
+    ref, ours = _fit_both(X, "full", 4, max_iter=15)
+    _assert_same_model(ref, ours, rtol=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_inference_with_many_features_matches_sklearn(covariance_type):
+    X, _, _ = make_blobs(n_samples=3000, n_features=16, n_components=4, seed=6)
+    ref, ours = _fit_both(X, covariance_type, 4, max_iter=10)
+    Xt = X[::3] + 0.1
+    np.testing.assert_allclose(ours.score_samples(Xt), ref.score_samples(Xt), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours.predict_proba(Xt), ref.predict_proba(Xt), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(ours.predict(Xt), ref.predict(Xt))
+    np.testing.assert_allclose(ours.bic(Xt), ref.bic(Xt), rtol=1e-9)
