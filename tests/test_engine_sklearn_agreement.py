@@ -117,10 +117,10 @@ def test_converged_run_matches_sklearn_convergence(blobs):
     _assert_same_model(ref, ours, rtol=1e-6)
 
 
-# Above five features the engine computes with the tile kernels of
+# Above six features the engine computes with the tile kernels of
 # gmmseg.engine._wide (centred blocks, loops over groups of four features):
 # feature counts on and off multiples of four, all covariance types.
-@pytest.mark.parametrize("n_features", [6, 8, 13, 16, 24, 32])
+@pytest.mark.parametrize("n_features", [6, 7, 8, 13, 16, 24, 32])
 def test_same_start_same_model_with_many_features(n_features):
     X, _, _ = make_blobs(n_samples=4000, n_features=n_features, n_components=4, seed=n_features)
     ref, ours = _fit_both(X, "full", 4, max_iter=15)

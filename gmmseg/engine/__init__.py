@@ -20,7 +20,7 @@ def warm_up(dtypes=("float64",), many_features=False):
 
     A tiny fit per covariance type; call it in a background thread at
     application start so the user's first fit is not slowed by compilation.
-    ``many_features`` also compiles the kernels for more than five features
+    ``many_features`` also compiles the kernels for more than six features
     (one compilation for every such feature count, several seconds once;
     colour and position features never use them).
     """

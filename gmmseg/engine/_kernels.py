@@ -34,7 +34,7 @@ from .._jit import FASTMATH, kernel
 BLOCK = 1024  # samples per scratch block: fits comfortably in L1/L2
 # Up to UNROLL_MAX features the kernels here unroll their loops over
 # features; above, the tile kernels of ``_wide`` take over.
-UNROLL_MAX = 5
+UNROLL_MAX = 6
 LOG_2PI = math.log(2.0 * math.pi)
 
 _LOG2E = 1.4426950408889634

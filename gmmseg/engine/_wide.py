@@ -70,9 +70,32 @@ def parameters(means, prec):
 @kernel
 def load_centred(X, start, nb, center, zt):
     """zt[i, b] = X[start + b, i] - center[i] (as float64) for the block's
-    rows; the padding rows of ``zt`` stay zero."""
+    rows; the padding rows of ``zt`` stay zero. Eight rows at a time, so
+    that each row of ``zt`` is written eight samples at once."""
     d = X.shape[1]
-    for b in range(nb):
+    b0 = 0
+    while b0 + 8 <= nb:
+        x0 = X[start + b0]
+        x1 = X[start + b0 + 1]
+        x2 = X[start + b0 + 2]
+        x3 = X[start + b0 + 3]
+        x4 = X[start + b0 + 4]
+        x5 = X[start + b0 + 5]
+        x6 = X[start + b0 + 6]
+        x7 = X[start + b0 + 7]
+        for i in range(d):
+            c = center[i]
+            zi = zt[i]
+            zi[b0] = x0[i] - c
+            zi[b0 + 1] = x1[i] - c
+            zi[b0 + 2] = x2[i] - c
+            zi[b0 + 3] = x3[i] - c
+            zi[b0 + 4] = x4[i] - c
+            zi[b0 + 5] = x5[i] - c
+            zi[b0 + 6] = x6[i] - c
+            zi[b0 + 7] = x7[i] - c
+        b0 += 8
+    for b in range(b0, nb):
         for i in range(d):
             zt[i, b] = X[start + b, i] - center[i]
 
@@ -168,8 +191,8 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q):
                         y2[b] += a0 * u02 + a1 * u12 + a2 * u22 + a3 * u32
                         y3[b] += a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33
             # The last pass: the chunk just above the diagonal (inputs
-            # i0..i0+3) and the diagonal tile (inputs j0..j0+3), added to y
-            # (or to -cv when there was no earlier pass); squares into q.
+            # i0..i0+3) and the diagonal tile (inputs j0..j0+3), added to
+            # -cv when there was no earlier pass, else to y; squares into q.
             i0 = j0 - TILE
             z0 = zt[i0]
             z1 = zt[i0 + 1]
@@ -207,24 +230,34 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q):
             u77 = up[j0 + 3, j0 + 3]
             if i0 == 0:
                 for b in range(nb):
-                    y0[b] = -c0
-                    y1[b] = -c1
-                    y2[b] = -c2
-                    y3[b] = -c3
-            for b in range(nb):
-                a0 = z0[b]
-                a1 = z1[b]
-                a2 = z2[b]
-                a3 = z3[b]
-                a4 = z4[b]
-                a5 = z5[b]
-                a6 = z6[b]
-                a7 = z7[b]
-                t0 = y0[b] + a0 * u00 + a1 * u10 + a2 * u20 + a3 * u30 + a4 * u44
-                t1 = y1[b] + a0 * u01 + a1 * u11 + a2 * u21 + a3 * u31 + a4 * u45 + a5 * u55
-                t2 = y2[b] + a0 * u02 + a1 * u12 + a2 * u22 + a3 * u32 + a4 * u46 + a5 * u56 + a6 * u66
-                t3 = y3[b] + a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33 + a4 * u47 + a5 * u57 + a6 * u67 + a7 * u77
-                q[b] += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
+                    a0 = z0[b]
+                    a1 = z1[b]
+                    a2 = z2[b]
+                    a3 = z3[b]
+                    a4 = z4[b]
+                    a5 = z5[b]
+                    a6 = z6[b]
+                    a7 = z7[b]
+                    t0 = -c0 + a0 * u00 + a1 * u10 + a2 * u20 + a3 * u30 + a4 * u44
+                    t1 = -c1 + a0 * u01 + a1 * u11 + a2 * u21 + a3 * u31 + a4 * u45 + a5 * u55
+                    t2 = -c2 + a0 * u02 + a1 * u12 + a2 * u22 + a3 * u32 + a4 * u46 + a5 * u56 + a6 * u66
+                    t3 = -c3 + a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33 + a4 * u47 + a5 * u57 + a6 * u67 + a7 * u77
+                    q[b] += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
+            else:
+                for b in range(nb):
+                    a0 = z0[b]
+                    a1 = z1[b]
+                    a2 = z2[b]
+                    a3 = z3[b]
+                    a4 = z4[b]
+                    a5 = z5[b]
+                    a6 = z6[b]
+                    a7 = z7[b]
+                    t0 = y0[b] + a0 * u00 + a1 * u10 + a2 * u20 + a3 * u30 + a4 * u44
+                    t1 = y1[b] + a0 * u01 + a1 * u11 + a2 * u21 + a3 * u31 + a4 * u45 + a5 * u55
+                    t2 = y2[b] + a0 * u02 + a1 * u12 + a2 * u22 + a3 * u32 + a4 * u46 + a5 * u56 + a6 * u66
+                    t3 = y3[b] + a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33 + a4 * u47 + a5 * u57 + a6 * u67 + a7 * u77
+                    q[b] += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
         ck = const[k]
         row = logp[k]
         for b in range(nb):
@@ -257,10 +290,12 @@ def accumulate_full(zt, nb, expo, factor, shifted, stats, a2, rd):
     """Add one centred block's moments: S0 and S1 (around ``m_k``) to
     ``stats``, ``A = sum_b r_b (z_b - m_k) z_b^T`` (upper triangle) to
     ``a2[k]``. The weight of sample b in component k is
-    ``r_b = expo[k, b] * factor[b]``; ``rd`` (padded rows + 1) is scratch."""
+    ``r_b = expo[k, b] * factor[b]``; ``rd`` (padded rows + 1) is scratch
+    for the weighted differences ``r_b (z_b - m_k)`` and the weights."""
     K, d = shifted.shape
     dp = zt.shape[0]
     r = rd[dp]
+    m = np.zeros(dp)
     for k in range(K):
         e = expo[k]
         acc = 0.0
@@ -270,16 +305,10 @@ def accumulate_full(zt, nb, expo, factor, shifted, stats, a2, rd):
             acc += v
         stats[k, 0] += acc
         for i in range(d):
-            m = shifted[k, i]
-            zi = zt[i]
-            ri = rd[i]
-            acc = 0.0
-            for b in range(nb):
-                v = r[b] * (zi[b] - m)
-                ri[b] = v
-                acc += v
-            stats[k, 1 + i] += acc
+            m[i] = shifted[k, i]
         ak = a2[k]
+        # Diagonal tiles, which also write the weighted differences of their
+        # four rows and add them up into S1.
         for i0 in range(0, dp, TILE):
             p0 = rd[i0]
             p1 = rd[i0 + 1]
@@ -289,16 +318,30 @@ def accumulate_full(zt, nb, expo, factor, shifted, stats, a2, rd):
             g1 = zt[i0 + 1]
             g2 = zt[i0 + 2]
             g3 = zt[i0 + 3]
+            m0 = m[i0]
+            m1 = m[i0 + 1]
+            m2 = m[i0 + 2]
+            m3 = m[i0 + 3]
+            t0 = t1 = t2 = t3 = 0.0
             s00 = s01 = s02 = s03 = s11 = s12 = s13 = s22 = s23 = s33 = 0.0
             for b in range(nb):
-                e0 = p0[b]
-                e1 = p1[b]
-                e2 = p2[b]
-                e3 = p3[b]
+                rb = r[b]
                 f0 = g0[b]
                 f1 = g1[b]
                 f2 = g2[b]
                 f3 = g3[b]
+                e0 = rb * (f0 - m0)
+                e1 = rb * (f1 - m1)
+                e2 = rb * (f2 - m2)
+                e3 = rb * (f3 - m3)
+                p0[b] = e0
+                p1[b] = e1
+                p2[b] = e2
+                p3[b] = e3
+                t0 += e0
+                t1 += e1
+                t2 += e2
+                t3 += e3
                 s00 += e0 * f0
                 s01 += e0 * f1
                 s02 += e0 * f2
@@ -309,6 +352,13 @@ def accumulate_full(zt, nb, expo, factor, shifted, stats, a2, rd):
                 s22 += e2 * f2
                 s23 += e2 * f3
                 s33 += e3 * f3
+            stats[k, 1 + i0] += t0
+            if i0 + 1 < d:
+                stats[k, 2 + i0] += t1
+            if i0 + 2 < d:
+                stats[k, 3 + i0] += t2
+            if i0 + 3 < d:
+                stats[k, 4 + i0] += t3
             ak[i0, i0] += s00
             ak[i0, i0 + 1] += s01
             ak[i0, i0 + 2] += s02
@@ -319,6 +369,12 @@ def accumulate_full(zt, nb, expo, factor, shifted, stats, a2, rd):
             ak[i0 + 2, i0 + 2] += s22
             ak[i0 + 2, i0 + 3] += s23
             ak[i0 + 3, i0 + 3] += s33
+        # Square tiles above the diagonal.
+        for i0 in range(0, dp - TILE, TILE):
+            p0 = rd[i0]
+            p1 = rd[i0 + 1]
+            p2 = rd[i0 + 2]
+            p3 = rd[i0 + 3]
             for j0 in range(i0 + TILE, dp, TILE):
                 g0 = zt[j0]
                 g1 = zt[j0 + 1]
