@@ -153,3 +153,23 @@ def test_inference_with_many_features_matches_sklearn(covariance_type):
     np.testing.assert_allclose(ours.predict_proba(Xt), ref.predict_proba(Xt), rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(ours.predict(Xt), ref.predict(Xt))
     np.testing.assert_allclose(ours.bic(Xt), ref.bic(Xt), rtol=1e-9)
+
+
+def test_many_features_weighted_rows_and_float32():
+    """Counts as weights equal repeated rows, and float32 rows equal the same
+    values in float64, with the tile kernels too."""
+    X, _, _ = make_blobs(n_samples=3000, n_features=12, n_components=3, seed=8)
+    X32 = X.astype(np.float32)
+    counts = np.random.RandomState(0).randint(1, 4, size=len(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = gmmseg.GaussianMixture(3, max_iter=1, random_state=0).fit(X32, sample_weight=counts)
+        init = dict(weights_init=start.weights_, means_init=start.means_, precisions_init=start.precisions_)
+        a = gmmseg.GaussianMixture(3, max_iter=10, tol=0.0, **init).fit(X32, sample_weight=counts)
+        b = gmmseg.GaussianMixture(3, max_iter=10, tol=0.0, **init).fit(np.repeat(X32, counts, axis=0))
+        c = gmmseg.GaussianMixture(3, max_iter=10, tol=0.0, **init).fit(X32.astype(np.float64), sample_weight=counts)
+    np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=1e-12)
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a.covariances_, b.covariances_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(a.means_, c.means_)
+    np.testing.assert_array_equal(a.lower_bounds_, c.lower_bounds_)

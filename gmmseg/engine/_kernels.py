@@ -215,7 +215,7 @@ def _accumulate(xt, nb, expo, factor, shift, diagonal, stats, rx, rxi):
                     q += 1
 
 
-@kernel(fastmath=FASTMATH)
+@kernel(fastmath=FASTMATH, inline="always")
 def block_likelihood(mx, total, nb, s, sample_weight, factor, loglik, worst_value, worst_row):
     """The bookkeeping of an EM pass for the block of rows s..s+nb after
     :func:`_exponentiate`: returns ``loglik`` plus the block's (weighted)
@@ -269,7 +269,7 @@ def em_pass(X, start, stop, sample_weight, means, prec, const, features):
     scratch = np.empty((2, BLOCK))
     loglik = 0.0
     worst_value = np.inf
-    worst_row = -1
+    worst_row = np.int64(-1)  # not a literal: one compilation of block_likelihood
     for s in range(start, stop, BLOCK):
         nb = min(BLOCK, stop - s)
         _load_block(X, s, nb, xt)
@@ -280,7 +280,7 @@ def em_pass(X, start, stop, sample_weight, means, prec, const, features):
     return stats, loglik, worst_value, worst_row
 
 
-@kernel(fastmath=FASTMATH)
+@kernel(fastmath=FASTMATH, inline="always")
 def block_outputs(logp, nb, s, mx, total, best, log_norm, resp, labels):
     """The outputs of :func:`estimate` for the block of rows s..s+nb from
     its weighted log-probabilities ``logp`` (overwritten); ``mx``, ``total``

@@ -459,7 +459,7 @@ def em_pass(X, start, stop, sample_weight, center, shifted, factors, offsets, co
     a2 = np.zeros((K, dp, dp))
     loglik = 0.0
     worst_value = np.inf
-    worst_row = -1
+    worst_row = np.int64(-1)  # not a literal: one compilation of block_likelihood
     for s in range(start, stop, BLOCK):
         nb = min(BLOCK, stop - s)
         load_centred(X, s, nb, center, zt)
