@@ -94,6 +94,26 @@ def per_iteration_ms(cls, X, covariance_type, k, init, n1, n2, repeats, sample_w
     return statistics.median(samples)
 
 
+def compare(X, covariance_type, k, repeats):
+    """One table row: ``(sklearn ms/it, gmmseg ms/it, first call s, lower
+    bound relative difference, means max abs difference)`` from the same
+    initial parameters."""
+    from sklearn.mixture import GaussianMixture as SklearnGM
+
+    import gmmseg
+
+    init = initial_parameters(X, covariance_type, k)
+    # First call on a few rows: kernel compile or cache load, reported apart.
+    first, _ = timed_fit(gmmseg.GaussianMixture, X[:2000], covariance_type, k, init, 2)
+    g_ms = per_iteration_ms(gmmseg.GaussianMixture, X, covariance_type, k, init, 1, 11, repeats + 2)
+    s_ms = per_iteration_ms(SklearnGM, X, covariance_type, k, init, 1, 3, repeats)
+    # Same iterations from the same start: compare the results.
+    _, g = timed_fit(gmmseg.GaussianMixture, X, covariance_type, k, init, 5)
+    _, s = timed_fit(SklearnGM, X, covariance_type, k, init, 5)
+    rel = abs(g.lower_bound_ - s.lower_bound_) / abs(s.lower_bound_)
+    return s_ms, g_ms, first, rel, float(np.abs(g.means_ - s.means_).max())
+
+
 STARTUP_SCRIPT = textwrap.dedent(
     """
     import sys, time
@@ -134,7 +154,6 @@ def main():
 
 
 def colour_tables(args):
-    from sklearn.mixture import GaussianMixture as SklearnGM
 
     import gmmseg
     from gmmseg.engine import get_num_threads
@@ -156,16 +175,7 @@ def colour_tables(args):
     print(header)
     print("-" * len(header))
     for covariance_type in ("full", "tied", "diag", "spherical"):
-        init = initial_parameters(X, covariance_type, k)
-        # First call on a few rows: kernel compile or cache load, reported apart.
-        first, _ = timed_fit(gmmseg.GaussianMixture, X[:2000], covariance_type, k, init, 2)
-        g_ms = per_iteration_ms(gmmseg.GaussianMixture, X, covariance_type, k, init, 1, 11, args.repeats + 2)
-        s_ms = per_iteration_ms(SklearnGM, X, covariance_type, k, init, 1, 3, args.repeats)
-        # Same iterations from the same start: compare the results.
-        _, g = timed_fit(gmmseg.GaussianMixture, X, covariance_type, k, init, 5)
-        _, s = timed_fit(SklearnGM, X, covariance_type, k, init, 5)
-        rel = abs(g.lower_bound_ - s.lower_bound_) / abs(s.lower_bound_)
-        mdiff = float(np.abs(g.means_ - s.means_).max())
+        s_ms, g_ms, first, rel, mdiff = compare(X, covariance_type, k, args.repeats)
         print(f"{covariance_type:<10} {s_ms:>14.1f} {g_ms:>13.2f} {s_ms / g_ms:>8.1f}x {first:>13.2f} {rel:>21.2e} {mdiff:>19.2e}")
 
     # Unique colours with counts as weights versus all pixels (same model).
@@ -185,9 +195,7 @@ def colour_tables(args):
 
 
 def feature_table(args):
-    from sklearn.mixture import GaussianMixture as SklearnGM
 
-    import gmmseg
     from gmmseg.engine import get_num_threads
 
     k = 8
@@ -208,13 +216,7 @@ def feature_table(args):
     for d in dims:
         X = filter_bank(d, shape)
         for covariance_type in types:
-            init = initial_parameters(X, covariance_type, k)
-            first, _ = timed_fit(gmmseg.GaussianMixture, X[:2000], covariance_type, k, init, 2)
-            g_ms = per_iteration_ms(gmmseg.GaussianMixture, X, covariance_type, k, init, 1, 11, args.repeats + 2)
-            s_ms = per_iteration_ms(SklearnGM, X, covariance_type, k, init, 1, 3, args.repeats)
-            _, g = timed_fit(gmmseg.GaussianMixture, X, covariance_type, k, init, 5)
-            _, s = timed_fit(SklearnGM, X, covariance_type, k, init, 5)
-            rel = abs(g.lower_bound_ - s.lower_bound_) / abs(s.lower_bound_)
+            s_ms, g_ms, first, rel, _ = compare(X, covariance_type, k, args.repeats)
             worst = max(worst, rel)
             print(f"{d:>3} {covariance_type:<10} {s_ms:>14.1f} {g_ms:>13.2f} {s_ms / g_ms:>8.1f}x {rel:>21.2e} {first:>13.2f}",
                   flush=True)
