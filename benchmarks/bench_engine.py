@@ -1,10 +1,20 @@
 """EM engine speed and exactness against scikit-learn, in one process run.
 
-Data: the pixels of ``skimage.data.astronaut()`` resized to 1024 x 1024 and
-stored as 8-bit (as a loaded photo would be), as float64 in [0, 1]:
-1,048,576 x 3. K = 8. Both libraries start from the same initial weights,
-means and precisions (from a k-means start) with ``tol=0``, so they run the
-same iterations.
+Colour table. Data: the pixels of ``skimage.data.astronaut()`` resized to
+1024 x 1024 and stored as 8-bit (as a loaded photo would be), as float64 in
+[0, 1]: 1,048,576 x 3. K = 8. Both libraries start from the same initial
+weights, means and precisions (from a k-means start) with ``tol=0``, so they
+run the same iterations.
+
+Feature-count table. Data: a filter bank on the same photo resized to
+500 x 400 (200,000 rows, float64): per pixel its R, G, B in [0, 1], then for
+sigma = 1, 2, 4, 8 the Gaussian-smoothed R, G, B, their gradient
+magnitudes and their Laplacians (39 columns, strongly correlated as texture
+features are); the first d columns for d = 3, 8, 16, 32. K = 8, every
+covariance type, same protocol. "first call" is the first fit on 2,000 rows
+in this process (compilation, or loading from the on-disk cache, of what the
+earlier rows have not compiled yet); "cold start" lines time a new process
+with an empty kernel cache: import, fit and predict with d features.
 
 Per EM iteration = (time of a fit with max_iter=N2 - time with max_iter=N1)
 / (N2 - N1), which cancels set-up and the final E-step. Repetitions are
@@ -12,7 +22,7 @@ interleaved and the medians reported, because this machine is shared and
 noisy. Compile time is measured in fresh processes: cold (empty kernel
 cache) and warm (cache filled).
 
-Usage: python benchmarks/bench_engine.py [--repeats R] [--quick]
+Usage: python benchmarks/bench_engine.py [--repeats R] [--quick] [--features-only] [--types full,diag,...]
 """
 
 import argparse
@@ -33,6 +43,23 @@ def astronaut_pixels(size=1024):
 
     img = transform.resize(data.astronaut(), (size, size), anti_aliasing=True)
     return util.img_as_ubyte(img).reshape(-1, 3).astype(np.float64) / 255.0
+
+
+def filter_bank(d, shape=(500, 400)):
+    """The first d columns of the filter-bank features (see the docstring)."""
+    from scipy import ndimage
+    from skimage import data, transform
+
+    img = transform.resize(data.astronaut(), shape, anti_aliasing=True)
+    channels = [img[..., c] for c in range(3)]
+    columns = list(channels)
+    for sigma in (1.0, 2.0, 4.0, 8.0):
+        columns += [ndimage.gaussian_filter(c, sigma) for c in channels]
+        columns += [ndimage.gaussian_gradient_magnitude(c, sigma) for c in channels]
+        columns += [ndimage.gaussian_laplace(c, sigma) for c in channels]
+    if d > len(columns):
+        raise ValueError(f"at most {len(columns)} filter-bank features, got d={d}")
+    return np.ascontiguousarray(np.stack(columns[:d], axis=-1).reshape(-1, d))
 
 
 def initial_parameters(X, covariance_type, k, seed=0):
@@ -67,23 +94,48 @@ def per_iteration_ms(cls, X, covariance_type, k, init, n1, n2, repeats, sample_w
     return statistics.median(samples)
 
 
+def compare(X, covariance_type, k, repeats):
+    """One table row: ``(sklearn ms/it, gmmseg ms/it, first call s, lower
+    bound relative difference, means max abs difference)`` from the same
+    initial parameters."""
+    from sklearn.mixture import GaussianMixture as SklearnGM
+
+    import gmmseg
+
+    init = initial_parameters(X, covariance_type, k)
+    # First call on a few rows: kernel compile or cache load, reported apart.
+    first, _ = timed_fit(gmmseg.GaussianMixture, X[:2000], covariance_type, k, init, 2)
+    g_ms = per_iteration_ms(gmmseg.GaussianMixture, X, covariance_type, k, init, 1, 11, repeats + 2)
+    s_ms = per_iteration_ms(SklearnGM, X, covariance_type, k, init, 1, 3, repeats)
+    # Same iterations from the same start: compare the results.
+    _, g = timed_fit(gmmseg.GaussianMixture, X, covariance_type, k, init, 5)
+    _, s = timed_fit(SklearnGM, X, covariance_type, k, init, 5)
+    rel = abs(g.lower_bound_ - s.lower_bound_) / abs(s.lower_bound_)
+    return s_ms, g_ms, first, rel, float(np.abs(g.means_ - s.means_).max())
+
+
 STARTUP_SCRIPT = textwrap.dedent(
     """
-    import time
+    import sys, time
     t0 = time.perf_counter()
     import numpy as np
     import gmmseg
-    X = np.random.RandomState(0).normal(size=(10000, 3))
-    gmmseg.GaussianMixture(8, covariance_type="full", random_state=0).fit(X)
+    X = np.random.RandomState(0).normal(size=(10000, int(sys.argv[1])))
+    gm = gmmseg.GaussianMixture(8, covariance_type="full", random_state=0).fit(X)
+    if sys.argv[2] == "predict":
+        gm.predict(X)
     print(time.perf_counter() - t0)
     """
 )
 
 
-def startup_seconds(cache_dir):
+def startup_seconds(cache_dir, n_features=3, predict=False):
+    """Seconds for a new process to import gmmseg and fit (and predict)
+    K=8 full on 10,000 rows of ``n_features``, with ``cache_dir`` as the
+    kernel cache."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
     out = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", STARTUP_SCRIPT],
+        [sys.executable, "-W", "ignore", "-c", STARTUP_SCRIPT, str(n_features), "predict" if predict else "fit"],
         env=env, capture_output=True, text=True, check=True,
     )
     return float(out.stdout.strip().splitlines()[-1])
@@ -92,10 +144,16 @@ def startup_seconds(cache_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (median)")
-    parser.add_argument("--quick", action="store_true", help="256x256 image, for a smoke run")
+    parser.add_argument("--quick", action="store_true", help="small images and few feature counts, for a smoke run")
+    parser.add_argument("--features-only", action="store_true", help="only the feature-count table")
+    parser.add_argument("--types", default="full,tied,diag,spherical", help="covariance types of the feature-count table")
     args = parser.parse_args()
+    if not args.features_only:
+        colour_tables(args)
+    feature_table(args)
 
-    from sklearn.mixture import GaussianMixture as SklearnGM
+
+def colour_tables(args):
 
     import gmmseg
     from gmmseg.engine import get_num_threads
@@ -117,16 +175,7 @@ def main():
     print(header)
     print("-" * len(header))
     for covariance_type in ("full", "tied", "diag", "spherical"):
-        init = initial_parameters(X, covariance_type, k)
-        # First call on a few rows: kernel compile or cache load, reported apart.
-        first, _ = timed_fit(gmmseg.GaussianMixture, X[:2000], covariance_type, k, init, 2)
-        g_ms = per_iteration_ms(gmmseg.GaussianMixture, X, covariance_type, k, init, 1, 11, args.repeats + 2)
-        s_ms = per_iteration_ms(SklearnGM, X, covariance_type, k, init, 1, 3, args.repeats)
-        # Same iterations from the same start: compare the results.
-        _, g = timed_fit(gmmseg.GaussianMixture, X, covariance_type, k, init, 5)
-        _, s = timed_fit(SklearnGM, X, covariance_type, k, init, 5)
-        rel = abs(g.lower_bound_ - s.lower_bound_) / abs(s.lower_bound_)
-        mdiff = float(np.abs(g.means_ - s.means_).max())
+        s_ms, g_ms, first, rel, mdiff = compare(X, covariance_type, k, args.repeats)
         print(f"{covariance_type:<10} {s_ms:>14.1f} {g_ms:>13.2f} {s_ms / g_ms:>8.1f}x {first:>13.2f} {rel:>21.2e} {mdiff:>19.2e}")
 
     # Unique colours with counts as weights versus all pixels (same model).
@@ -142,6 +191,36 @@ def main():
         _, u = timed_fit(gmmseg.GaussianMixture, colours, covariance_type, k, init, 20, sample_weight=w)
         rel = abs(a.lower_bound_ - u.lower_bound_) / abs(a.lower_bound_)
         print(f"{covariance_type:<10} {all_ms:>13.2f} {uniq_ms:>13.2f} {all_ms / uniq_ms:>8.1f}x {rel:>21.2e}")
+
+
+
+def feature_table(args):
+
+    from gmmseg.engine import get_num_threads
+
+    k = 8
+    shape = (250, 200) if args.quick else (500, 400)
+    dims = (3, 16) if args.quick else (3, 8, 16, 32)
+    types = ("full", "diag") if args.quick else tuple(args.types.split(","))
+    print(f"\nfeature counts: filter bank on astronaut {shape[0]}x{shape[1]} ({shape[0] * shape[1]:,} rows, float64), "
+          f"K={k}, gmmseg threads={get_num_threads()}, repeats={args.repeats}")
+    for d in dims[1:]:
+        with tempfile.TemporaryDirectory() as cache:
+            cold = startup_seconds(cache, d, predict=True)
+        print(f"cold start (new process, empty cache: import gmmseg + K=8 full fit and predict on 10,000 x {d}): {cold:.2f} s")
+    header = (f"{'d':>3} {'covariance':<10} {'sklearn ms/it':>14} {'gmmseg ms/it':>13} {'speed-up':>9} "
+              f"{'lower bound rel diff':>21} {'first call s':>13}")
+    print(header)
+    print("-" * len(header))
+    worst = 0.0
+    for d in dims:
+        X = filter_bank(d, shape)
+        for covariance_type in types:
+            s_ms, g_ms, first, rel, _ = compare(X, covariance_type, k, args.repeats)
+            worst = max(worst, rel)
+            print(f"{d:>3} {covariance_type:<10} {s_ms:>14.1f} {g_ms:>13.2f} {s_ms / g_ms:>8.1f}x {rel:>21.2e} {first:>13.2f}",
+                  flush=True)
+    print(f"largest lower bound relative difference: {worst:.2e} ({'within' if worst <= 1e-7 else 'ABOVE'} 1e-7)")
 
 
 if __name__ == "__main__":

@@ -305,21 +305,27 @@ def test_float32_input_is_supported(blobs):
     assert b.predict_proba(X32).dtype == np.float64
 
 
-def test_results_do_not_depend_on_thread_count():
-    X, _, _ = make_blobs(n_samples=150_000, n_components=3, seed=9)
+@pytest.mark.parametrize("n_features", [3, 16])
+def test_results_do_not_depend_on_thread_count(n_features):
+    """Unrolled kernels (3 features) and tile kernels (16) alike."""
+    X, _, _ = make_blobs(n_samples=150_000 if n_features < 6 else 60_000, n_features=n_features, n_components=3, seed=9)
     before = get_num_threads()
     results = []
     try:
-        for threads in (1, 2):
+        for threads in (1, 2, 3):
             set_num_threads(threads)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                results.append(GaussianMixture(3, max_iter=8, tol=0.0, random_state=0).fit(X))
+                gm = GaussianMixture(3, max_iter=8, tol=0.0, random_state=0).fit(X)
+            results.append((gm, gm.predict_proba(X[:20_000])))
     finally:
         set_num_threads(before)
-    a, b = results
-    np.testing.assert_array_equal(a.means_, b.means_)
-    np.testing.assert_array_equal(a.lower_bounds_, b.lower_bounds_)
+    (a, pa), *others = results
+    for b, pb in others:
+        np.testing.assert_array_equal(a.means_, b.means_)
+        np.testing.assert_array_equal(a.covariances_, b.covariances_)
+        np.testing.assert_array_equal(a.lower_bounds_, b.lower_bounds_)
+        np.testing.assert_array_equal(pa, pb)
 
 
 def test_get_set_params_and_repr():
@@ -344,3 +350,9 @@ def test_verbose_output(blobs, capsys):
 def test_top_level_names():
     for name in ("GaussianMixture", "NotFittedError", "ConvergenceWarning"):
         assert hasattr(gmmseg, name)
+
+
+def test_warm_up_compiles_the_many_feature_kernels_too():
+    from gmmseg.engine import warm_up
+
+    warm_up(many_features=True)  # must simply run (it compiles, or loads from the cache)

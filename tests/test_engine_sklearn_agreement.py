@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import COVARIANCE_TYPES
+from conftest import COVARIANCE_TYPES, make_blobs
 from sklearn.mixture import GaussianMixture as SklearnGM
 
 import gmmseg
@@ -115,3 +115,61 @@ def test_converged_run_matches_sklearn_convergence(blobs):
     assert ref.converged_ and ours.converged_
     assert ours.n_iter_ == ref.n_iter_
     _assert_same_model(ref, ours, rtol=1e-6)
+
+
+# Above six features the engine computes with the tile kernels of
+# gmmseg.engine._wide (centred blocks, loops over groups of four features):
+# feature counts on and off multiples of four, all covariance types.
+@pytest.mark.parametrize("n_features", [6, 7, 8, 13, 16, 24, 32])
+def test_same_start_same_model_with_many_features(n_features):
+    X, _, _ = make_blobs(n_samples=4000, n_features=n_features, n_components=4, seed=n_features)
+    ref, ours = _fit_both(X, "full", 4, max_iter=15)
+    _assert_same_model(ref, ours)
+
+
+@pytest.mark.parametrize("n_features", [13, 16])
+@pytest.mark.parametrize("covariance_type", ["tied", "diag", "spherical"])
+def test_same_start_same_model_with_many_features_other_covariances(covariance_type, n_features):
+    X, _, _ = make_blobs(n_samples=4000, n_features=n_features, n_components=4, seed=3)
+    ref, ours = _fit_both(X, covariance_type, 4, max_iter=15)
+    _assert_same_model(ref, ours)
+
+
+def test_many_features_far_from_the_origin():
+    """Tight clusters far from zero (e.g. unscaled features): the kernels
+    centre the data, scikit-learn does not, and both still agree."""
+    X, _, _ = make_blobs(n_samples=4000, n_features=16, n_components=4, seed=5)
+    X = 1000.0 + 0.01 * X
+    ref, ours = _fit_both(X, "full", 4, max_iter=15)
+    _assert_same_model(ref, ours)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_inference_with_many_features_matches_sklearn(covariance_type):
+    X, _, _ = make_blobs(n_samples=3000, n_features=16, n_components=4, seed=6)
+    ref, ours = _fit_both(X, covariance_type, 4, max_iter=10)
+    Xt = X[::3] + 0.1
+    np.testing.assert_allclose(ours.score_samples(Xt), ref.score_samples(Xt), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours.predict_proba(Xt), ref.predict_proba(Xt), rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(ours.predict(Xt), ref.predict(Xt))
+    np.testing.assert_allclose(ours.bic(Xt), ref.bic(Xt), rtol=1e-9)
+
+
+def test_many_features_weighted_rows_and_float32():
+    """Counts as weights equal repeated rows, and float32 rows equal the same
+    values in float64, with the tile kernels too."""
+    X, _, _ = make_blobs(n_samples=3000, n_features=12, n_components=3, seed=8)
+    X32 = X.astype(np.float32)
+    counts = np.random.RandomState(0).randint(1, 4, size=len(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = gmmseg.GaussianMixture(3, max_iter=1, random_state=0).fit(X32, sample_weight=counts)
+        init = dict(weights_init=start.weights_, means_init=start.means_, precisions_init=start.precisions_)
+        a = gmmseg.GaussianMixture(3, max_iter=10, tol=0.0, **init).fit(X32, sample_weight=counts)
+        b = gmmseg.GaussianMixture(3, max_iter=10, tol=0.0, **init).fit(np.repeat(X32, counts, axis=0))
+        c = gmmseg.GaussianMixture(3, max_iter=10, tol=0.0, **init).fit(X32.astype(np.float64), sample_weight=counts)
+    np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=1e-12)
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a.covariances_, b.covariances_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(a.means_, c.means_)
+    np.testing.assert_array_equal(a.lower_bounds_, c.lower_bounds_)

@@ -49,9 +49,9 @@ def _reference_posteriors(gm, X, index, beta, n_sweeps):
     return q
 
 
-def _problem(seed=0, shape=(29, 41), M=300, K=3):
+def _problem(seed=0, shape=(29, 41), M=300, K=3, n_features=3):
     rng = np.random.RandomState(seed)
-    X = rng.normal(size=(M, 3)) + rng.randint(0, 3, size=(M, 1)) * 2.0
+    X = rng.normal(size=(M, n_features)) + rng.randint(0, 3, size=(M, 1)) * 2.0
     gm = GaussianMixture(K, random_state=seed).fit(X)
     index = rng.randint(0, M, size=shape).astype(np.int32)
     index[3:7, 5:12] = -1  # cells that take no part (transparent pixels)
@@ -59,9 +59,10 @@ def _problem(seed=0, shape=(29, 41), M=300, K=3):
     return gm, X, index
 
 
+@pytest.mark.parametrize("n_features", [3, 12])
 @pytest.mark.parametrize("beta", [0.0, 0.7, 2.5])
-def test_posteriors_equal_a_numpy_mean_field_reference(beta):
-    gm, X, index = _problem()
+def test_posteriors_equal_a_numpy_mean_field_reference(beta, n_features):
+    gm, X, index = _problem(n_features=n_features)
     labels = np.full(index.shape, -7, dtype=np.int32)
     q = potts_posteriors(gm, X, index, beta, 4, labels=labels)
     ref = _reference_posteriors(gm, X, index, beta, 4 if beta > 0 else 0)

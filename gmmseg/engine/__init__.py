@@ -15,13 +15,24 @@ from ._parallel import get_num_threads, map_rows, set_num_threads
 from .gaussian_mixture import INIT_PARAMS, EMProgress, GaussianMixture
 
 
-def warm_up(dtypes=("float64",)):
+def warm_up(dtypes=("float64",), many_features=False):
     """Compile (or load from cache) every kernel a fit and a predict use.
 
     A tiny fit per covariance type; call it in a background thread at
     application start so the user's first fit is not slowed by compilation.
+    ``many_features`` also compiles the kernels for more than six features
+    (one compilation for every such feature count, several seconds once;
+    colour and position features never use them).
     """
     rng = np.random.RandomState(0)
+    if many_features:
+        X8 = rng.normal(size=(40, 8))
+        for dtype in dtypes:
+            for covariance_type in ("full", "diag"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    gm = GaussianMixture(2, covariance_type=covariance_type, max_iter=2, random_state=0).fit(X8.astype(dtype))
+                gm.predict_proba(X8.astype(dtype))
     for dtype in dtypes:
         X = rng.normal(size=(40, 3)).astype(dtype)
         weights = np.ones(40)

@@ -32,6 +32,9 @@ from numba.extending import intrinsic
 from .._jit import FASTMATH, kernel
 
 BLOCK = 1024  # samples per scratch block: fits comfortably in L1/L2
+# Up to UNROLL_MAX features the kernels here unroll their loops over
+# features; above, the tile kernels of ``_wide`` take over.
+UNROLL_MAX = 6
 LOG_2PI = math.log(2.0 * math.pi)
 
 _LOG2E = 1.4426950408889634
@@ -43,8 +46,10 @@ _EXP_MIN = -708.0  # below this exp() underflows to a subnormal; we return 0
 def feature_tuple(n_features):
     """A tuple of length n_features: kernels specialise on its length so that
     their loops over features unroll (a literal int argument would cost a
-    slow re-dispatch on every call)."""
-    return (0,) * n_features
+    slow re-dispatch on every call). Empty above UNROLL_MAX features, where
+    the row-range kernels of ``_wide`` are used instead (one compilation for
+    every number of features)."""
+    return (0,) * n_features if n_features <= UNROLL_MAX else ()
 
 
 @kernel
@@ -210,6 +215,36 @@ def _accumulate(xt, nb, expo, factor, shift, diagonal, stats, rx, rxi):
                     q += 1
 
 
+@kernel(fastmath=FASTMATH, inline="always")
+def block_likelihood(mx, total, nb, s, sample_weight, factor, loglik, worst_value, worst_row):
+    """The bookkeeping of an EM pass for the block of rows s..s+nb after
+    :func:`_exponentiate`: returns ``loglik`` plus the block's (weighted)
+    log-likelihoods, and the worst explained row so far (its best log-density
+    and index); writes each sample's weight factor (sample weight / total).
+    An empty ``sample_weight`` means unit weights."""
+    for b in range(nb):
+        if mx[b] < worst_value:
+            worst_value = mx[b]
+            worst_row = s + b
+    if sample_weight.shape[0] > 0:
+        for b in range(nb):
+            wb = sample_weight[s + b]
+            loglik += wb * (mx[b] + math.log(total[b]))
+            factor[b] = wb / total[b]
+    else:
+        for b in range(nb):
+            loglik += mx[b]
+            factor[b] = 1.0 / total[b]
+        # total[b] lies in [1, K]: one log of a product of 16 of them
+        # instead of 16 scalar logs (no overflow while K < 1e19).
+        for g in range(0, nb, 16):
+            prod = 1.0
+            for b in range(g, min(g + 16, nb)):
+                prod *= total[b]
+            loglik += math.log(prod)
+    return loglik, worst_value, worst_row
+
+
 @kernel(fastmath=FASTMATH)
 def em_pass(X, start, stop, sample_weight, means, prec, const, features):
     """One fused E-step and M-step statistics pass over rows [start, stop).
@@ -225,7 +260,6 @@ def em_pass(X, start, stop, sample_weight, means, prec, const, features):
     d = len(features)
     K = means.shape[0]
     diagonal = prec.shape[1] == 1
-    weighted = sample_weight.shape[0] > 0
     stats = np.zeros((K, stats_width(d, diagonal)))
     xt = np.empty((d, BLOCK))
     expo = np.empty((K, BLOCK))
@@ -235,34 +269,47 @@ def em_pass(X, start, stop, sample_weight, means, prec, const, features):
     scratch = np.empty((2, BLOCK))
     loglik = 0.0
     worst_value = np.inf
-    worst_row = -1
+    worst_row = np.int64(-1)  # not a literal: one compilation of block_likelihood
     for s in range(start, stop, BLOCK):
         nb = min(BLOCK, stop - s)
         _load_block(X, s, nb, xt)
         _weighted_log_prob(xt, nb, means, prec, const, expo, d)
         _exponentiate(expo, nb, mx, total)
-        for b in range(nb):
-            if mx[b] < worst_value:
-                worst_value = mx[b]
-                worst_row = s + b
-        if weighted:
-            for b in range(nb):
-                wb = sample_weight[s + b]
-                loglik += wb * (mx[b] + math.log(total[b]))
-                factor[b] = wb / total[b]
-        else:
-            for b in range(nb):
-                loglik += mx[b]
-                factor[b] = 1.0 / total[b]
-            # total[b] lies in [1, K]: one log of a product of 16 of them
-            # instead of 16 scalar logs (no overflow while K < 1e19).
-            for g in range(0, nb, 16):
-                prod = 1.0
-                for b in range(g, min(g + 16, nb)):
-                    prod *= total[b]
-                loglik += math.log(prod)
+        loglik, worst_value, worst_row = block_likelihood(mx, total, nb, s, sample_weight, factor, loglik, worst_value, worst_row)
         _accumulate(xt, nb, expo, factor, means, diagonal, stats, scratch[0], scratch[1])
     return stats, loglik, worst_value, worst_row
+
+
+@kernel(fastmath=FASTMATH, inline="always")
+def block_outputs(logp, nb, s, mx, total, best, log_norm, resp, labels):
+    """The outputs of :func:`estimate` for the block of rows s..s+nb from
+    its weighted log-probabilities ``logp`` (overwritten); ``mx``, ``total``
+    and ``best`` are scratch."""
+    K = logp.shape[0]
+    want_norm = log_norm.shape[0] > 0
+    want_resp = resp.shape[0] > 0
+    if labels.shape[0] > 0:
+        for b in range(nb):
+            best[b] = 0
+            mx[b] = logp[0, b]
+        for k in range(1, K):
+            row = logp[k]
+            for b in range(nb):
+                if row[b] > mx[b]:
+                    mx[b] = row[b]
+                    best[b] = k
+        for b in range(nb):
+            labels[s + b] = best[b]
+    if want_norm or want_resp:
+        _exponentiate(logp, nb, mx, total)
+    if want_norm:
+        for b in range(nb):
+            log_norm[s + b] = mx[b] + math.log(total[b])
+    if want_resp:
+        for b in range(nb):
+            inv = 1.0 / total[b]
+            for k in range(K):
+                resp[s + b, k] = logp[k, b] * inv
 
 
 @kernel(fastmath=FASTMATH)
@@ -276,9 +323,6 @@ def estimate(X, start, stop, means, prec, const, features, log_norm, resp, label
     """
     d = len(features)
     K = means.shape[0]
-    want_norm = log_norm.shape[0] > 0
-    want_resp = resp.shape[0] > 0
-    want_labels = labels.shape[0] > 0
     xt = np.empty((d, BLOCK))
     expo = np.empty((K, BLOCK))
     mx = np.empty(BLOCK)
@@ -288,28 +332,7 @@ def estimate(X, start, stop, means, prec, const, features, log_norm, resp, label
         nb = min(BLOCK, stop - s)
         _load_block(X, s, nb, xt)
         _weighted_log_prob(xt, nb, means, prec, const, expo, d)
-        if want_labels:
-            for b in range(nb):
-                best[b] = 0
-                mx[b] = expo[0, b]
-            for k in range(1, K):
-                row = expo[k]
-                for b in range(nb):
-                    if row[b] > mx[b]:
-                        mx[b] = row[b]
-                        best[b] = k
-            for b in range(nb):
-                labels[s + b] = best[b]
-        if want_norm or want_resp:
-            _exponentiate(expo, nb, mx, total)
-        if want_norm:
-            for b in range(nb):
-                log_norm[s + b] = mx[b] + math.log(total[b])
-        if want_resp:
-            for b in range(nb):
-                inv = 1.0 / total[b]
-                for k in range(K):
-                    resp[s + b, k] = expo[k, b] * inv
+        block_outputs(expo, nb, s, mx, total, best, log_norm, resp, labels)
 
 
 @kernel(fastmath=FASTMATH)

@@ -31,7 +31,7 @@ import numpy as np
 
 from .._jit import FASTMATH, kernel
 from . import _covariance as cov
-from . import _kernels
+from . import _kernels, _wide
 from ._kernels import BLOCK, _accumulate, _exponentiate, _load_block, _weighted_log_prob, stats_width
 from ._parallel import map_rows
 from .gaussian_mixture import EMProgress
@@ -72,7 +72,7 @@ def _load_row(q, y, buf):
 
 
 @kernel(fastmath=FASTMATH)
-def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal, features, want_stats, labels):
+def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal, want_stats, labels):
     """One synchronous mean-field update of grid rows [r0, r1) of ``q``.
 
     ``above`` and ``below`` (shape (1, W, K)) are the old rows r0 - 1 and r1
@@ -87,7 +87,7 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
     """
     H, W = index.shape
     K = table.shape[1]
-    d = len(features)
+    d = X.shape[1]
     last = table.shape[0] - 1
     stats = np.zeros((K, stats_width(d, diagonal)))
     prev = np.empty((K, W))
@@ -198,7 +198,6 @@ def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None
     if not want:
         X = np.zeros((1, 1))
         shift = np.zeros((K, 1))
-    features = _kernels.feature_tuple(X.shape[1])
     out_labels = np.empty((0, 0), dtype=np.int32) if labels is None else labels
     step = rows_per_task(W)
     zeros = np.zeros((1, W, K), dtype=q.dtype)
@@ -210,8 +209,7 @@ def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None
 
     def run(r0, r1):
         above, below = halos[r0]
-        return potts_sweep(table, index, q, above, below, r0, r1, float(beta), X, shift, diagonal, features, want,
-                           out_labels)
+        return potts_sweep(table, index, q, above, below, r0, r1, float(beta), X, shift, diagonal, want, out_labels)
 
     parts = map_rows(run, H, rows_per_task=step)
     objective = 0.0
@@ -251,7 +249,11 @@ def _table(gm, X):
     out = np.empty((M, gm.means_.shape[0]), dtype=np.float32)
     means, prec, const = gm._kernel_parameters()
     features = _kernels.feature_tuple(X.shape[1])
-    map_rows(lambda s, e: log_prob_table(X, s, e, means, prec, const, features, out), M)
+    if features:
+        map_rows(lambda s, e: log_prob_table(X, s, e, means, prec, const, features, out), M)
+    else:
+        wide = _wide.parameters(means, prec)
+        map_rows(lambda s, e: _wide.weighted_log_prob(X, s, e, *wide, const, out), M)
     return out
 
 

@@ -10,7 +10,12 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-ROWS_PER_TASK = 65536
+ROWS_PER_TASK = 65536  # at most this many rows per task
+# ...and at least MIN_TASKS tasks of MIN_ROWS_PER_TASK rows or more, so that
+# a few hundred thousand rows keep every thread busy to the end.
+MIN_TASKS = 8
+MIN_ROWS_PER_TASK = 4096
+TASK_ALIGN = 1024  # task sizes are multiples of this (whole kernel blocks)
 
 _lock = threading.Lock()
 _pool = None
@@ -59,13 +64,25 @@ def _get_pool():
         return _pool
 
 
-def row_ranges(n_rows, rows_per_task=ROWS_PER_TASK):
+def default_rows_per_task(n_rows):
+    """Rows per task for ``n_rows`` rows: tasks of about equal size, at most
+    ROWS_PER_TASK rows, at least MIN_TASKS of them when each keeps
+    MIN_ROWS_PER_TASK rows. Depends on ``n_rows`` only."""
+    n_tasks = max(-(-n_rows // ROWS_PER_TASK), min(MIN_TASKS, n_rows // MIN_ROWS_PER_TASK), 1)
+    size = -(-n_rows // n_tasks)
+    return max(TASK_ALIGN, -(-size // TASK_ALIGN) * TASK_ALIGN)
+
+
+def row_ranges(n_rows, rows_per_task=None):
     """Split [0, n_rows) into consecutive (start, stop) ranges."""
+    if rows_per_task is None:
+        rows_per_task = default_rows_per_task(n_rows)
     return [(s, min(n_rows, s + rows_per_task)) for s in range(0, n_rows, rows_per_task)]
 
 
-def map_rows(func, n_rows, *args, rows_per_task=ROWS_PER_TASK):
-    """Call ``func(start, stop, *args)`` for each row range; results in order."""
+def map_rows(func, n_rows, *args, rows_per_task=None):
+    """Call ``func(start, stop, *args)`` for each row range (by default
+    :func:`default_rows_per_task`); results in order."""
     ranges = row_ranges(n_rows, rows_per_task)
     if len(ranges) <= 1 or get_num_threads() == 1:
         return [func(start, stop, *args) for start, stop in ranges]

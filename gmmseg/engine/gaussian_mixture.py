@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _covariance as cov
-from . import _kernels
+from . import _kernels, _wide
 from ._exceptions import ConvergenceWarning, NotFittedError
 from ._kmeans import kmeans, kmeans_plusplus
 from ._parallel import map_rows
@@ -441,9 +441,11 @@ class GaussianMixture:
         """Fused E-step / M-step statistics over all rows, in parallel."""
         means, prec, const = self._kernel_parameters()
         features = _kernels.feature_tuple(X.shape[1])
-        parts = map_rows(
-            lambda s, e: _kernels.em_pass(X, s, e, w, means, prec, const, features), X.shape[0]
-        )
+        if features:
+            parts = map_rows(lambda s, e: _kernels.em_pass(X, s, e, w, means, prec, const, features), X.shape[0])
+        else:
+            wide = _wide.parameters(means, prec)
+            parts = map_rows(lambda s, e: _wide.em_pass(X, s, e, w, *wide, const), X.shape[0])
         stats = parts[0][0].copy()
         loglik = parts[0][1]
         for part in parts[1:]:
@@ -501,12 +503,11 @@ class GaussianMixture:
         out_resp = np.empty((n, K) if resp else (0, K), dtype=resp_dtype)
         out_labels = np.empty(n if labels else 0, dtype=np.int64)
         features = _kernels.feature_tuple(X.shape[1])
-        map_rows(
-            lambda s, e: _kernels.estimate(
-                X, s, e, means, prec, const, features, out_norm, out_resp, out_labels
-            ),
-            n,
-        )
+        if features:
+            map_rows(lambda s, e: _kernels.estimate(X, s, e, means, prec, const, features, out_norm, out_resp, out_labels), n)
+        else:
+            wide = _wide.parameters(means, prec)
+            map_rows(lambda s, e: _wide.estimate(X, s, e, *wide, const, out_norm, out_resp, out_labels), n)
         return {"log_norm": out_norm, "resp": out_resp, "labels": out_labels}
 
     def score_samples(self, X):
