@@ -360,10 +360,23 @@ class Segmenter:
     def _texture_grid(self, image: ImageData, step: int = 1) -> np.ndarray:
         """Texture features (float32, (h, w, T)) of every ``step``-th pixel in
         both directions. The filters run on the whole image, so a pixel's
-        features do not depend on the step."""
+        features do not depend on the step.
+
+        During a fit with the spatial prior, the grids are kept (in
+        ``_grid_textures``) for the fit's later tables of the same images:
+        the filter bank is the costly part, and those grids hold at most
+        ``spatial_fit_pixels`` pixels together.
+        """
+        kept = self.__dict__.get("_grid_textures")
+        key = (id(image), step)
+        if kept is not None and key in kept:
+            return kept[key]
         config = self.features
         features = texture_features(image_lightness(image.pixels), config.texture_scales, config.illumination_sigma)
-        return features[::step, ::step]
+        grid = features[::step, ::step]
+        if kept is not None:
+            kept[key] = grid = np.ascontiguousarray(grid)  # not a view that keeps every pixel's features alive
+        return grid
 
     def _fit_step(self, images: list[ImageData], max_samples: bool = True) -> int:
         """Every how many pixels (in both directions) the spatial fit samples
@@ -463,6 +476,14 @@ class Segmenter:
 
     def _fit(self, image, callback):
         """Fit; returns the (loaded) image and its training data."""
+        if self.smoothing > 0 and self.features.uses_texture:
+            self._grid_textures = {}  # see _texture_grid
+        try:
+            return self._fit_body(image, callback)
+        finally:
+            self.__dict__.pop("_grid_textures", None)
+
+    def _fit_body(self, image, callback):
         image, channels, data = self._training_data(image, grid=self.smoothing > 0)
         gm = self._fit_mixture(data, callback)
         if self.smoothing > 0 and not gm.stopped_:
@@ -562,6 +583,7 @@ class Segmenter:
         ones, and EM rarely undoes that: regions differ by colour first.
         ``grid`` is this segmenter's :meth:`_grid_tables` of the images."""
         colour = Segmenter(params=self.params.replace(spatial_weight=0.0))
+        colour._grid_textures = self.__dict__.get("_grid_textures")  # the same texture features
         _, _, colour_data = colour._training_data(data.images if len(data.images) > 1 else data.images[0], grid=True)
         gm = colour._fit_mixture(colour_data, callback)
         if gm.stopped_:

@@ -97,3 +97,19 @@ def test_texture_models_round_trip(tmp_path, feature_set):
     assert np.array_equal(again.log_likelihood, result.log_likelihood)
     # predict on the same image equals fit_predict (the fit's own table)
     assert np.array_equal(seg.predict(image).labels, result.labels)
+
+
+def test_a_spatial_fit_runs_the_filter_bank_once_per_image(monkeypatch):
+    """The fit's sample, its grid tables and the colour-first candidate share
+    one filter bank per image (it was computed four times)."""
+    import gmmseg.segment
+
+    calls = []
+    real = gmmseg.segment.texture_features
+    monkeypatch.setattr(gmmseg.segment, "texture_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    image = np.dstack([_stripes_and_smooth(2)] * 3)
+    seg = Segmenter(2, feature_set="color+texture", smoothing=1.0, spatial_weight=0.5, spatial_fit_pixels=2000,
+                    random_state=0)
+    seg.fit(image)
+    assert len(calls) == 1
+    assert "_grid_textures" not in vars(seg)  # nothing kept after the fit
