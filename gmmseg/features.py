@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import _texture
+from ._validation import check_int_list
 from .engine import map_rows
 
 COLOR_SPACES = ("rgb", "lab", "hsv", "ycbcr", "gray")
@@ -87,10 +88,7 @@ class FeatureConfig:
                     or not np.isfinite(value) or value < 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
             object.__setattr__(self, name, float(value))
-        scales = tuple(self.texture_scales)
-        if not scales or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in scales):
-            raise ValueError(f"texture_scales must be integers >= 1, got {self.texture_scales!r}.")
-        object.__setattr__(self, "texture_scales", tuple(int(v) for v in scales))
+        object.__setattr__(self, "texture_scales", check_int_list(self.texture_scales, "texture_scales", minimum=1))
 
     @property
     def uses_position(self):
