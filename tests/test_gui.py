@@ -447,3 +447,20 @@ def test_live_preview_and_ellipses_with_position_features(qtbot, window):
     window._fit_params = params
     window._update_density(live={"means": gm.means_, "covariances": gm.covariances_})
     assert len(window.density._ellipses) == 4
+
+
+@pytest.mark.parametrize("scales", [(1,), (1, 2, 4)])
+def test_texture_only_models_fit_and_draw(qtbot, window, monkeypatch, scales):
+    """With texture alone there is no colour block to preview or draw in the
+    colour space (one scale gives fewer features than the colour space has);
+    the fit, the live updates and the colour-space panel still work."""
+    from gmmseg.gui import workers
+
+    monkeypatch.setattr(workers, "PREVIEW_INTERVAL_S", 0.0)  # a preview on every iteration
+    assert window.open_image(SAMPLE)
+    window.model_panel.set_values(window.current_params().replace(
+        n_components=3, feature_set="texture", texture_scales=scales, smoothing=0.0, spatial_weight=0.0))
+    assert not _fit(qtbot, window)
+    assert window.segmentation.n_components == 3
+    window._update_density(recompute=True)
+    assert window.density._density is not None

@@ -832,11 +832,13 @@ class MainWindow(QMainWindow):
         source = None
         covariance_type = None
         if live is not None:
-            if self._fit_params.color_space != self.space_combo.currentText():
-                return  # the plot shows another colour space than the running fit
+            features = self._fit_params.features
+            if features.color_space != self.space_combo.currentText() or not features.uses_color:
+                return  # the plot shows another colour space than the running fit, or it has no colour
             source = (live["means"], live["covariances"], None)
             covariance_type = self._fit_params.covariance_type
-        elif self.segmenter is not None and self.segmenter.features.color_space == self.space_combo.currentText():
+        elif (self.segmenter is not None and self.segmenter.features.uses_color
+              and self.segmenter.features.color_space == self.space_combo.currentText()):
             gm = self.segmenter.gmm_
             source = (gm.means_, gm.covariances_, self.segmenter.component_colors_)
             covariance_type = self.segmenter.covariance_type

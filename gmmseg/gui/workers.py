@@ -129,7 +129,9 @@ class FitWorker(Worker):
 
     def work(self):
         segmenter = Segmenter(params=self.params)
-        data = self._preview_data(segmenter)
+        # Previews label pixels by the mixture's colour block; a texture-only
+        # model has none, and gets no preview.
+        data = self._preview_data(segmenter) if segmenter.features.uses_color else None
         last_preview = [time.perf_counter()]
 
         def stop_now():
