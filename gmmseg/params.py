@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Self
 
 from . import _validation as check
 from .engine import COVARIANCE_TYPES, INIT_PARAMS, GaussianMixture
-from .features import COLOR_SPACES, FEATURE_SETS, FeatureConfig
+from .features import COLOR_SPACES, FEATURE_SETS, TEXTURE_FILTER_SETS, FeatureConfig
 
 KINDS = ("int", "float", "choice", "seed", "optional_int", "bool", "int_list")
 
@@ -218,6 +218,12 @@ class SegmenterParams(_Settings):
         (1, 2, 4, 8, 16), "int_list", "Gaussian scales (pixels) of the texture filter bank", "Texture scales",
         flags=("--texture-scales",), group="features", minimum=1, maximum=64, max_length=8,
     )
+    texture_filters: str = _setting(
+        "smoothed+gradient", "choice",
+        "texture filters at every scale: smoothed lightness, its local standard deviation, and/or the local energy "
+        "of its derivatives along x and y (oriented texture)", "Texture filters", flags=("--texture-filters",),
+        group="features", choices=TEXTURE_FILTER_SETS,
+    )
     illumination_sigma: float = _setting(
         8.0, "float",
         "texture: lightness is divided by its background blurred at this scale (pixels), so that parts lit more "
@@ -288,7 +294,7 @@ class SegmenterParams(_Settings):
     def features(self) -> FeatureConfig:
         """The feature settings as a :class:`gmmseg.features.FeatureConfig`."""
         return FeatureConfig(self.color_space, self.spatial_weight, self.feature_set, self.texture_scales,
-                             self.illumination_sigma)
+                             self.illumination_sigma, self.texture_filters)
 
     def feature_settings(self) -> dict[str, Any]:
         """The settings of the 'features' group (they define the feature matrix)."""

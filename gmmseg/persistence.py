@@ -40,6 +40,7 @@ import numpy as np
 from ._fileio import write_json
 from ._validation import check_bool, check_int, check_number
 from ._version import __version__
+from .features import LEGACY_TEXTURE_FILTERS
 from .params import InspectionParams, SegmenterParams
 
 FORMAT = "gmmseg-model"
@@ -251,6 +252,9 @@ def _segmenter_state(path, data) -> SegmenterState:
         unknown = sorted(set(features) - feature_names)
         if unknown:
             raise ValueError(f"unknown feature settings {unknown}")
+        if "texture" in str(features.get("feature_set", "")) and "texture_filters" not in features:
+            # Written before the filter bank was a setting: it was this one.
+            features = {**features, "texture_filters": LEGACY_TEXTURE_FILTERS}
         params = SegmenterParams.from_dict({**settings, **features})
         covariance_type = mixture["covariance_type"]
         weights = _float_array(mixture["weights"], "mixture.weights", 1)

@@ -372,7 +372,8 @@ class Segmenter:
         if kept is not None and key in kept:
             return kept[key]
         config = self.features
-        features = texture_features(image_lightness(image.pixels), config.texture_scales, config.illumination_sigma)
+        features = texture_features(image_lightness(image.pixels), config.texture_scales, config.illumination_sigma,
+                                    config.texture_filters)
         grid = features[::step, ::step]
         if kept is not None:
             kept[key] = grid = np.ascontiguousarray(grid)  # not a view that keeps every pixel's features alive

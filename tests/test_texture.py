@@ -7,32 +7,50 @@ from scipy import ndimage
 
 from gmmseg import Segmenter
 from gmmseg.engine import get_num_threads, set_num_threads
-from gmmseg.features import FeatureConfig, texture_features
+from gmmseg.features import TEXTURE_FILTER_SETS, FeatureConfig, texture_features, texture_filter_columns
 
 
-def _reference(lightness, scales, illumination_sigma):
-    """The documented definition, in float64 with scipy.ndimage."""
+def _gaussian(x, sigma):
+    """Normalised convolution: the Gaussian average of the pixels that exist."""
+    return ndimage.gaussian_filter(x, sigma, mode="constant") / ndimage.gaussian_filter(np.ones_like(x), sigma, mode="constant")
+
+
+def _reference(lightness, scales, illumination_sigma, filters):
+    """The documented definition, in float64 with scipy.ndimage and NumPy."""
     L = lightness.astype(np.float64)
     if illumination_sigma > 0:
-        background = ndimage.gaussian_filter(L, illumination_sigma, mode="nearest")
-        L = L / np.maximum(background, 1.0 / 255.0) - 1.0
+        L = L / np.maximum(_gaussian(L, illumination_sigma), 1.0 / 255.0) - 1.0
+    gx, gy = np.gradient(L, axis=1), np.gradient(L, axis=0)  # central differences, one-sided at the border
     columns = []
     for sigma in scales:
-        smoothed = ndimage.gaussian_filter(L, sigma, mode="nearest")
-        square = ndimage.gaussian_filter(L * L, sigma, mode="nearest")
-        columns += [smoothed, np.sqrt(np.maximum(square - smoothed**2, 0.0))]
+        smoothed = _gaussian(L, sigma)
+        columns.append(smoothed)
+        if "deviation" in filters:
+            columns.append(np.sqrt(np.maximum(_gaussian(L * L, sigma) - smoothed**2, 0.0)))
+        if "gradient" in filters:
+            columns += [np.sqrt(_gaussian(gx * gx, sigma)), np.sqrt(_gaussian(gy * gy, sigma))]
     return np.stack(columns, axis=-1)
 
 
 @pytest.mark.parametrize("shape", [(97, 130), (5, 300), (300, 3)])
 @pytest.mark.parametrize("illumination_sigma", [0.0, 8.0])
-def test_filter_bank_matches_scipy(shape, illumination_sigma):
+@pytest.mark.parametrize("filters", TEXTURE_FILTER_SETS)
+def test_filter_bank_matches_scipy(shape, illumination_sigma, filters):
     rng = np.random.default_rng(1)
     lightness = ndimage.gaussian_filter(rng.random(shape), 1.5) * 0.8 + 0.1
-    got = texture_features(lightness, (1, 2, 4, 16), illumination_sigma)
-    want = _reference(lightness, (1, 2, 4, 16), illumination_sigma)
-    assert got.dtype == np.float32 and got.shape == shape + (8,)
+    got = texture_features(lightness, (1, 2, 4, 16), illumination_sigma, filters)
+    want = _reference(lightness, (1, 2, 4, 16), illumination_sigma, filters)
+    assert got.dtype == np.float32 and got.shape == shape + (4 * len(texture_filter_columns(filters)),)
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+
+
+def test_borders_are_not_smeared():
+    """A flat image stays flat up to its border at every scale (normalised
+    convolution); with the edge repeated or zero padding it would not be
+    for a ramp or a constant respectively."""
+    flat = np.full((40, 60), 0.5, dtype=np.float32)
+    features = texture_features(flat, (1, 16), 8.0, "smoothed+deviation+gradient")
+    np.testing.assert_allclose(features, 0.0, atol=1e-5)
 
 
 def test_filter_bank_does_not_depend_on_the_thread_count():
@@ -97,6 +115,24 @@ def test_texture_models_round_trip(tmp_path, feature_set):
     assert np.array_equal(again.log_likelihood, result.log_likelihood)
     # predict on the same image equals fit_predict (the fit's own table)
     assert np.array_equal(seg.predict(image).labels, result.labels)
+
+
+def test_a_texture_model_from_before_the_filter_setting_keeps_its_bank(tmp_path):
+    """Model files written before ``texture_filters`` existed used smoothed
+    lightness and deviation; loading one must not switch it to today's
+    default bank (it would not even have the right number of features)."""
+    import json
+
+    image = _stripes_and_smooth(2)
+    seg = Segmenter(2, feature_set="texture", texture_filters="smoothed+deviation", texture_scales=(1, 2),
+                    smoothing=0.0, spatial_weight=0.0, random_state=0).fit(image)
+    path = seg.save(tmp_path / "m.json")
+    data = json.loads(path.read_text())
+    del data["features"]["texture_filters"]
+    path.write_text(json.dumps(data))
+    loaded = Segmenter.load(path)
+    assert loaded.texture_filters == "smoothed+deviation"
+    assert np.array_equal(loaded.predict(image).labels, seg.predict(image).labels)
 
 
 def test_a_spatial_fit_runs_the_filter_bank_once_per_image(monkeypatch):
