@@ -305,7 +305,7 @@ class InspectionPanel(QObject):
         r = self.result
         colour = "#2e7d32" if r.passed else "#c62828"
         self.verdict_label.setText(f"<b style='color:{colour}'>{r.verdict.upper()}</b> &nbsp; {len(r.regions)} region(s), "
-                                   f"{r.defect_area} px; threshold {r.threshold:.2f}")
+                                   f"{r.defect_area} px; image threshold {r.image_threshold:.2f}")
         self.regions.setRowCount(len(r.regions))
         for row, region in enumerate(r.regions):
             x, y, w, h = region.bbox
