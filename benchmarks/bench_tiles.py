@@ -20,8 +20,9 @@ On ``good_test/``: false regions per image and the fraction of pixels flagged.
 Methods:
 
 - ``gmmseg-default``: ``gmmseg.Inspector()`` at its defaults (K chosen by its
-  criterion, threshold calibrated by leave-one-out on the references); the
-  score map is ``InspectionResult.score`` and the mask ``InspectionResult.mask``.
+  criterion, thresholds calibrated on references held out in up to 5 folds);
+  the score map is ``InspectionResult.score`` (the calibrated score) and the
+  mask ``InspectionResult.mask``.
 - ``sklearn-gmm``: a baseline; scikit-learn ``GaussianMixture(4, 'full',
   random_state=0)`` on the lightness (``gmmseg.features.color_features(...,
   'lab')``) of 200,000 pixels sampled from three quarters of the references;
@@ -133,12 +134,15 @@ def fit_gmmseg_default(refs, args):
     info = {
         "fit_seconds": seconds,
         "fit_references": [p.name for p, _, _ in refs],
-        "calibration": "leave-one-out over the fit references",
+        "calibration": f"fit references held out in {inspector.n_folds_} folds; image threshold "
+                       f"{inspector.image_threshold_:.3g} for a false-reject rate of {inspector.false_reject_rate:g}",
         "k": int(inspector.segmenter_.n_components),
         "k_rule": selection.rule if selection is not None else "given",
         "k_criterion": selection.criterion if selection is not None else "",
         "threshold": float(inspector.threshold_),
         "false_alarm_rate": float(inspector.false_alarm_rate),
+        "image_threshold": float(inspector.image_threshold_),
+        "false_reject_rate": float(inspector.false_reject_rate),
         "smoothing_sigma": float(inspector.smoothing_sigma),
         "min_area": int(inspector.min_area),
     }

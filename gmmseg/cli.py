@@ -187,9 +187,9 @@ def build_parser():
     p = sub.add_parser("fit", help="fit one model on reference images and save it",
                        description="Fit one mixture on the pixels of the given images together (e.g. "
                                    "defect-free references), choose K by --criterion unless -k is given, calibrate "
-                                   "the anomaly threshold for --false-alarm-rate (leave-one-out over the "
-                                   "references when there are several) and save a JSON model for 'gmmseg apply' "
-                                   "and 'gmmseg inspect'.")
+                                   "the image threshold for --false-reject-rate and the pixel threshold for "
+                                   "--false-alarm-rate (on references held out of the fit, in up to 5 folds, when "
+                                   "there are several) and save a JSON model for 'gmmseg apply' and 'gmmseg inspect'.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--save-model", required=True, metavar="MODEL.json", help="where to write the model")
     p.add_argument("--force", action="store_true", help="overwrite an existing model file")
@@ -208,9 +208,11 @@ def build_parser():
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("inspect", help="flag defects in images with a model fitted on good references",
-                       description="Score each image with a model from 'gmmseg fit', flag pixels above its "
-                                   "calibrated threshold, group them into defect regions and write one "
-                                   "report row per image (verdict, score, regions, defect area). "
+                       description="Score each image with a model from 'gmmseg fit': an image fails when its "
+                                   "image score is above the model's image threshold (both on the calibrated "
+                                   "score scale); defect regions grow from there over pixels above the pixel "
+                                   "threshold. One report row per image (verdict, image_score, image_threshold, "
+                                   "pixel_threshold, regions, defect area). "
                                    "Exit status: 0 all images inspected, 1 some could not be read, "
                                    "2 usage error, 3 defects found (only with --fail-on-defects).",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -316,8 +318,8 @@ class Progress:
             self.stream.flush()
         else:
             status = "ok" if result["status"] == "ok" else "FAILED"
-            print(f"[{self.done}/{self.total}] {status} {result['input']} ({result['seconds']:.2f}s)",
-                  file=self.stream)
+            print(f"[{self.done}/{self.total}] {status} {result['input']}{_verdict_text(result)} "
+                  f"({result['seconds']:.2f}s)", file=self.stream)
 
     def _clear(self):
         if self.tty and not self.quiet:
@@ -327,6 +329,17 @@ class Progress:
         if self.tty and not self.quiet:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _verdict_text(result):
+    """An inspection row's verdict in words (empty for other rows)."""
+    if result.get("status") != "ok" or "verdict" not in result:
+        return ""
+    score, threshold = result.get("image_score"), result.get("image_threshold")
+    if score == "" or score is None:
+        return f": {result['verdict']} (no image score: fewer usable pixels than --min-area)"
+    sign = ">" if score > threshold else "<="
+    return f": {result['verdict']}, image score {score:.2f} {sign} image threshold {threshold:.2f}"
 
 
 # ---------------------------------------------------------------------------
@@ -470,8 +483,11 @@ def cmd_fit(args):
         return EXIT_FAILED
     if Path(args.save_model).exists() and not args.force:
         raise UsageError(f"{args.save_model} already exists; not overwriting it (use --force)")
-    images = [load_image(f) for f in files]
-    inspector = Inspector(params=params, inspection=inspection).fit(images)
+    # Paths, not loaded images: the Inspector loads a reference when it needs
+    # it, so many references never sit in memory together.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the edge of the K range and one reference: said below
+        inspector = Inspector(params=params, inspection=inspection).fit(files)
     inspector.save(args.save_model, overwrite=args.force)
     gm = inspector.segmenter_.gmm_
     chosen = "given"
@@ -479,11 +495,16 @@ def cmd_fit(args):
         chosen = f"chosen by {params.k_criterion.upper()}"
         if inspector.k_selection_.at_edge:
             chosen += f", at the edge of --k-range {inspection.k_range[0]}-{inspection.k_range[-1]}"
-    calibration = "held-out references (leave-one-out)" if inspector.held_out_ else "the reference itself"
-    print(f"fitted K={gm.means_.shape[0]} ({chosen}) {params.covariance_type} on {len(images)} image(s): "
+    if inspector.held_out_:
+        folds = "leave-one-out" if inspector.n_folds_ == len(files) else f"{inspector.n_folds_} folds"
+        calibration = f"held-out references, {folds}"
+    else:
+        calibration = "the reference itself: good images will fail more often than that; give several references"
+    print(f"fitted K={gm.means_.shape[0]} ({chosen}) {params.covariance_type} on {len(files)} image(s): "
           f"{'converged' if gm.converged_ else 'not converged'} after {gm.n_iter_} iterations; "
-          f"anomaly threshold {inspector.threshold_:.3f} for a false-alarm rate of {inspection.false_alarm_rate:g} "
-          f"(calibrated on {calibration}); model saved to {args.save_model}")
+          f"image threshold {inspector.image_threshold_:.2f} for a false-reject rate of "
+          f"{inspection.false_reject_rate:g}, pixel threshold {inspector.threshold_:.3f} for a false-alarm rate of "
+          f"{inspection.false_alarm_rate:g} (calibrated on {calibration}); model saved to {args.save_model}")
     return EXIT_OK
 
 

@@ -226,8 +226,11 @@ def export_segmentation(
 # ---------------------------------------------------------------------------
 # defect inspection
 # One row per inspected image (gmmseg inspect --report, and the application's report).
-REPORT_FIELDS = ("input", "verdict", "score", "threshold", "regions", "defect_area", "defect_fraction",
-                 "status", "error", "output", "seconds")
+# image_score and image_threshold are calibrated scores (the image fails when
+# the first is above the second); pixel_threshold is on the unsmoothed
+# negative log-likelihood, over which defect masks grow.
+REPORT_FIELDS = ("input", "verdict", "image_score", "image_threshold", "pixel_threshold", "regions", "defect_area",
+                 "defect_fraction", "status", "error", "output", "seconds")
 REGION_FIELDS = ("region", "area", "x", "y", "width", "height", "centroid_x", "centroid_y", "mean_score", "max_score")
 
 
@@ -262,10 +265,11 @@ def csv_writer(rows: Iterable[dict], fields: Sequence[str]) -> Callable[[str], N
 
 def export_inspection(result: InspectionResult, image: ImageData, out_dir: str | os.PathLike, *, overwrite: bool = False,
                       summary: dict | None = None) -> list[Path]:
-    """Write one image's inspection: anomaly.png (kept defect pixels),
-    overlay.png (regions outlined), regions.csv, score.tif (float32 score
-    map) and summary.json. Nothing is written if any target exists, unless
-    ``overwrite``."""
+    """Write one image's inspection: anomaly.png (defect masks),
+    overlay.png (regions outlined), regions.csv, score.tif (float32
+    calibrated score map) and summary.json (verdict, image score, image and
+    pixel thresholds, regions). Nothing is written if any target exists,
+    unless ``overwrite``."""
     out_dir = Path(out_dir)
     paths = {name: out_dir / name for name in ("anomaly.png", "overlay.png", "regions.csv", "score.tif", "summary.json")}
     refuse_existing(paths.values(), overwrite)
@@ -276,7 +280,8 @@ def export_inspection(result: InspectionResult, image: ImageData, out_dir: str |
     data = {
         "verdict": result.verdict,
         "image_score": result.image_score if np.isfinite(result.image_score) else None,
-        "threshold": result.threshold,
+        "image_threshold": result.image_threshold,
+        "pixel_threshold": result.pixel_threshold,
         "regions": [r.as_dict() for r in result.regions],
         **(summary or {}),
     }

@@ -12,7 +12,8 @@ state (:mod:`gmmseg.gui`). A new setting is added here and nowhere else.
   is fitted (used by :class:`gmmseg.Segmenter`, :func:`gmmseg.select_k` and
   :class:`gmmseg.Inspector`).
 * :class:`InspectionParams`: what :class:`gmmseg.Inspector` adds (K chosen,
-  false-alarm rate, score smoothing, minimum region area).
+  false-alarm rate of pixels, false-reject rate of images, score smoothing,
+  minimum area).
 """
 
 import dataclasses
@@ -327,15 +328,26 @@ class InspectionParams(_Settings):
         flags=("--k-range",), minimum=1,
     )
     false_alarm_rate: float = _setting(
-        1e-4, "float", "expected fraction of good pixels above the threshold", "False-alarm rate",
+        1e-4, "float",
+        "expected fraction of good pixels above the pixel threshold (on the unsmoothed score), over which a "
+        "detected defect's mask grows", "False-alarm rate",
         flags=("--false-alarm-rate",), minimum=0.0, maximum=0.5, exclusive_minimum=True, exclusive_maximum=True,
     )
+    false_reject_rate: float = _setting(
+        0.05, "float",
+        "expected fraction of good images that fail: sets the image threshold, calibrated on the image scores of "
+        "references held out of the fit", "False-reject rate",
+        flags=("--false-reject-rate",), minimum=0.0, maximum=0.5, exclusive_minimum=True, exclusive_maximum=True,
+        widget_range=(0.001, 0.45), widget_step=0.01, widget_decimals=3,
+    )
     smoothing_sigma: float = _setting(
-        1.5, "float", "Gaussian smoothing (pixels) of the anomaly score before thresholding", "Score smoothing",
+        1.5, "float", "Gaussian smoothing (pixels) of the anomaly score used for detection", "Score smoothing",
         flags=("--score-smoothing",), minimum=0.0, widget_range=(0.0, 20.0), widget_step=0.5,
     )
     min_area: int = _setting(
-        25, "int", "defect regions smaller than this many pixels are ignored", "Minimum area",
+        25, "int",
+        "an image fails when at least this many pixels of its smoothed score are above the image threshold; a "
+        "defect region holds at least this many of them", "Minimum area",
         flags=("--min-area",), minimum=1, widget_range=(1, 1_000_000),
     )
 

@@ -22,10 +22,25 @@ loaded model predicts exactly what the live object did::
 (``texture_standardisation`` only with texture features: the mean and
 standard deviation of each texture feature on the fitted pixels.)
 
-An inspection model is a segmenter model plus an ``"inspection"`` section
-(threshold, calibration curve, inspection settings), so ``gmmseg apply``
-can use it too. Files written by earlier releases of format version 1 load
-(settings they lack take their defaults).
+An inspection model is a segmenter model plus an ``"inspection"`` section,
+so ``gmmseg apply`` can use it too::
+
+    "inspection": {"threshold": 2.35,               # pixel threshold (unsmoothed NLL)
+                   "image_threshold": 3.91,         # calibrated score, >= 0
+                   "image_scores": [3.4, 3.6, ...], # held-out references', >= 0 (*)
+                   "score_scale": {"false_alarm_rates": [1.0, ...], "scores": [...]},
+                   "calibration_curve": {"false_alarm_rates": [...], "thresholds": [...]},
+                   "false_alarm_rate": 1e-4, "false_reject_rate": 0.05, ...}
+
+(``score_scale``: the smoothed NLL that each fraction of held-out good
+pixels exceeds, which defines the calibrated score; ``calibration_curve``:
+pixel thresholds at other false-alarm rates.) Files written by earlier
+releases of format version 1 load (settings they lack take their defaults).
+Inspection models from before image verdicts have no ``image_threshold``,
+``image_scores`` or ``score_scale``, and their ``threshold`` and curve are
+on the smoothed score; :meth:`gmmseg.Inspector.from_state` says how they
+are read. (*) Such a model saved again has an image threshold and a score
+scale (from its old curve) but no image scores.
 """
 
 import json
@@ -51,6 +66,10 @@ VERSION = 1
 MAX_FILE_BYTES = 32 << 20
 MAX_COMPONENTS = 1024
 MAX_FEATURES = 256
+# One image score per reference; a score scale has a point per tenth of a
+# decade (81 from gmmseg itself).
+MAX_IMAGE_SCORES = 100_000
+MAX_SCALE_POINTS = 1000
 
 
 class ModelFileError(ValueError):
@@ -100,6 +119,12 @@ class InspectorState:
     calibration_thresholds: np.ndarray
     n_references: int = 1
     held_out: bool = False
+    # None in files from before image verdicts (then all four are None);
+    # image_scores alone is None for such a model saved again.
+    image_threshold: float | None = None
+    image_scores: np.ndarray | None = None
+    score_rates: np.ndarray | None = None
+    score_values: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,7 +174,16 @@ def inspector_document(state: InspectorState) -> dict:
     ins = state.inspection
     data["inspection"] = {
         "threshold": float(state.threshold),
+        **({} if state.image_threshold is None else {
+            "image_threshold": float(state.image_threshold),
+            **({} if state.image_scores is None else {"image_scores": [float(v) for v in state.image_scores]}),
+            "score_scale": {
+                "false_alarm_rates": [float(r) for r in state.score_rates],
+                "scores": [float(v) for v in state.score_values],
+            },
+        }),
         "false_alarm_rate": ins.false_alarm_rate,
+        "false_reject_rate": ins.false_reject_rate,
         "smoothing_sigma": ins.smoothing_sigma,
         "min_area": ins.min_area,
         "auto_k": ins.auto_k,
@@ -330,6 +364,7 @@ def read_inspector_state(path: str | os.PathLike) -> InspectorState:
             auto_k=section.get("auto_k", False),
             k_range=section.get("k_range", InspectionParams().k_range),
             false_alarm_rate=section["false_alarm_rate"],
+            false_reject_rate=section.get("false_reject_rate", InspectionParams().false_reject_rate),
             smoothing_sigma=section["smoothing_sigma"],
             min_area=section["min_area"],
         )
@@ -342,10 +377,47 @@ def read_inspector_state(path: str | os.PathLike) -> InspectorState:
             raise ValueError("calibration_curve must hold matching, increasing rates and finite thresholds")
         n_references = check_int(section.get("n_references", 1), "n_references", minimum=1)
         held_out = check_bool(section.get("held_out", False), "held_out")
+        verdicts = _image_verdict_fields(section)
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise _bad(path, f"invalid inspection section ({detail})") from None
     return InspectorState(
         segmenter, model_params, inspection, threshold, rates, thresholds,
-        n_references=n_references, held_out=held_out,
+        n_references=n_references, held_out=held_out, **verdicts,
     )
+
+
+def _bounded_list(value, name, max_length):
+    """A non-empty list of at most ``max_length`` items (checked before numpy sees it)."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{name} must be a non-empty list of numbers")
+    if len(value) > max_length:
+        raise ValueError(f"{name} holds {len(value)} values; at most {max_length}")
+    return value
+
+
+def _image_verdict_fields(section) -> dict[str, Any]:
+    """The image threshold and the score scale (both, or neither in a file
+    from before image verdicts), and the references' image scores (missing
+    only in such a model saved again)."""
+    names = ("image_threshold", "score_scale")
+    present = [n for n in (*names, "image_scores") if n in section]
+    if not present:
+        return {}
+    if not all(n in section for n in names):
+        raise ValueError(f"{', '.join(n for n in names if n not in section)} missing beside {', '.join(present)}")
+    image_threshold = check_number(section["image_threshold"], "image_threshold", minimum=0.0)
+    scores = None
+    if "image_scores" in section:
+        scores = np.array([check_number(v, "image_scores", minimum=0.0)
+                           for v in _bounded_list(section["image_scores"], "image_scores", MAX_IMAGE_SCORES)])
+    scale = section["score_scale"]
+    if not isinstance(scale, dict):
+        raise ValueError("score_scale must be a mapping of false_alarm_rates and scores")
+    rates = _float_array(_bounded_list(scale["false_alarm_rates"], "score_scale.false_alarm_rates", MAX_SCALE_POINTS),
+                         "score_scale.false_alarm_rates", 1)
+    values = _float_array(_bounded_list(scale["scores"], "score_scale.scores", MAX_SCALE_POINTS), "score_scale.scores", 1)
+    if (rates.shape != values.shape or rates.size < 2 or rates[0] > 1 or rates[-1] <= 0
+            or np.any(np.diff(rates) >= 0) or np.any(np.diff(values) <= 0)):
+        raise ValueError("score_scale must hold matching lists: rates falling within (0, 1], scores rising")
+    return {"image_threshold": image_threshold, "image_scores": scores, "score_rates": rates, "score_values": values}

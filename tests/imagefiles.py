@@ -153,3 +153,21 @@ def write_inspection_set(folder, ref_seeds, defect_seeds, good_seed):
         Image.fromarray(img).save(parts / f"part{seed}.png")
     Image.fromarray(np.clip(surface(good_seed), 0, 255).astype(np.uint8)).save(parts / "part99_good.png")
     return refs, parts
+
+
+def paint_scratch(img, seed, width, strength=0.7):
+    """Paint one straight bright scratch, ``width`` pixels thick in every
+    column it crosses, over most of the image's width at a shallow random
+    angle. Returns ``(uint8 image, boolean mask)``; the mask holds exactly
+    ``width`` pixels per crossed column."""
+    rng = np.random.RandomState(seed)
+    size = img.shape[0]
+    x0, x1 = 20, size - 20
+    y0, slope = rng.randint(size // 2 - 40, size // 2 + 40), rng.uniform(-0.2, 0.2)
+    mask = np.zeros(img.shape[:2], bool)
+    for x in range(x0, x1):
+        y = int(round(y0 + slope * (x - x0)))
+        mask[y:y + width, x] = True
+    out = img.copy()
+    out[mask] = out[mask] * (1 - strength) + 240.0 * strength
+    return np.clip(out, 0, 255).astype(np.uint8), mask

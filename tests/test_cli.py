@@ -257,15 +257,30 @@ def test_fit_and_inspect_defects(tmp_path):
     out = run("fit", *refs, "--save-model", tmp_path / "m.json")
     assert out.returncode == 0, out.stderr
     assert "chosen by BIC" in out.stdout and "held-out" in out.stdout
+    assert "image threshold" in out.stdout and "false-reject rate of 0.05" in out.stdout
+    assert "pixel threshold" in out.stdout and "false-alarm rate of 0.0001" in out.stdout
 
     out = run("inspect", "--model", tmp_path / "m.json", parts, "--report", tmp_path / "report.csv",
               "--out", tmp_path / "res")
     assert out.returncode == 0, out.stderr
     rows = {Path(r["input"]).name: r for r in csv.DictReader(open(tmp_path / "report.csv"))}
-    assert rows["part10.png"]["verdict"] == "fail" and int(rows["part10.png"]["regions"]) >= 3
-    assert rows["part11.png"]["verdict"] == "fail"
-    assert int(rows["part99_good.png"]["regions"]) <= 1
+    # The verdict is the image score against the image threshold, in the
+    # same units: pass below it, fail above it (then with regions).
+    for name, verdict in (("part10.png", "fail"), ("part11.png", "fail"), ("part99_good.png", "pass")):
+        row = rows[name]
+        score, threshold = float(row["image_score"]), float(row["image_threshold"])
+        assert row["verdict"] == verdict and (score > threshold) == (verdict == "fail") and threshold >= 0
+        assert (int(row["regions"]) > 0) == (verdict == "fail") and float(row["pixel_threshold"]) == \
+            float(rows["part10.png"]["pixel_threshold"])
+        sign = ">" if verdict == "fail" else "<="
+        assert f"{name}: {verdict}, image score {score:.2f} {sign} image threshold {threshold:.2f}" in out.stderr
+    assert int(rows["part10.png"]["regions"]) >= 3
+    summary_header = (tmp_path / "res" / "run_summary.csv").read_text().splitlines()[0]
+    assert "image_score,image_threshold,pixel_threshold" in summary_header
     folder = tmp_path / "res" / "part10"
+    image_summary = json.loads((folder / "summary.json").read_text())
+    assert image_summary["verdict"] == "fail" and image_summary["image_score"] > image_summary["image_threshold"]
+    assert image_summary["pixel_threshold"] == pytest.approx(float(rows["part10.png"]["pixel_threshold"]), abs=1e-4)
     assert sorted(p.name for p in folder.iterdir()) == ["anomaly.png", "overlay.png", "regions.csv", "score.tif", "summary.json"]
     regions = list(csv.DictReader(open(folder / "regions.csv")))
     assert len(regions) == int(rows["part10.png"]["regions"])

@@ -241,7 +241,8 @@ def test_inspection_mode(qtbot, window, tmp_path):
     assert window.view_mode == "inspection" and panel.index == 0
     first = panel.result
     assert not first.passed and panel.regions.rowCount() == len(first.regions) >= 3
-    assert "FAIL" in panel.verdict_label.text()
+    assert "FAIL" in panel.verdict_label.text() and "image score" in panel.verdict_label.text()
+    assert first.image_score > first.image_threshold == panel.inspector.image_threshold_
     shown = window.current_rgb()
     assert np.any(np.all(shown == [255, 30, 30], axis=2))  # region outlines are drawn
     # Clicking a region zooms onto it.
@@ -254,17 +255,24 @@ def test_inspection_mode(qtbot, window, tmp_path):
     panel.far_slider.setValue(panel.far_slider.minimum())
     assert panel.score is score and panel.result.mask.sum() <= loose_area
     panel.far_slider.setValue(-40)
+    # The false-reject rate re-thresholds images live, from the calibration.
+    strict = panel.inspector.image_threshold_
+    panel.settings_form.widgets["false_reject_rate"].setValue(0.4)
+    assert panel.inspector.false_reject_rate == 0.4 and panel.inspector.image_threshold_ < strict
+    assert panel.result.image_threshold == panel.inspector.image_threshold_ and panel.score is score
+    panel.settings_form.widgets["false_reject_rate"].setValue(0.05)
     # Step to the defect-free part with the keyboard shortcut's slot.
     with qtbot.waitSignal(panel.inspected, timeout=WAIT_MS):
         panel.next_image()
     with qtbot.waitSignal(panel.inspected, timeout=WAIT_MS):
         panel.next_image()
-    assert panel.index == 2 and len(panel.result.regions) <= 1
+    assert panel.index == 2 and panel.result.passed and panel.result.regions == []
+    assert "PASS" in panel.verdict_label.text()
     with qtbot.waitSignal(panel.reportWritten, timeout=WAIT_MS):
         panel.write_report(tmp_path / "report.csv")
     rows = list(csv.DictReader(open(tmp_path / "report.csv")))
     assert [Path(r["input"]).name for r in rows] == ["part20.png", "part21.png", "part99_good.png"]
-    assert [r["verdict"] for r in rows][:2] == ["fail", "fail"]
+    assert [r["verdict"] for r in rows] == ["fail", "fail", "pass"]
 
 
 def test_export_dialog_asks_before_replacing(qtbot, window, tmp_path, monkeypatch):

@@ -70,7 +70,8 @@ def test_segmenter_settings_survive_save_and_load(tmp_path):
 def test_inspector_settings_survive_save_and_load(tmp_path):
     inspector = Inspector(random_state=5, max_iter=60, n_init=2, k_range=range(2, 5), tol=1e-3,
                           reg_covar=1e-5, init_params="k-means++", smoothing=1.0, max_samples=1500,
-                          smoothing_sigma=2.0, min_area=9, false_alarm_rate=1e-3).fit([_image(0), _image(1)])
+                          smoothing_sigma=2.0, min_area=9, false_alarm_rate=1e-3,
+                          false_reject_rate=0.1).fit([_image(0), _image(1)])
     loaded = Inspector.load(inspector.save(tmp_path / "i.json"))
     assert loaded.get_params() == inspector.get_params()
     assert loaded.params == inspector.params and loaded.inspection == inspector.inspection
@@ -128,14 +129,15 @@ def test_cli_fit_saves_every_setting(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "gmmseg", "fit", str(path), "--save-model", str(model), "--seed", "5",
          "--max-iter", "60", "--n-init", "2", "--reg-covar", "1e-5", "--init-params", "k-means++",
-         "--k-range", "2-4", "--min-area", "9", "--score-smoothing", "2"],
+         "--k-range", "2-4", "--min-area", "9", "--score-smoothing", "2", "--false-reject-rate", "0.1"],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
     )
     assert out.returncode == 0, out.stderr
     loaded = Inspector.load(model)
     assert (loaded.random_state, loaded.max_iter, loaded.n_init, loaded.reg_covar, loaded.init_params) == \
         (5, 60, 2, 1e-5, "k-means++")
-    assert loaded.inspection == InspectionParams(k_range=(2, 3, 4), min_area=9, smoothing_sigma=2.0)
+    assert loaded.inspection == InspectionParams(k_range=(2, 3, 4), min_area=9, smoothing_sigma=2.0,
+                                                 false_reject_rate=0.1)
 
 
 def test_inspector_attribute_writes_go_through_the_settings():
@@ -161,6 +163,11 @@ HUGE_INT = "1" + "0" * 400
     ("inspection", "threshold", "true", "threshold"),
     ("inspection", "threshold", HUGE_INT, "threshold"),
     ("inspection", "k_range", "[0, 1]", "k_range"),
+    ("inspection", "false_reject_rate", "0.7", "false_reject_rate"),
+    ("inspection", "image_threshold", '"high"', "image_threshold"),
+    ("inspection", "image_threshold", "-0.5", "image_threshold"),
+    ("inspection", "image_threshold", "NaN", "image_threshold"),
+    ("inspection", "image_scores", "[1, 2, null]", "image_scores"),
     ("mixture", "n_iter", "1e400", "n_iter"),
     ("mixture", "converged", '"false"', "converged"),
     ("mixture", "lower_bound", HUGE_INT, "lower_bound"),

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from ..export import inspection_overlay
 from ..inspection import Inspector
-from ..io import ImageLoadError, list_images, load_image
+from ..io import list_images
 from ..params import InspectionParams
 from .settings_form import SettingsForm
 from .workers import InspectorFitWorker, ReportWorker, ScoreWorker
@@ -49,7 +49,8 @@ class InspectionPanel(QObject):
         self.references = []
         self.folder_images = []
         self.index = -1
-        self.score = None
+        self.score = None  # calibrated score map of the shown image
+        self.raw = None  # its unsmoothed score
         self.result = None
         self.widget = self._build()
         for keys, slot in (("PgDown", self.next_image), ("PgUp", self.previous_image)):
@@ -66,7 +67,7 @@ class InspectionPanel(QObject):
         self.refs_button.setToolTip("Choose images of defect-free parts")
         self.refs_button.clicked.connect(self.choose_references)
         self.fit_button = QPushButton("Fit")
-        self.fit_button.setToolTip("Fit the reference model and calibrate the threshold")
+        self.fit_button.setToolTip("Fit the reference model and calibrate the image and pixel thresholds")
         self.fit_button.clicked.connect(self.fit)
         self.load_button = QPushButton("Load...")
         self.load_button.setToolTip("Load an inspection model saved by 'gmmseg fit' or Save")
@@ -84,7 +85,8 @@ class InspectionPanel(QObject):
         # Inspection settings from the settings table; the Model panel gives
         # the rest (K, covariance, colour space, iterations...) except the
         # spatial prior and positions (see fit_settings).
-        self.settings_form = SettingsForm(InspectionParams, names=("auto_k", "smoothing_sigma", "min_area"))
+        self.settings_form = SettingsForm(InspectionParams, names=("auto_k", "smoothing_sigma", "min_area",
+                                                                   "false_reject_rate"))
         self.settings_form.widgets["auto_k"].setChecked(False)  # by default the Model panel's K is fitted
         k_range = InspectionParams().k_range
         self.settings_form.form.labelForField(self.settings_form.widgets["auto_k"]).setText(
@@ -100,7 +102,8 @@ class InspectionPanel(QObject):
         self.far_slider = QSlider(Qt.Orientation.Horizontal)
         self.far_slider.setRange(int(FAR_MIN_EXP * 10), int(FAR_MAX_EXP * 10))
         self.far_slider.setValue(-40)
-        self.far_slider.setToolTip("Expected fraction of good pixels flagged; re-thresholds the shown image live")
+        self.far_slider.setToolTip("Expected fraction of good pixels above the pixel threshold, over which defect "
+                                   "masks grow; re-thresholds the shown image live")
         self.far_slider.valueChanged.connect(self._on_rate_changed)
         row.addWidget(self.far_slider, 1)
         self.far_label = QLabel()
@@ -174,28 +177,37 @@ class InspectionPanel(QObject):
         if not self.references:
             return
         try:
-            images = [load_image(p) for p in self.references]
-        except ImageLoadError as exc:
-            QMessageBox.critical(self.window, "Cannot read a reference", str(exc))
-            return
-        try:
             params, inspection = self.fit_settings()
         except ValueError as exc:
             QMessageBox.critical(self.window, "Cannot fit", str(exc))
             return
-        worker = InspectorFitWorker(images, params, inspection)
+        # Paths: the Inspector loads each reference when it needs it (an
+        # unreadable one fails the fit with its message).
+        worker = InspectorFitWorker(self.references, params, inspection)
         worker.finished_inspector.connect(self._on_fitted)
+        worker.failed.connect(lambda message: self.model_label.setText(f"fit failed: {message}"))
         self.model_label.setText("fitting the reference model...")
         self.window._track(worker).start()
 
     def _on_settings_changed(self):
-        """The minimum region area applies at once to the model in use (it
-        does not change the calibration); the rest wait for the next Fit."""
+        """The minimum area and the false-reject rate apply at once to the
+        model in use (the rate re-thresholds images from the calibration);
+        the rest wait for the next Fit."""
         if self.inspector is None:
             return
-        min_area = self.settings_form.values()["min_area"]
-        if min_area != self.inspector.inspection.min_area:
-            self.inspector.set_params(min_area=min_area)
+        values = self.settings_form.values()
+        changed = False
+        if values["min_area"] != self.inspector.inspection.min_area:
+            self.inspector.set_params(min_area=values["min_area"])
+            changed = True
+        if values["false_reject_rate"] != self.inspector.inspection.false_reject_rate:
+            try:
+                self.inspector.set_false_reject_rate(values["false_reject_rate"])
+                changed = True
+            except ValueError as exc:  # a model file without image scores
+                self.window.statusBar().showMessage(str(exc), 8000)
+        if changed:
+            self._describe_model()
             if self.score is not None:
                 self._rethreshold()
 
@@ -218,9 +230,10 @@ class InspectionPanel(QObject):
     def _describe_model(self):
         ins = self.inspector
         K = ins.segmenter_.n_components
-        how = "leave-one-out over the references" if ins.held_out_ else "the reference itself"
+        how = "held-out references" if ins.held_out_ else "the reference itself (optimistic)"
         self.model_label.setText(f"K = {K} ({ins.segmenter_.covariance_type}, {ins.segmenter_.color_space}); "
-                                 f"threshold calibrated on {how}.")
+                                 f"image threshold {ins.image_threshold_:.2f} for a false-reject rate of "
+                                 f"{ins.false_reject_rate:g}, calibrated on {how}.")
 
     def load_dialog(self):
         path, _ = QFileDialog.getOpenFileName(self.window, "Load inspection model", self.window._last_dir("model"),
@@ -289,10 +302,10 @@ class InspectionPanel(QObject):
         worker.scored.connect(self._on_scored)
         self.window._track(worker).start()
 
-    def _on_scored(self, image, score):
+    def _on_scored(self, image, raw, score):
         if image is not self.window.image:
             return  # the user moved on
-        self.score = score
+        self.raw, self.score = raw, score
         self._rethreshold()
 
     def _on_rate_changed(self, value):
@@ -301,11 +314,14 @@ class InspectionPanel(QObject):
             self._rethreshold()
 
     def _rethreshold(self):
-        self.result = self.inspector.find_regions(self.score, self.threshold())
+        self.result = self.inspector.find_regions(self.score, self.threshold(), raw=self.raw)
         r = self.result
         colour = "#2e7d32" if r.passed else "#c62828"
-        self.verdict_label.setText(f"<b style='color:{colour}'>{r.verdict.upper()}</b> &nbsp; {len(r.regions)} region(s), "
-                                   f"{r.defect_area} px; threshold {r.threshold:.2f}")
+        sign = "&gt;" if r.image_score > r.image_threshold else "&le;"
+        self.verdict_label.setText(f"<b style='color:{colour}'>{r.verdict.upper()}</b> &nbsp; image score "
+                                   f"{r.image_score:.2f} {sign} image threshold {r.image_threshold:.2f}; "
+                                   f"{len(r.regions)} region(s), {r.defect_area} px (pixel threshold "
+                                   f"{r.pixel_threshold:.2f})")
         self.regions.setRowCount(len(r.regions))
         for row, region in enumerate(r.regions):
             x, y, w, h = region.bbox
@@ -329,6 +345,7 @@ class InspectionPanel(QObject):
 
     def clear_result(self):
         self.score = None
+        self.raw = None
         self.result = None
         self.regions.setRowCount(0)
         self.verdict_label.setText("")

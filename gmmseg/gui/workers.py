@@ -241,16 +241,17 @@ class InspectorFitWorker(Worker):
 
 
 class ScoreWorker(Worker):
-    """Anomaly score map of one image (the slow part of an inspection)."""
+    """Anomaly score maps of one image (the slow part of an inspection)."""
 
-    scored = Signal(object, object)  # image, score map
+    scored = Signal(object, object, object)  # image, unsmoothed score, calibrated score
 
     def __init__(self, inspector, image, parent=None):
         super().__init__(parent)
         self.inspector, self.image = inspector, image
 
     def work(self):
-        self.scored.emit(self.image, self.inspector.score_map(self.image))
+        raw, score = self.inspector.score_maps(self.image)
+        self.scored.emit(self.image, raw, score)
 
 
 class ReportWorker(Worker):
