@@ -1,4 +1,4 @@
-"""Defect inspection quality and speed on synthetic surfaces.
+"""Defect inspection quality and speed: synthetic surfaces and real tiles.
 
 Surfaces: a brushed, unevenly shaded metal-like texture; defective ones get a
 stain, a thin scratch and two small spots of another colour, each with a known
@@ -11,7 +11,17 @@ failed, defect-free images failed, against the false-reject rate), false
 regions on defect-free images, and images per second for 1-megapixel images
 in batch.
 
-Usage: python benchmarks/bench_inspect.py [--quick]
+Beside gmmseg's defaults, the same surfaces go through a scikit-learn
+GaussianMixture (K=4, full) on the Lab colour of the reference pixels, with
+a threshold at the 99.9th percentile of the references' negative
+log-likelihood: the script a user would write by hand.
+
+Then, when the Magnetic Tile images are present (../shared/data, see
+bench_tiles.py), the real-tile benchmark runs: per defect kind pixel AUROC,
+F1, defects found, false regions per defect-free image and image AUROC, for
+gmmseg and for scikit-learn, in the same run.
+
+Usage: python benchmarks/bench_inspect.py [--quick] [--setting KEY=VALUE ...] [--no-tiles]
 """
 
 import argparse
@@ -26,27 +36,73 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from imagefiles import auroc, paint_defects, surface  # noqa: E402
 
+import bench_tiles  # noqa: E402
+
+from gmmseg.features import color_features  # noqa: E402
 from gmmseg.inspection import Inspector  # noqa: E402
+
+
+def parse_settings(items):
+    """--setting KEY=VALUE items as Inspector settings (numbers converted)."""
+    settings = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        for convert in (int, float):
+            try:
+                text = convert(text)
+                break
+            except ValueError:
+                pass
+        settings[key] = text
+    return settings
+
+
+def sklearn_baseline(refs, defective, good):
+    """A scikit-learn GaussianMixture on Lab colour, thresholded at the 99.9th
+    percentile of the references' negative log-likelihood."""
+    from sklearn.mixture import GaussianMixture
+
+    def lab(image):
+        return color_features(image.reshape(-1, 3).astype(np.float64) / 255.0, "lab")
+
+    X = np.concatenate([lab(r) for r in refs])
+    model = GaussianMixture(4, covariance_type="full", random_state=0).fit(X)
+    threshold = np.quantile(-model.score_samples(X), 0.999)
+    tp = fp = fn = hit = painted = 0
+    for image, masks in defective:
+        pred = (-model.score_samples(lab(image))).reshape(image.shape[:2]) > threshold
+        truth = np.any(masks, axis=0)
+        tp, fp, fn = tp + int((pred & truth).sum()), fp + int((pred & ~truth).sum()), fn + int((~pred & truth).sum())
+        painted += len(masks)
+        hit += sum(bool(pred[m].any()) for m in masks)
+    false = [ndimage.label((-model.score_samples(lab(g))).reshape(g.shape[:2]) > threshold, np.ones((3, 3)))[1] for g in good]
+    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+    print(f"\nscikit-learn GaussianMixture(4) on Lab, 99.9th-percentile threshold: pixel F1 {f1:.3f}, "
+          f"{hit}/{painted} defects found, false regions per defect-free image {np.mean(false):.2f}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="fewer images")
+    parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                        help="an Inspector setting (repeatable), e.g. feature_set=color+texture")
+    parser.add_argument("--no-tiles", action="store_true", help="skip the Magnetic Tile images")
     args = parser.parse_args()
+    settings = parse_settings(args.setting)
     n_defective = 6 if args.quick else 20
     refs = [np.clip(surface(s), 0, 255).astype(np.uint8) for s in (1, 2, 3)]
     start = time.perf_counter()
-    inspector = Inspector().fit(refs)
+    inspector = Inspector(**settings).fit(refs)
     print(f"fit on 3 references (256 x 256): {time.perf_counter() - start:.2f} s, K = "
           f"{inspector.segmenter_.n_components} chosen by {inspector.params.k_criterion}, image threshold "
           f"{inspector.image_threshold_:.3f} (false-reject rate {inspector.false_reject_rate:g}), pixel threshold "
           f"{inspector.threshold_:.3f} (false-alarm rate {inspector.false_alarm_rate:g}), min area {inspector.min_area}")
 
+    defective = [paint_defects(surface(1000 + i), i, faint=bool(i % 2)) for i in range(n_defective)]
     scores, truths = [], []
     hit, painted, region_true, region_all, tp, fp, fn, failed = 0, 0, 0, 0, 0, 0, 0, 0
     extra_width = []
-    for i in range(n_defective):
-        image, masks = paint_defects(surface(1000 + i), i, faint=bool(i % 2))
+    for image, masks in defective:
         result = inspector.inspect(image)
         truth = np.any(masks, axis=0)
         scores.append(result.score.ravel())
@@ -88,6 +144,8 @@ def main():
           f"false regions per image mean {np.mean(false):.2f}, max {max(false)}; "
           f"pixels above the pixel threshold {flagged:.5f} (false-alarm rate {inspector.false_alarm_rate:g})")
 
+    sklearn_baseline(refs, defective, good)
+
     big = [paint_defects(surface(2000 + i, size=1024), i)[0] for i in range(2 if args.quick else 6)]
     inspector.inspect(big[0])  # warm
     start = time.perf_counter()
@@ -96,6 +154,10 @@ def main():
     seconds = time.perf_counter() - start
     print(f"\nbatch of {len(big)} 1-megapixel images (1024 x 1024): {len(big) / seconds:.2f} images/s "
           f"({seconds / len(big) * 1000:.0f} ms each, in one process)")
+
+    if not args.no_tiles and bench_tiles.DEFAULT_DATA.is_dir():
+        print("\nMagnetic Tile (real parts):", flush=True)
+        bench_tiles.main(["--quiet", *(["--quick"] if args.quick else []), *[f"--setting={s}" for s in args.setting]])
 
 
 if __name__ == "__main__":

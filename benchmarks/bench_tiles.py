@@ -149,7 +149,7 @@ def fit_gmmseg_default(refs, args):
 
     def inspect(image):
         result = inspector.inspect(image)
-        return result.score, result.mask
+        return result.score, result.mask, result.image_score
 
     return inspect, info
 
@@ -202,7 +202,10 @@ def fit_sklearn_gmm(refs, args):
             keep = areas >= SK_MIN_AREA
             keep[0] = False
             above = keep[labels]
-        return score, above
+        # Image score: the SK_MIN_AREA-th highest pixel score (a region of
+        # that size above the threshold fails the image).
+        finite = np.sort(score[np.isfinite(score)])
+        return score, above, float(finite[-min(SK_MIN_AREA, finite.size)])
 
     return inspect, info
 
@@ -290,9 +293,10 @@ def evaluate(name, data, args):
         scores, truths, rows = [], [], []
         for i, (path, image, truth) in enumerate(data[kind], start=1):
             start = time.perf_counter()
-            score, pred = inspect(image)
+            score, pred, image_score = inspect(image)
             seconds = time.perf_counter() - start
-            row = {"kind": kind, "image": path.name, "seconds": seconds, **image_metrics(score, pred, truth)}
+            row = {"kind": kind, "image": path.name, "seconds": seconds, "image_score": image_score,
+                   **image_metrics(score, pred, truth)}
             rows.append(row)
             finite = np.isfinite(score)
             scores.append(score[finite].astype(np.float32))
@@ -308,9 +312,10 @@ def evaluate(name, data, args):
     good_rows = []
     for i, (path, image, _) in enumerate(data["good_test"], start=1):
         start = time.perf_counter()
-        score, pred = inspect(image)
+        score, pred, image_score = inspect(image)
         seconds = time.perf_counter() - start
-        row = {"kind": "good_test", "image": path.name, "seconds": seconds, **image_metrics(score, pred, None)}
+        row = {"kind": "good_test", "image": path.name, "seconds": seconds, "image_score": image_score,
+               **image_metrics(score, pred, None)}
         good_rows.append(row)
         log(args, f"[{name}] good_test {i}/{len(data['good_test'])} {path.name}: false regions {row['false_regions']}, "
                   f"flagged {row['flagged']} px")
@@ -323,6 +328,18 @@ def evaluate(name, data, args):
         "flagged_fraction": sum(r["flagged"] for r in good_rows) / max(sum(r["pixels"] for r in good_rows), 1),
         "seconds_per_image": sum(r["seconds"] for r in good_rows) / n_good,
     }
+    # Image AUROC: do defect images score above defect-free ones?
+    image_scores = [r["image_score"] for r in all_rows] + [r["image_score"] for r in good_rows]
+    is_defect = np.array([True] * len(all_rows) + [False] * len(good_rows))
+    good["image_auroc"] = auroc(np.asarray(image_scores, dtype=np.float64), is_defect)
+    for kind in KINDS:
+        kind_rows = [r for r in all_rows if r["kind"] == kind]
+        summary[kind]["image_auroc"] = auroc(
+            np.asarray([r["image_score"] for r in kind_rows + good_rows], dtype=np.float64),
+            np.array([True] * len(kind_rows) + [False] * len(good_rows)))
+    summary["all"]["image_auroc"] = good["image_auroc"]
+    summary["mean of kinds"] = {key: float(np.mean([summary[k][key] for k in KINDS]))
+                                for key in ("auroc", "image_auroc", "f1")}
     return {"info": info, "summary": summary, "good_test": good, "images": images}
 
 
@@ -332,14 +349,17 @@ def evaluate(name, data, args):
 
 def format_table(name, result):
     info = result["info"]
-    header = f"{'kind':<10} {'images':>6} {'AUROC':>6} {'prec':>6} {'recall':>6} {'F1':>6} {'found':>9} {'false reg/img':>13} {'s/img':>6}"
+    header = (f"{'kind':<10} {'images':>6} {'AUROC':>6} {'prec':>6} {'recall':>6} {'F1':>6} {'found':>9} {'false reg/img':>13} "
+              f"{'img AUROC':>9} {'s/img':>6}")
     lines = [f"{name}: fitted on {len(info['fit_references'])} references in {info['fit_seconds']:.1f} s, K = {info['k']}, "
              f"threshold {info['threshold']:.4g} ({info['calibration']})", header, "-" * len(header)]
     for kind in (*KINDS, "all"):
         s = result["summary"][kind]
         found = f"{s['found']}/{s['defects']}"
         lines.append(f"{kind:<10} {s['images']:>6} {s['auroc']:>6.3f} {s['precision']:>6.3f} {s['recall']:>6.3f} {s['f1']:>6.3f} "
-                     f"{found:>9} {s['false_regions_per_image']:>13.2f} {s['seconds_per_image']:>6.3f}")
+                     f"{found:>9} {s['false_regions_per_image']:>13.2f} {s['image_auroc']:>9.3f} {s['seconds_per_image']:>6.3f}")
+    m = result["summary"]["mean of kinds"]
+    lines.append(f"{'mean of kinds':<17} {m['auroc']:>6.3f} {'':>13} {m['f1']:>6.3f} {'':>23} {m['image_auroc']:>9.3f}")
     g = result["good_test"]
     lines.append(f"good_test: {g['images']} images, {g['images_failed']} failed, false regions/img {g['false_regions_per_image']:.2f}, "
                  f"flagged pixel fraction {g['flagged_fraction']:.2e}, {g['seconds_per_image']:.3f} s/img")
@@ -357,7 +377,8 @@ def clean(value):
     return value
 
 
-def main():
+def main(argv=None):
+    """Run the benchmark; ``argv`` as on the command line (default: sys.argv)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help=f"the magnetic-tile folder (default {DEFAULT_DATA})")
     parser.add_argument("--quick", action="store_true", help="5 references and 3 images per defect kind")
@@ -367,7 +388,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help="seed of the image choices and subsamples (default 0)")
     parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
                         help="an Inspector setting for gmmseg-default (repeatable), e.g. k_criterion=bic")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.settings = {}
     for item in args.setting:
         key, _, text = item.partition("=")
