@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import _texture
+from . import _counting, _texture
 from ._validation import check_int_list
 from .engine import map_rows
 
@@ -232,16 +232,9 @@ def unique_colors(colors, bit_depth):
     if bit_depth <= 16:
         bits = 8 if bit_depth <= 8 else 16
         top = float((1 << bits) - 1)
-        keys = np.zeros(n, dtype=np.int64)
-        exact = True
-        for i in range(c):  # channel by channel: no (N, C) int64 temporaries
-            column = colors[:, i]
-            code = np.rint(column * np.float32(top)).astype(np.int32)
-            if not np.array_equal(code.astype(np.float32) / np.float32(top), column):
-                exact = False  # not integer codes after all: use the float path
-                break
-            keys <<= bits
-            keys |= code
+        # One pass: codes, and whether the colours were integer codes at all
+        # (else the float path below).
+        keys, exact = _counting.color_codes(np.ascontiguousarray(colors, dtype=np.float32), bits)
         if exact:
             if bits * c <= 24 and n >= (1 << (bits * c)) // 4:
                 # Many pixels: a counting sort over every possible code is
@@ -253,6 +246,8 @@ def unique_colors(colors, bit_depth):
                 lookup = np.empty(size, dtype=np.int32)
                 lookup[present] = np.arange(present.size)
                 inverse = lookup[keys]
+            elif bits * c <= 32:
+                present, inverse, counts = _counting.sorted_unique(keys, bits * c)  # numpy.unique in linear time
             else:
                 present, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
             mask = (1 << bits) - 1
@@ -285,6 +280,30 @@ def position_features(mask, spatial_weight, step=1, full_shape=None):
         out[:, 0] = np.broadcast_to(xs[None, :], mask.shape)[mask]
         out[:, 1] = np.broadcast_to(ys[:, None], mask.shape)[mask]
     return out
+
+
+def _gaussian_into(src, sigma, dst, scratch):
+    """dst = the border-normalised Gaussian of float32 ``src`` (see
+    :func:`gaussian_smooth`), using ``scratch`` (same shape) between passes."""
+    H = src.shape[0]
+    half = _texture.gaussian_weights(sigma)
+    map_rows(lambda r0, r1: _texture.smooth_columns(src, scratch, half, r0, r1), H, rows_per_task=_TEXTURE_ROWS)
+    map_rows(lambda r0, r1: _texture.smooth_rows(scratch, dst, half, r0, r1), H, rows_per_task=_TEXTURE_ROWS)
+    return dst
+
+
+def gaussian_smooth(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of a 2-D array in float32, truncated at 4 sigma;
+    at the border the taps outside the image are dropped and the rest
+    renormalised (``gaussian_filter(x, sigma, mode="constant") /
+    gaussian_filter(1, sigma, mode="constant")``). Numba kernels over row
+    ranges in parallel; the result does not depend on the thread count."""
+    src = np.ascontiguousarray(image, dtype=np.float32)
+    if src.ndim != 2:
+        raise ValueError(f"gaussian_smooth needs a 2-D array, got shape {src.shape}.")
+    if src.size == 0:
+        return src.copy()
+    return _gaussian_into(src, float(sigma), np.empty_like(src), np.empty_like(src))
 
 
 def texture_features(lightness, scales=(1, 2, 4, 8, 16), illumination_sigma=8.0, filters=TEXTURE_FILTER_SETS[0]):
@@ -331,10 +350,7 @@ def texture_features(lightness, scales=(1, 2, 4, 8, 16), illumination_sigma=8.0,
         map_rows(job, H, rows_per_task=_TEXTURE_ROWS)
 
     def gaussian(src, sigma, dst):
-        half = _texture.gaussian_weights(sigma)
-        rows(lambda r0, r1: _texture.smooth_columns(src, scratch, half, r0, r1))
-        rows(lambda r0, r1: _texture.smooth_rows(scratch, dst, half, r0, r1))
-        return dst
+        return _gaussian_into(src, sigma, dst, scratch)
 
     if illumination_sigma > 0:
         background = gaussian(L, float(illumination_sigma), np.empty_like(L))

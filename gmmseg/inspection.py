@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from .engine import ConvergenceWarning, NotFittedError
+from .features import gaussian_smooth
 from .io import load_image
 from .params import INSPECTOR_MODEL_DEFAULTS, InspectionParams, SegmenterParams, split_settings
 from .persistence import InspectorState, ModelFileError, read_inspector_state, save_state
@@ -168,19 +169,22 @@ class InspectionResult:
 
 
 def smooth_scores(score: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing that ignores masked pixels (normalised convolution)."""
+    """Gaussian smoothing that ignores masked pixels (normalised convolution:
+    the Gaussian average of the used pixels near each pixel); NaN where
+    masked."""
     if sigma <= 0:
         return np.where(mask, score, np.nan).astype(np.float32)
-    from scipy import ndimage  # scipy.ndimage costs start-up time; imported when first needed
-
-    weights = mask.astype(np.float32)
+    if mask.all():
+        # The border-normalised Gaussian already averages only the pixels
+        # that exist: no second pass for the weights.
+        return gaussian_smooth(score, sigma)
     values = np.where(mask, score, 0.0).astype(np.float32)
-    num = ndimage.gaussian_filter(values, sigma, mode="nearest")
-    den = ndimage.gaussian_filter(weights, sigma, mode="nearest")
+    num = gaussian_smooth(values, sigma)
+    den = gaussian_smooth(mask.astype(np.float32), sigma)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = num / den
     out[~mask] = np.nan
-    return out.astype(np.float32)
+    return out
 
 
 def _strictly_increasing(values: np.ndarray) -> np.ndarray:

@@ -99,3 +99,28 @@ def test_unique_colors_is_exact(depth, channels):
     assert counts.sum() == 5000
     assert len(unique) == len(np.unique(colors, axis=0))
     np.testing.assert_array_equal(np.bincount(inverse, minlength=len(unique)), counts)
+
+
+@pytest.mark.parametrize("depth, channels", [(8, 1), (8, 3), (16, 1)])
+def test_unique_colors_equal_numpy_unique(depth, channels):
+    """The linear-time radix sort gives numpy.unique's answer exactly:
+    sorted distinct colours, counts and every pixel's row."""
+    rng = np.random.default_rng(depth * channels)
+    top = 2**depth - 1
+    codes = rng.integers(0, top + 1, size=(60_000, channels))
+    codes[rng.random(60_000) < 0.5] = codes[0]  # many repeats of one colour, as in photos
+    unique, counts, inverse = unique_colors((codes / top).astype(np.float32), depth)
+    keys = np.zeros(len(codes), dtype=np.int64)
+    for i in range(channels):
+        keys = (keys << depth) | codes[:, i]
+    want_keys, want_inverse, want_counts = np.unique(keys, return_inverse=True, return_counts=True)
+    np.testing.assert_array_equal(inverse, want_inverse.ravel())
+    np.testing.assert_array_equal(counts, want_counts)
+    np.testing.assert_array_equal(np.rint(unique * top).astype(np.int64), codes[np.unique(keys, return_index=True)[1]])
+
+
+def test_unique_colors_of_values_between_codes_use_the_exact_float_path():
+    colors = np.array([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [1 / 255, 0.0, 1.0]], dtype=np.float32)
+    unique, counts, inverse = unique_colors(colors, 8)  # 0.5 is not k / 255
+    np.testing.assert_array_equal(unique[inverse], colors)
+    assert sorted(counts.tolist()) == [1.0, 2.0]

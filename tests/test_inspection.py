@@ -357,6 +357,20 @@ def test_smoothing_ignores_masked_pixels():
     np.testing.assert_allclose(out[:, 5:], 1.0, rtol=1e-5)
 
 
+def test_smoothing_is_the_normalised_convolution_of_scipy():
+    """smooth_scores = Gaussian average of the used pixels near each pixel:
+    G(score * mask) / G(mask), the Gaussians with zero padding."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    score = rng.normal(size=(61, 47)).astype(np.float32)
+    for mask in (np.ones(score.shape, bool), rng.random(score.shape) > 0.3):
+        num = ndimage.gaussian_filter(np.where(mask, score, 0.0), 2.5, mode="constant")
+        den = ndimage.gaussian_filter(mask.astype(float), 2.5, mode="constant")
+        want = np.where(mask, num / den, np.nan)
+        np.testing.assert_allclose(smooth_scores(score, mask, 2.5), want, atol=1e-5, equal_nan=True)
+
+
 @pytest.mark.parametrize("kwargs, match", [({"false_alarm_rate": 0}, "false_alarm_rate"),
                                            ({"false_reject_rate": 0}, "false_reject_rate"),
                                            ({"false_reject_rate": 0.5}, "false_reject_rate"),
