@@ -227,10 +227,12 @@ def _standardise(rows: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.n
 # reduced to what the fit needs (its distinct colours, or a sample of its
 # rows, or its spatial fit grid) and dropped before the next one is loaded.
 
-# Distinct-colour tables of single images wait in a list until they hold as
-# many rows as the merged table (or this many): each merge sorts everything,
-# so merging image by image would sort the growing table once per image.
-_MERGE_ROWS = 1 << 20
+# Colour rows of the images wait in a buffer until it holds as many rows as
+# the merged distinct-colour table, and at least this many: a merge costs
+# about the rows it sees, so merging image by image would go over the
+# growing table once per image; and from 2**22 rows on, 8-bit RGB colours
+# are counted by unique_colors' counting sort (O(N)) instead of a sort.
+_MERGE_ROWS = 1 << 22
 
 
 @dataclass(eq=False)
@@ -310,9 +312,11 @@ class _ImageRows:
 class _StreamedRows:
     """Training rows gathered image by image, in bounded memory.
 
-    Colour features without ``max_samples``: each image's distinct colours
-    with exact counts, merged into one table (the same rows, in the same
-    order, as the distinct colours of all the pixels at once).
+    Colour features without ``max_samples``: the distinct colours of all the
+    images with exact counts (the same rows, in the same order, as the
+    distinct colours of all the pixels at once). The images' colour rows
+    are merged into the table whenever they hold as many rows as it (see
+    ``_MERGE_ROWS``), so the buffer stays about the size of the table.
 
     Otherwise rows (colours, and texture features) are kept per image. When
     all the images hold more than ``max_samples`` used pixels, image ``i``
@@ -334,7 +338,14 @@ class _StreamedRows:
         self.total = 0
         self.bit_depth = 1
         self.channels = 1
-        self._tables: dict[int, list] = {1: [], 3: []}  # per channel count: merged table first, then pending ones
+        # Per channel count (grey images stay grey until a colour image is
+        # seen): the merged (distinct colours, counts), and the colour rows
+        # of the images added since, with their number and the bit depth of
+        # the last merge.
+        self._merged: dict[int, tuple | None] = {1: None, 3: None}
+        self._buffer: dict[int, list] = {1: [], 3: []}
+        self._buffered = {1: 0, 3: 0}
+        self._merged_depth = {1: 0, 3: 0}
 
     def add(self, image: ImageData, texture: np.ndarray | None) -> None:
         """Take the rows of the used pixels of ``image`` (and of ``texture``,
@@ -347,8 +358,11 @@ class _StreamedRows:
         self.channels = max(self.channels, channels)
         if self.merge:
             if n:
-                unique, counts, _ = unique_colors(image.pixels[mask], image.bit_depth)
-                self._add_table(channels, unique, counts)
+                self._buffer[channels].append(image.pixels[mask])  # a copy: the image can go
+                self._buffered[channels] += n
+                merged = self._merged[channels]
+                if self._buffered[channels] >= max(_MERGE_ROWS, 0 if merged is None else merged[0].shape[0]):
+                    self._merge(channels)
             return
         limit = self.max_samples
         if n == 0 or limit is None or self.total <= limit:
@@ -375,25 +389,30 @@ class _StreamedRows:
         rows.colors = rows.colors[pick].copy()
         rows.texture = None if rows.texture is None else rows.texture[pick].copy()
 
-    def _add_table(self, channels: int, unique: np.ndarray, counts: np.ndarray) -> None:
-        tables = self._tables[channels]
-        tables.append((unique, counts))
-        merged = tables[0][0].shape[0] if len(tables) > 1 else 0
-        if sum(u.shape[0] for u, _ in tables[1:]) >= max(merged, _MERGE_ROWS):
-            self._merge(channels)
-
-    def _merge(self, channels: int) -> None:
-        tables = self._tables[channels]
-        if not tables:
+    def _merge(self, channels: int, tables: tuple = ()) -> None:
+        """Merge the buffered rows (one pixel each) and weighted ``tables``
+        ((colours, counts) pairs) into the merged table."""
+        merged = self._merged[channels]
+        if not self._buffer[channels] and not tables and self._merged_depth[channels] == self.bit_depth:
+            return  # nothing new, and already ordered by the current bit depth's codes
+        weighted = ([] if merged is None else [merged]) + list(tables)
+        parts = [u for u, _ in weighted] + self._buffer[channels]
+        if not parts:
             return
-        colors = np.concatenate([u for u, _ in tables])
-        counts = np.concatenate([c for _, c in tables])
-        tables.clear()
-        # unique_colors sorts by colour code: the order is that of the
-        # distinct colours of all the pixels at once, whatever the merges.
+        colors = np.concatenate(parts)
+        del parts
+        self._buffer[channels], self._buffered[channels] = [], 0
+        # unique_colors orders by colour code: the rows come out in the order
+        # of the distinct colours of all the pixels at once, whatever the merges.
         unique, _, inverse = unique_colors(colors, self.bit_depth)
         del colors
-        tables.append((unique, np.bincount(inverse, weights=counts, minlength=unique.shape[0])))
+        n_weighted = sum(u.shape[0] for u, _ in weighted)
+        counts = np.bincount(inverse[n_weighted:], minlength=unique.shape[0]).astype(np.float64)
+        if weighted:
+            counts += np.bincount(inverse[:n_weighted], weights=np.concatenate([c for _, c in weighted]),
+                                  minlength=unique.shape[0])
+        self._merged[channels] = (unique, counts)
+        self._merged_depth[channels] = self.bit_depth
 
     def colour_table(self) -> tuple[np.ndarray, np.ndarray]:
         """The distinct colours of the kept rows and their pixel counts
@@ -402,12 +421,14 @@ class _StreamedRows:
             colors, _ = self.rows()
             unique, counts, _ = unique_colors(colors, self.bit_depth)
             return unique, counts
-        if self.channels == 3 and self._tables[1]:
+        tables = ()
+        if self.channels == 3 and (self._merged[1] is not None or self._buffer[1]):
             self._merge(1)  # grey images in a colour model: R = G = B
-            grey, counts = self._tables[1].pop()
-            self._tables[3].append((np.repeat(grey, 3, axis=1), counts))
-        self._merge(self.channels)  # always: the final bit depth decides the order
-        return self._tables[self.channels][0]
+            grey, counts = self._merged[1]
+            self._merged[1] = None
+            tables = ((np.repeat(grey, 3, axis=1), counts),)
+        self._merge(self.channels, tables)
+        return self._merged[self.channels]
 
     def rows(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The kept colour rows (``self.channels`` channels) and texture rows,
