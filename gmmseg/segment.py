@@ -227,12 +227,15 @@ def _standardise(rows: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.n
 # reduced to what the fit needs (its distinct colours, or a sample of its
 # rows, or its spatial fit grid) and dropped before the next one is loaded.
 
-# Colour rows of the images wait in a buffer until it holds as many rows as
-# the merged distinct-colour table, and at least this many: a merge costs
-# about the rows it sees, so merging image by image would go over the
-# growing table once per image; and from 2**22 rows on, 8-bit RGB colours
-# are counted by unique_colors' counting sort (O(N)) instead of a sort.
+# Colour rows of the images wait in a buffer until it holds twice as many
+# rows as the merged distinct-colour table, and at least _MERGE_ROWS: a
+# merge costs about the rows it sees, table included, so merging image by
+# image would go over the growing table once per image (twice: a third of
+# the work is the table's, at a buffer of about the table's own size in
+# memory); and from 2**22 rows on, 8-bit RGB colours are counted by
+# unique_colors' counting sort (O(N)) instead of a sort.
 _MERGE_ROWS = 1 << 22
+_MERGE_FACTOR = 2
 
 
 @dataclass(eq=False)
@@ -294,6 +297,16 @@ def _quotas(total: int, sizes: list[int]) -> list[int]:
     return floors
 
 
+def _used_rows(values: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """The rows of ``values`` (H, W, C) where ``mask`` (with ``n`` pixels)
+    is set, as a new array (never a view that would keep the image alive).
+    Every pixel used (the usual case): a plain copy, several times faster
+    than a boolean gather."""
+    if n == mask.size:
+        return np.array(values.reshape(-1, values.shape[2]))
+    return values[mask]
+
+
 class _ImageRows:
     """The rows kept from one image of a list.
 
@@ -315,8 +328,8 @@ class _StreamedRows:
     Colour features without ``max_samples``: the distinct colours of all the
     images with exact counts (the same rows, in the same order, as the
     distinct colours of all the pixels at once). The images' colour rows
-    are merged into the table whenever they hold as many rows as it (see
-    ``_MERGE_ROWS``), so the buffer stays about the size of the table.
+    are merged into the table whenever they hold twice as many rows as it
+    (see ``_MERGE_ROWS``), so the buffer stays about the size of the table.
 
     Otherwise rows (colours, and texture features) are kept per image. When
     all the images hold more than ``max_samples`` used pixels, image ``i``
@@ -358,15 +371,16 @@ class _StreamedRows:
         self.channels = max(self.channels, channels)
         if self.merge:
             if n:
-                self._buffer[channels].append(image.pixels[mask])  # a copy: the image can go
+                self._buffer[channels].append(_used_rows(image.pixels, mask, n))
                 self._buffered[channels] += n
                 merged = self._merged[channels]
-                if self._buffered[channels] >= max(_MERGE_ROWS, 0 if merged is None else merged[0].shape[0]):
+                if self._buffered[channels] >= max(_MERGE_ROWS, 0 if merged is None else _MERGE_FACTOR * merged[0].shape[0]):
                     self._merge(channels)
             return
         limit = self.max_samples
         if n == 0 or limit is None or self.total <= limit:
-            rows = _ImageRows(n, image.pixels[mask], None if texture is None else texture[mask], None)
+            rows = _ImageRows(n, _used_rows(image.pixels, mask, n),
+                              None if texture is None else _used_rows(texture, mask, n), None)
         else:
             pick = self.rng.choice(n, size=-(-limit * n // self.total), replace=False)
             ys, xs = np.nonzero(mask)
@@ -716,47 +730,50 @@ class Segmenter:
 
         With ``grid`` (the spatial prior), the fit grid's step depends on
         every image's mask, so a first pass loads each image to count its
-        used pixels on the grids of every step (files are then read twice);
-        the second keeps each image's grid (at most ``spatial_fit_pixels``
-        pixels together; views of images given in memory, copies otherwise)
-        with its texture features, for the spatial fit.
+        used pixels on the grids of every step; the fit keeps each image's
+        grid (at most ``spatial_fit_pixels`` pixels together; views of
+        images given in memory, copies otherwise) with its texture features,
+        for the spatial fit. The first pass already keeps the grids of the
+        step that fits if every image is like the first (references of one
+        camera); only when the step turns out otherwise does a second pass
+        read the images again (files are then read twice).
 
         Returns the model's channel count and the :class:`_TrainingData`,
         whose ``images`` are the kept grids (none without ``grid``).
         """
         config = self.features
         count = len(sources)
-        step = 1
         limit = self._fit_limit(grid_max_samples) if grid else None
+
+        def new_sample():
+            return _StreamedRows(self.max_samples, self.random_state, merge_colors=not config.per_pixel)
+
+        sample, grids, step = new_sample(), [], 1
         if limit is not None:
             counts = []
+            guess = None  # the step if every image were like the first; None once it cannot be the step
             for i, source in enumerate(sources):
                 image = self._load_reference(source, i, count)
                 counts.append(_GridCounts(image.mask))
+                if i == 0:
+                    guess = _grid_step(lambda s: count * counts[0](s), limit, counts[0].longest)
+                if guess is not None:
+                    grids.append(self._keep_grid(source, image, guess, sample))
+                    if sum(g.mask.size for g in grids) > 2 * limit:  # the guess was far too fine: stop keeping
+                        guess, grids, sample = None, [], new_sample()
                 del image  # before the next one is loaded
             step = _grid_step(lambda s: sum(c(s) for c in counts), limit, max(c.longest for c in counts))
             del counts
-        sample = _StreamedRows(self.max_samples, self.random_state, merge_colors=not config.per_pixel)
-        grids = []
-        for i, source in enumerate(sources):
-            image = self._load_reference(source, i, count)
-            part = _every(image, step)
-            texture = self._texture_features(image)[::step, ::step] if config.uses_texture else None
-            if grid:
-                # Images given in memory stay the caller's: views of them cost
-                # nothing. Images loaded here are copied down to their grid,
-                # so that the full pixels (and features) can go.
-                copy = not isinstance(source, ImageData)
-                part = _GridImage(
-                    pixels=np.ascontiguousarray(part.pixels) if copy else part.pixels,
-                    mask=np.ascontiguousarray(part.mask) if copy else part.mask,
-                    bit_depth=image.bit_depth, source=image.source, mode=image.mode, value_range=image.value_range,
-                    texture=None if texture is None else np.ascontiguousarray(texture),
-                )
-                texture = part.texture
-                grids.append(part)
-            sample.add(part, texture)
-            del image, part, texture  # before the next one is loaded
+            if step != guess:
+                grids, sample = [], new_sample()
+        if not grids:  # no first pass, or its grids are not the fit's
+            for i, source in enumerate(sources):
+                image = self._load_reference(source, i, count)
+                if grid:
+                    grids.append(self._keep_grid(source, image, step, sample))
+                else:
+                    sample.add(image, self._texture_features(image) if config.uses_texture else None)
+                del image  # before the next one is loaded
         n = sample.total
         where = f"the {count} images" + (" (on the spatial fit's grid)" if step > 1 else "")
         if n == 0:
@@ -785,6 +802,23 @@ class Segmenter:
         blocks += [texture] if texture is not None else []
         X = blocks[0] if len(blocks) == 1 else np.hstack(blocks)
         return channels, _TrainingData(X, None, display[inverse], np.ones(X.shape[0]), None, grids, stats, grid_step)
+
+    def _keep_grid(self, source: ImageLike, image: ImageData, step: int, sample: _StreamedRows) -> _GridImage:
+        """The fit grid of one image of a list, with its texture features,
+        added to ``sample``. Images given in memory stay the caller's (a view
+        of them costs nothing); images loaded here are copied down to their
+        grid, so that their full pixels and features can go."""
+        part = _every(image, step)
+        texture = self._texture_features(image)[::step, ::step] if self.features.uses_texture else None
+        copy = not isinstance(source, ImageData)
+        grid = _GridImage(
+            pixels=np.ascontiguousarray(part.pixels) if copy else part.pixels,
+            mask=np.ascontiguousarray(part.mask) if copy else part.mask,
+            bit_depth=image.bit_depth, source=image.source, mode=image.mode, value_range=image.value_range,
+            texture=None if texture is None else np.ascontiguousarray(texture),
+        )
+        sample.add(grid, grid.texture)
+        return grid
 
     @staticmethod
     def _load_reference(source: ImageLike, i: int, count: int) -> ImageData:
