@@ -843,8 +843,9 @@ class Segmenter:
             a single image made of all their used pixels; when
             ``max_samples`` is reached, each image gives a random sample in
             proportion to its used pixels. With the spatial prior
-            (``smoothing > 0``) files are read twice: once to count the used
-            pixels that set the fit grid, once to keep each image's grid.
+            (``smoothing > 0``) only each image's fit grid is kept; the grid
+            depends on every image's used pixels, so files are read twice
+            unless the images are alike (same size and mask as the first).
             Several images need ``spatial_weight=0``.
         callback : callable, optional
             Receives an :class:`gmmseg.EMProgress` after every EM iteration
