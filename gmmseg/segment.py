@@ -170,15 +170,6 @@ def _start_reporter(callback, start_index):
     return report
 
 
-def _pooled_image(images: list[ImageData], colors: np.ndarray) -> ImageData:
-    """The used pixels of several images as one 1-row image (for naming and
-    bit depth only; positions are not used with several images)."""
-    return ImageData(
-        pixels=colors[None], mask=np.ones((1, colors.shape[0]), dtype=bool),
-        bit_depth=max(im.bit_depth for im in images), mode="pooled",
-    )
-
-
 @dataclass
 class ColorTable:
     """An image's distinct colours, their features and where they are.
@@ -208,8 +199,9 @@ class _TrainingData:
     colors: np.ndarray  # display colour (sRGB) of each row of X
     counts: np.ndarray  # pixels represented by each row
     pixel_rows: np.ndarray | None = None  # row of X of each used pixel of the one image, when known
-    images: list = field(default_factory=list)  # the image(s) fitted
+    images: list = field(default_factory=list)  # the image(s) fitted (with several: only their fit grids)
     texture_stats: tuple | None = None  # (mean, scale) that standardised the texture columns
+    grid_step: int | None = None  # the step of ``images``' fit grid, when known (1: they are grids already)
 
 
 def _standardisation(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,6 +218,259 @@ def _standardise(rows: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.n
     rows -= mean.astype(np.float32)
     rows *= (1.0 / scale).astype(np.float32)
     return rows
+
+
+# ----------------------------------------------------------------------
+# Fitting a list of images one image at a time.
+#
+# A fit on many references must not hold them all: each image is loaded,
+# reduced to what the fit needs (its distinct colours, or a sample of its
+# rows, or its spatial fit grid) and dropped before the next one is loaded.
+
+# Colour rows of the images wait in a buffer until it holds twice as many
+# rows as the merged distinct-colour table, and at least _MERGE_ROWS: a
+# merge costs about the rows it sees, table included, so merging image by
+# image would go over the growing table once per image (twice: a third of
+# the work is the table's, at a buffer of about the table's own size in
+# memory); and from 2**22 rows on, 8-bit RGB colours are counted by
+# unique_colors' counting sort (O(N)) instead of a sort.
+_MERGE_ROWS = 1 << 22
+_MERGE_FACTOR = 2
+
+
+@dataclass(eq=False)
+class _GridImage(ImageData):
+    """The fit grid of one image of a list (every ``step``-th pixel in both
+    directions) with the texture features of those pixels, computed on the
+    whole image before it was dropped (filters on the grid alone would see
+    other neighbours)."""
+
+    texture: np.ndarray | None = None
+
+
+class _GridCounts:
+    """How many used pixels an image has on the grid of every step, so that
+    :meth:`Segmenter._fit_step`'s rule can run after the image is dropped."""
+
+    def __init__(self, mask: np.ndarray):
+        self.shape = mask.shape
+        self.longest = max(mask.shape)
+        # Opaque images (the usual case) need no table: the count is the
+        # grid's size. Otherwise one count per step; beyond the longest side
+        # the grid is the corner pixel alone. The steps cost about 1.6 times
+        # the image's pixels together (sum of 1 / step**2).
+        self.counts = None
+        if not mask.all():
+            self.counts = np.array([np.count_nonzero(mask[::s, ::s]) for s in range(1, self.longest + 1)],
+                                   dtype=np.int64)
+
+    def __call__(self, step: int) -> int:
+        if self.counts is None:
+            h, w = self.shape
+            return -(-h // step) * -(-w // step)
+        return int(self.counts[min(step, self.longest) - 1])
+
+
+def _grid_step(cells: Callable[[int], int], limit: int, longest: int) -> int:
+    """The smallest step whose grid has at most ``limit`` used pixels
+    (``cells(step)``), starting from the step that would do on full images;
+    at most ``longest`` (the grid is then one pixel per image)."""
+    used = cells(1)
+    if used <= limit:
+        return 1
+    step = max(2, int(np.ceil(np.sqrt(used / limit))))
+    while cells(step) > limit and step < longest:
+        step += 1  # thin or unevenly masked images thin out slower than step**2
+    return step
+
+
+def _quotas(total: int, sizes: list[int]) -> list[int]:
+    """``total`` rows shared out in proportion to ``sizes`` (largest
+    remainders get the rows the floors leave; ties to the earlier image).
+    Each quota is at most ``ceil(total * size / sum(sizes))``."""
+    whole = sum(sizes)
+    floors = [total * n // whole for n in sizes]  # Python integers: exact at any size
+    remainders = [total * n % whole for n in sizes]
+    left = total - sum(floors)  # fewer than the images with a remainder: each gets at most one more
+    for i in sorted(range(len(sizes)), key=lambda j: -remainders[j])[:left]:
+        floors[i] += 1
+    return floors
+
+
+def _used_rows(values: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """The rows of ``values`` (H, W, C) where ``mask`` (with ``n`` pixels)
+    is set, as a new array (never a view that would keep the image alive).
+    Every pixel used (the usual case): a plain copy, several times faster
+    than a boolean gather."""
+    if n == mask.size:
+        return np.array(values.reshape(-1, values.shape[2]))
+    return values[mask]
+
+
+class _ImageRows:
+    """The rows kept from one image of a list.
+
+    ``index`` is None while every used pixel is kept, in pixel order;
+    otherwise the rows are a uniform random sample in random order, and
+    ``index`` holds each row's position among the image's used pixels (any
+    prefix is then a uniform random sample too).
+    """
+
+    __slots__ = ("n", "colors", "texture", "index")
+
+    def __init__(self, n, colors, texture, index):
+        self.n, self.colors, self.texture, self.index = n, colors, texture, index
+
+
+class _StreamedRows:
+    """Training rows gathered image by image, in bounded memory.
+
+    Colour features without ``max_samples``: the distinct colours of all the
+    images with exact counts (the same rows, in the same order, as the
+    distinct colours of all the pixels at once). The images' colour rows
+    are merged into the table whenever they hold twice as many rows as it
+    (see ``_MERGE_ROWS``), so the buffer stays about the size of the table.
+
+    Otherwise rows (colours, and texture features) are kept per image. When
+    all the images hold more than ``max_samples`` used pixels, image ``i``
+    gives ``max_samples * n_i / n`` rows (rounded, see :func:`_quotas`), a
+    uniform random sample of its used pixels. ``n`` is known only at the end,
+    but it only grows: while images arrive, each keeps a random sample of
+    ``ceil(max_samples * n_i / n_so_far)`` rows, never fewer than its final
+    quota, and at most ``max_samples`` plus one row per image together. The
+    draws come from one ``RandomState(random_state)``, in image order, so a
+    seed gives the same rows; a single image gets the rows a one-image fit
+    draws.
+    """
+
+    def __init__(self, max_samples: int | None, random_state: int | None, merge_colors: bool):
+        self.max_samples = max_samples
+        self.rng = np.random.RandomState(random_state if random_state is not None else 0)
+        self.merge = merge_colors and max_samples is None
+        self.images: list[_ImageRows] = []
+        self.total = 0
+        self.bit_depth = 1
+        self.channels = 1
+        # Per channel count (grey images stay grey until a colour image is
+        # seen): the merged (distinct colours, counts), and the colour rows
+        # of the images added since, with their number and the bit depth of
+        # the last merge.
+        self._merged: dict[int, tuple | None] = {1: None, 3: None}
+        self._buffer: dict[int, list] = {1: [], 3: []}
+        self._buffered = {1: 0, 3: 0}
+        self._merged_depth = {1: 0, 3: 0}
+
+    def add(self, image: ImageData, texture: np.ndarray | None) -> None:
+        """Take the rows of the used pixels of ``image`` (and of ``texture``,
+        an (H, W, T) array of the same pixels); neither is kept."""
+        mask = image.mask
+        n = int(np.count_nonzero(mask))
+        channels = image.pixels.shape[2]
+        self.total += n
+        self.bit_depth = max(self.bit_depth, image.bit_depth)
+        self.channels = max(self.channels, channels)
+        if self.merge:
+            if n:
+                self._buffer[channels].append(_used_rows(image.pixels, mask, n))
+                self._buffered[channels] += n
+                merged = self._merged[channels]
+                if self._buffered[channels] >= max(_MERGE_ROWS, 0 if merged is None else _MERGE_FACTOR * merged[0].shape[0]):
+                    self._merge(channels)
+            return
+        limit = self.max_samples
+        if n == 0 or limit is None or self.total <= limit:
+            rows = _ImageRows(n, _used_rows(image.pixels, mask, n),
+                              None if texture is None else _used_rows(texture, mask, n), None)
+        else:
+            pick = self.rng.choice(n, size=-(-limit * n // self.total), replace=False)
+            ys, xs = np.nonzero(mask)
+            ys, xs = ys[pick], xs[pick]
+            rows = _ImageRows(n, image.pixels[ys, xs], None if texture is None else texture[ys, xs], pick)
+            for earlier in self.images:  # their share of max_samples fell
+                self._shrink(earlier, -(-limit * earlier.n // self.total))
+        self.images.append(rows)
+
+    def _shrink(self, rows: _ImageRows, size: int) -> None:
+        """Keep at most ``size`` of an image's rows (a uniform sample)."""
+        if rows.colors.shape[0] <= size:
+            return
+        if rows.index is None:  # every pixel in pixel order: draw which stay, in random order
+            pick = self.rng.choice(rows.n, size=size, replace=False)
+            rows.index = pick
+        else:  # already in random order: a prefix (copied, so the longer arrays are freed)
+            pick = slice(0, size)
+            rows.index = rows.index[pick].copy()
+        rows.colors = rows.colors[pick].copy()
+        rows.texture = None if rows.texture is None else rows.texture[pick].copy()
+
+    def _merge(self, channels: int, tables: tuple = ()) -> None:
+        """Merge the buffered rows (one pixel each) and weighted ``tables``
+        ((colours, counts) pairs) into the merged table."""
+        merged = self._merged[channels]
+        if not self._buffer[channels] and not tables and self._merged_depth[channels] == self.bit_depth:
+            return  # nothing new, and already ordered by the current bit depth's codes
+        weighted = ([] if merged is None else [merged]) + list(tables)
+        parts = [u for u, _ in weighted] + self._buffer[channels]
+        if not parts:
+            return
+        colors = np.concatenate(parts)
+        del parts
+        self._buffer[channels], self._buffered[channels] = [], 0
+        # unique_colors orders by colour code: the rows come out in the order
+        # of the distinct colours of all the pixels at once, whatever the merges.
+        unique, _, inverse = unique_colors(colors, self.bit_depth)
+        del colors
+        n_weighted = sum(u.shape[0] for u, _ in weighted)
+        counts = np.bincount(inverse[n_weighted:], minlength=unique.shape[0]).astype(np.float64)
+        if weighted:
+            counts += np.bincount(inverse[:n_weighted], weights=np.concatenate([c for _, c in weighted]),
+                                  minlength=unique.shape[0])
+        self._merged[channels] = (unique, counts)
+        self._merged_depth[channels] = self.bit_depth
+
+    def colour_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct colours of the kept rows and their pixel counts
+        (rows in ``self.channels`` channels)."""
+        if not self.merge:
+            colors, _ = self.rows()
+            unique, counts, _ = unique_colors(colors, self.bit_depth)
+            return unique, counts
+        tables = ()
+        if self.channels == 3 and (self._merged[1] is not None or self._buffer[1]):
+            self._merge(1)  # grey images in a colour model: R = G = B
+            grey, counts = self._merged[1]
+            self._merged[1] = None
+            tables = ((np.repeat(grey, 3, axis=1), counts),)
+        self._merge(self.channels, tables)
+        return self._merged[self.channels]
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The kept colour rows (``self.channels`` channels) and texture rows,
+        image after image, each image's rows in pixel order. The per-image
+        rows are released as they are copied out."""
+        sizes = [rows.n for rows in self.images]
+        if self.max_samples is None or self.total <= self.max_samples:
+            quotas = sizes
+        else:
+            quotas = _quotas(self.max_samples, sizes)
+        n = sum(quotas)
+        colors = np.empty((n, self.channels), dtype=np.float32)
+        first = next((r.texture for r in self.images if r.texture is not None), None)
+        texture = None if first is None else np.empty((n, first.shape[1]), dtype=np.float32)
+        start = 0
+        for i, quota in enumerate(quotas):
+            rows = self.images[i]
+            self._shrink(rows, quota)
+            # Pixel order within an image (what a one-image fit's sorted sample gives).
+            order = slice(None) if rows.index is None else np.argsort(rows.index, kind="stable")
+            stop = start + quota
+            colors[start:stop] = rows.colors[order]  # a grey image's column fills R, G and B
+            if texture is not None:
+                texture[start:stop] = rows.texture[order]
+            self.images[i] = None
+            start = stop
+        self.images = []
+        return colors, texture
 
 
 ImageLike = str | os.PathLike | ImageData | np.ndarray
@@ -365,67 +610,75 @@ class Segmenter:
         During a fit with the spatial prior, the grids are kept (in
         ``_grid_textures``) for the fit's later tables of the same images:
         the filter bank is the costly part, and those grids hold at most
-        ``spatial_fit_pixels`` pixels together.
+        ``spatial_fit_pixels`` pixels together. A grid kept by a fit on
+        several images (:class:`_GridImage`) carries its own features.
         """
+        if isinstance(image, _GridImage):
+            if step != 1:
+                raise ValueError("a fit grid's texture features exist only on the grid itself (step 1)")
+            return image.texture
         kept = self.__dict__.get("_grid_textures")
         key = (id(image), step)
         if kept is not None and key in kept:
             return kept[key]
-        config = self.features
-        features = texture_features(image_lightness(image.pixels), config.texture_scales, config.illumination_sigma,
-                                    config.texture_filters)
-        grid = features[::step, ::step]
+        grid = self._texture_features(image)[::step, ::step]
         if kept is not None:
             kept[key] = grid = np.ascontiguousarray(grid)  # not a view that keeps every pixel's features alive
         return grid
+
+    def _texture_features(self, image: ImageData) -> np.ndarray:
+        """The filter bank on every pixel of an image, (H, W, T) float32."""
+        config = self.features
+        return texture_features(image_lightness(image.pixels), config.texture_scales, config.illumination_sigma,
+                                config.texture_filters)
+
+    def _fit_limit(self, max_samples: bool = True) -> int | None:
+        """The most pixels the spatial fit's grid may hold (None: no limit)."""
+        limits = [v for v in (self.spatial_fit_pixels, self.max_samples if max_samples else None) if v is not None]
+        return min(limits) if limits else None
 
     def _fit_step(self, images: list[ImageData], max_samples: bool = True) -> int:
         """Every how many pixels (in both directions) the spatial fit samples
         the image(s), so that at most ``spatial_fit_pixels`` (and
         ``max_samples``) of their used pixels take part: a regular grid, on
         which neighbours are still image neighbours."""
-        limits = [v for v in (self.spatial_fit_pixels, self.max_samples if max_samples else None) if v is not None]
-        if not limits:
+        limit = self._fit_limit(max_samples)
+        if limit is None:
             return 1
-        limit = min(limits)
 
         def cells(step):
             return sum(int(np.count_nonzero(im.mask[::step, ::step])) for im in images)
 
-        used = cells(1)
-        if used <= limit:
-            return 1
-        step = max(2, int(np.ceil(np.sqrt(used / limit))))
-        while cells(step) > limit and step < max(max(im.mask.shape) for im in images):
-            step += 1  # thin or unevenly masked images thin out slower than step**2
-        return step
+        return _grid_step(cells, limit, max(max(im.mask.shape) for im in images))
 
     def _training_data(self, image, grid=False, grid_max_samples=True):
         """Rows to fit. ``image`` may also be a list of images (fitted
-        together). With ``grid``, only the spatial fit's grid of pixels (see
-        :meth:`_fit_step`; bounded by ``max_samples`` too unless
-        ``grid_max_samples`` is False): a fit with the spatial prior is
-        fitted there."""
+        together, see :meth:`_streamed_training_data`). With ``grid``, only
+        the spatial fit's grid of pixels (see :meth:`_fit_step`; bounded by
+        ``max_samples`` too unless ``grid_max_samples`` is False): a fit with
+        the spatial prior is fitted there.
+
+        Returns the loaded image (None for several images), the model's
+        channel count and the :class:`_TrainingData`.
+        """
         if isinstance(image, (list, tuple)):
-            images = [load_image(im) for im in image]
-            if not images:
+            if not image:
                 raise ValueError("No images to fit.")
-            if self.features.uses_position and len(images) > 1:
-                raise ValueError("fitting several images together needs spatial_weight=0: position features describe "
-                                 "one image's layout, and positions of different images do not mix.")
-            channels = 3 if any(not im.is_gray for im in images) else 1
-        else:
-            images = [load_image(image)]
-            channels = images[0].pixels.shape[2]
-        step = self._fit_step(images, grid_max_samples) if grid else 1
-        parts = [_every(im, step) for im in images]
-        colors = np.concatenate([self._colors_for_model(part, channels) for part in parts])
-        image = images[0] if len(images) == 1 else _pooled_image(images, colors)
+            if len(image) > 1:
+                if self.features.uses_position:
+                    raise ValueError("fitting several images together needs spatial_weight=0: position features "
+                                     "describe one image's layout, and positions of different images do not mix.")
+                return None, *self._streamed_training_data(list(image), grid, grid_max_samples)
+            image = image[0]
+        image = load_image(image)
+        channels = image.pixels.shape[2]
+        step = self._fit_step([image], grid_max_samples) if grid else 1
+        part = _every(image, step)
+        colors = self._colors_for_model(part, channels)
         config = self.features
         positions = texture = None
         if config.uses_position:
-            positions = position_features(parts[0].mask, config.spatial_weight, step=step,
-                                          full_shape=images[0].mask.shape)
+            positions = position_features(part.mask, config.spatial_weight, step=step, full_shape=image.mask.shape)
         n = colors.shape[0]
         if n == 0:
             raise ValueError(f"{image.name}: no usable pixels (all transparent or not finite).")
@@ -442,7 +695,7 @@ class Segmenter:
             positions = positions[keep] if positions is not None else None
         stats = None
         if config.uses_texture:
-            texture = np.concatenate([self._texture_grid(im, step)[part.mask] for im, part in zip(images, parts)])
+            texture = self._texture_grid(image, step)[part.mask]
             if keep is not None:
                 texture = texture[keep]
             stats = _standardisation(texture)
@@ -450,27 +703,160 @@ class Segmenter:
         unique, counts, inverse = unique_colors(colors, image.bit_depth)
         feats = color_features(unique, config.color_space)
         display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
+        grid_step = step if grid and grid_max_samples else None
         if not config.per_pixel:
-            # Every used pixel maps to a row unless pixels were pooled, sampled or gridded.
-            whole = colors.shape[0] == n and len(images) == 1 and step == 1
-            return image, channels, _TrainingData(feats, counts, display, counts, inverse if whole else None, images)
+            # Every used pixel maps to a row unless pixels were sampled or gridded.
+            whole = colors.shape[0] == n and step == 1
+            return image, channels, _TrainingData(feats, counts, display, counts, inverse if whole else None, [image],
+                                                  grid_step=grid_step)
         blocks = [feats.astype(np.float32)[inverse]] if config.uses_color else []
         blocks += [b for b in (texture, positions) if b is not None]
         X = blocks[0] if len(blocks) == 1 else np.hstack(blocks)
         ones = np.ones(X.shape[0])
-        whole = keep is None and len(images) == 1 and step == 1
+        whole = keep is None and step == 1
         pixel_rows = np.arange(X.shape[0]) if whole else None
-        return image, channels, _TrainingData(X, None, display[inverse], ones, pixel_rows, images, stats)
+        return image, channels, _TrainingData(X, None, display[inverse], ones, pixel_rows, [image], stats, grid_step)
+
+    def _streamed_training_data(self, sources: list, grid: bool, grid_max_samples: bool):
+        """Rows to fit from several images, loaded one at a time.
+
+        Each image is loaded, reduced to what the fit needs and dropped
+        before the next is loaded (see :class:`_StreamedRows`): with colour
+        features and no ``max_samples``, its distinct colours with their
+        counts, merged exactly, so the model is the one of a single image
+        made of all their used pixels; otherwise a sample of its rows in
+        proportion to its used pixels. Texture features are computed per
+        image, on the whole image, and standardised over the kept rows.
+
+        With ``grid`` (the spatial prior), the fit grid's step depends on
+        every image's mask, so a first pass loads each image to count its
+        used pixels on the grids of every step; the fit keeps each image's
+        grid (at most ``spatial_fit_pixels`` pixels together; views of
+        images given in memory, copies otherwise) with its texture features,
+        for the spatial fit. The first pass already keeps the grids of the
+        step that fits if every image is like the first (references of one
+        camera); only when the step turns out otherwise does a second pass
+        read the images again (files are then read twice).
+
+        Returns the model's channel count and the :class:`_TrainingData`,
+        whose ``images`` are the kept grids (none without ``grid``).
+        """
+        config = self.features
+        count = len(sources)
+        limit = self._fit_limit(grid_max_samples) if grid else None
+
+        def new_sample():
+            return _StreamedRows(self.max_samples, self.random_state, merge_colors=not config.per_pixel)
+
+        sample, grids, step = new_sample(), [], 1
+        if limit is not None:
+            counts = []
+            guess = None  # the step if every image were like the first; None once it cannot be the step
+            for i, source in enumerate(sources):
+                image = self._load_reference(source, i, count)
+                counts.append(_GridCounts(image.mask))
+                if i == 0:
+                    guess = _grid_step(lambda s: count * counts[0](s), limit, counts[0].longest)
+                if guess is not None:
+                    grids.append(self._keep_grid(source, image, guess, sample))
+                    if sum(g.mask.size for g in grids) > 2 * limit:  # the guess was far too fine: stop keeping
+                        guess, grids, sample = None, [], new_sample()
+                del image  # before the next one is loaded
+            step = _grid_step(lambda s: sum(c(s) for c in counts), limit, max(c.longest for c in counts))
+            del counts
+            if step != guess:
+                grids, sample = [], new_sample()
+        if not grids:  # no first pass, or its grids are not the fit's
+            for i, source in enumerate(sources):
+                image = self._load_reference(source, i, count)
+                if grid:
+                    grids.append(self._keep_grid(source, image, step, sample))
+                else:
+                    sample.add(image, self._texture_features(image) if config.uses_texture else None)
+                del image  # before the next one is loaded
+        n = sample.total
+        where = f"the {count} images" + (" (on the spatial fit's grid)" if step > 1 else "")
+        if n == 0:
+            raise ValueError(f"{where}: no usable pixels.")
+        if n < self.n_components:
+            raise ValueError(f"{where}: only {n} usable pixels together, fewer than n_components={self.n_components}; "
+                             "use fewer components.")
+        channels = sample.channels
+        grid_step = 1 if grid else None  # the kept images are the grids
+        if not config.per_pixel:
+            unique, counts = sample.colour_table()
+            feats = color_features(unique, config.color_space)
+            display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
+            return channels, _TrainingData(feats, counts, display, counts, None, grids, grid_step=grid_step)
+        bit_depth = sample.bit_depth
+        colors, texture = sample.rows()
+        del sample
+        stats = None
+        if texture is not None:
+            stats = _standardisation(texture)
+            texture = _standardise(texture, stats)
+        unique, _, inverse = unique_colors(colors, bit_depth)
+        feats = color_features(unique, config.color_space)
+        display = np.repeat(unique, 3, axis=1) if unique.shape[1] == 1 else unique
+        blocks = [feats.astype(np.float32)[inverse]] if config.uses_color else []
+        blocks += [texture] if texture is not None else []
+        X = blocks[0] if len(blocks) == 1 else np.hstack(blocks)
+        return channels, _TrainingData(X, None, display[inverse], np.ones(X.shape[0]), None, grids, stats, grid_step)
+
+    def _keep_grid(self, source: ImageLike, image: ImageData, step: int, sample: _StreamedRows) -> _GridImage:
+        """The fit grid of one image of a list, with its texture features,
+        added to ``sample``. Images given in memory stay the caller's (a view
+        of them costs nothing); images loaded here are copied down to their
+        grid, so that their full pixels and features can go."""
+        part = _every(image, step)
+        texture = self._texture_features(image)[::step, ::step] if self.features.uses_texture else None
+        copy = not isinstance(source, ImageData)
+        grid = _GridImage(
+            pixels=np.ascontiguousarray(part.pixels) if copy else part.pixels,
+            mask=np.ascontiguousarray(part.mask) if copy else part.mask,
+            bit_depth=image.bit_depth, source=image.source, mode=image.mode, value_range=image.value_range,
+            texture=None if texture is None else np.ascontiguousarray(texture),
+        )
+        sample.add(grid, grid.texture)
+        return grid
+
+    @staticmethod
+    def _load_reference(source: ImageLike, i: int, count: int) -> ImageData:
+        """Image ``i`` of a list of ``count``, which must have a usable pixel."""
+        image = load_image(source)
+        if not image.mask.any():
+            raise ValueError(f"{image.name} (image {i + 1} of {count}): no usable pixels (all transparent or not finite).")
+        return image
 
     def fit(self, image: ImageLike | list[ImageLike], callback: Callable[[EMProgress], bool | None] | None = None
             ) -> "Segmenter":
         """Fit the mixture to an image (path, ImageData or array), or to the
         pixels of several images together (a list).
 
-        ``callback`` receives an :class:`gmmseg.EMProgress` after every EM
-        iteration (and every k-means step of the initialisation, with
-        ``phase == "init"``); returning True stops the fit, and the model
-        stays usable.
+        Parameters
+        ----------
+        image : path, ImageData or array, or a list of them
+            A list is read one image at a time, and each image is dropped
+            once the fit has what it needs of it, so memory holds about one
+            image plus the training rows, not the whole list. With colour
+            features and no ``max_samples`` the model is exactly the one of
+            a single image made of all their used pixels; when
+            ``max_samples`` is reached, each image gives a random sample in
+            proportion to its used pixels. With the spatial prior
+            (``smoothing > 0``) only each image's fit grid is kept; the grid
+            depends on every image's used pixels, so files are read twice
+            unless the images are alike (same size and mask as the first).
+            Several images need ``spatial_weight=0``.
+        callback : callable, optional
+            Receives an :class:`gmmseg.EMProgress` after every EM iteration
+            (and every k-means step of the initialisation, with ``phase ==
+            "init"``); returning True stops the fit, and the model stays
+            usable.
+
+        Returns
+        -------
+        Segmenter
+            self, fitted.
         """
         self._fit(image, callback)
         return self
@@ -488,7 +874,8 @@ class Segmenter:
         image, channels, data = self._training_data(image, grid=self.smoothing > 0)
         gm = self._fit_mixture(data, callback)
         if self.smoothing > 0 and not gm.stopped_:
-            grid = self._grid_tables(data.images, channels, data.texture_stats)  # built once for both candidates
+            # built once for both candidates
+            grid = self._grid_tables(data.images, channels, data.texture_stats, data.grid_step)
             _, objective = self._fit_spatial(gm, grid, callback)
             if self.features.uses_position and not gm.stopped_:
                 other = self._fit_colour_then_position(data, channels, grid, callback)
@@ -602,13 +989,15 @@ class Segmenter:
         full.stopped_ = False
         return full
 
-    def _grid_tables(self, images, channels, texture_stats):
+    def _grid_tables(self, images, channels, texture_stats, step=None):
         """One feature table for the fit grids of the image(s) and their
         index maps: every ``step``-th pixel in both directions, so that the
         grids have at most ``spatial_fit_pixels`` cells together and
-        neighbours on them are still neighbours in the image. Texture
-        columns are standardised with ``texture_stats``."""
-        step = self._fit_step(images)
+        neighbours on them are still neighbours in the image (by default
+        :meth:`_fit_step`'s; 1 for grids kept by a fit on several images).
+        Texture columns are standardised with ``texture_stats``."""
+        if step is None:
+            step = self._fit_step(images)
         tables, grids = [], []
         offset = 0
         for im in images:
@@ -988,7 +1377,10 @@ def select_k(
     # at most spatial_fit_pixels pixels the spatial fit uses (the criteria
     # are per pixel, so they do not depend on how many pixels are fitted),
     # and max_samples draws from it as in a fit without the prior.
+    # Several images are read one at a time (Segmenter.fit's streamed rows);
+    # the sweep keeps only the rows, not the image(s) or the pixel map.
     _, _, data = template._training_data(image, grid=template.features.uses_position, grid_max_samples=False)
+    data.images, data.pixel_rows = [], None
     result = KSelection(criterion=criterion, rule=K_CRITERIA[criterion])
     stopped = False
     for ctype in types:
