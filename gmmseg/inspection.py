@@ -634,9 +634,8 @@ class Inspector:
     # scoring and regions
     def _nll_maps(self, image, segmenter=None):
         """The unsmoothed and the smoothed NLL of a loaded image (NaN where masked)."""
-        seg = (self.segmenter_ if segmenter is None else segmenter).predict(image)
-        raw = np.where(seg.mask, -seg.log_likelihood.astype(np.float32), np.float32(np.nan))
-        return raw, smooth_scores(raw, seg.mask, self.inspection.smoothing_sigma)
+        raw = -(self.segmenter_ if segmenter is None else segmenter).log_likelihood_map(image)  # NaN where masked
+        return raw, smooth_scores(raw, image.mask, self.inspection.smoothing_sigma)
 
     def score_maps(self, image: ImageLike) -> tuple[np.ndarray, np.ndarray]:
         """The unsmoothed anomaly score (negative log-likelihood, for the

@@ -298,3 +298,18 @@ def test_fit_predict_equals_fit_then_predict(kwargs):
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.probabilities, b.probabilities)
     np.testing.assert_array_equal(a.log_likelihood, b.log_likelihood)
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(feature_set="color+texture", texture_scales=(1, 2))])
+def test_log_likelihood_map_is_predicts(settings):
+    """The map inspection uses equals predict's log-likelihood, masked
+    pixels NaN in both."""
+    rng = np.random.default_rng(5)
+    image = (rng.random((40, 50, 4)) * 255).astype(np.uint8)
+    image[..., 3] = 255
+    image[:5, :7, 3] = 0  # transparent corner
+    seg = Segmenter(3, smoothing=0.0, spatial_weight=0.0, random_state=0, **settings).fit(image)
+    want = seg.predict(image).log_likelihood
+    got = seg.log_likelihood_map(image)
+    assert got.dtype == np.float32 and np.isnan(got[:5, :7]).all()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, equal_nan=True)
