@@ -211,8 +211,9 @@ class SegmenterParams(_Settings):
     )
     feature_set: str = _setting(
         "color", "choice",
-        "what describes a pixel: color (its colour), texture (a multi-scale filter bank on lightness: smoothed "
-        "lightness and local standard deviation), color+texture (both)",
+        "what describes a pixel: color (its colour), texture (a multi-scale filter bank on lightness, see "
+        "texture_filters), color+texture (both), auto (color+texture for grey images, color for colour images; "
+        "the default of inspection)",
         "Features", flags=("--features",), group="features", choices=FEATURE_SETS,
     )
     texture_scales: tuple = _setting(
@@ -357,7 +358,9 @@ class InspectionParams(_Settings):
 #: threshold sits in the tail of the fitted density, and neither the spatial
 #: prior nor position features: inspection needs the density of good pixels'
 #: colours wherever they are, not regions (and fits several references).
-INSPECTOR_MODEL_DEFAULTS = SegmenterParams(max_iter=200, tol=1e-4, smoothing=0.0, spatial_weight=0.0)
+#: Features 'auto': grey parts get texture, colour parts colour (measured on
+#: the development sets, see the README).
+INSPECTOR_MODEL_DEFAULTS = SegmenterParams(max_iter=200, tol=1e-4, smoothing=0.0, spatial_weight=0.0, feature_set="auto")
 
 
 def split_settings(settings: Mapping[str, Any], *classes: type[_Settings]) -> list[dict[str, Any]]:

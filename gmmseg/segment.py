@@ -557,8 +557,41 @@ class Segmenter:
 
     @property
     def features(self) -> FeatureConfig:
-        """The feature settings (colour space, spatial weight)."""
-        return self.params.features
+        """The feature settings (colour space, spatial weight, texture), with
+        ``feature_set="auto"`` resolved for the channels of the model (or of
+        the images being fitted)."""
+        config = self.params.features
+        if config.feature_set == "auto":
+            channels = self.__dict__.get("_fit_channels", self.__dict__.get("channels_"))
+            if channels is not None:
+                config = config.resolved(channels)
+        return config
+
+    def _resolve_auto(self, image):
+        """For ``feature_set="auto"``: the channel count that decides it,
+        from the (first) image, which is loaded here and passed on loaded.
+        Returns the image (or list) to fit."""
+        if self.params.feature_set != "auto":
+            return image
+        if isinstance(image, (list, tuple)):
+            if not image:
+                raise ValueError("No images to fit.")
+            first = load_image(image[0])
+            image = [first, *image[1:]]
+        else:
+            first = image = load_image(image)
+        self._fit_channels = first.pixels.shape[2]
+        return image
+
+    def _check_auto(self, channels):
+        """The fitted images' channels must resolve 'auto' as the first did
+        (grey and colour images mixed would not)."""
+        chosen = self.__dict__.get("_fit_channels")
+        if chosen is None or self.params.feature_set != "auto":
+            return
+        if self.params.features.resolved(chosen).feature_set != self.params.features.resolved(channels).feature_set:
+            raise ValueError("feature_set='auto' chooses texture for grey images and colour for colour images; these "
+                             "images are grey and colour mixed: choose a feature set (e.g. feature_set='color+texture').")
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The settings as a dict (see :class:`gmmseg.params.SegmenterParams`)."""
@@ -867,15 +900,19 @@ class Segmenter:
 
     def _fit(self, image, callback):
         """Fit; returns the (loaded) image and its training data."""
-        if self.smoothing > 0 and self.features.uses_texture:
-            self._grid_textures = {}  # see _texture_grid
+        self.__dict__.pop("_fit_channels", None)
         try:
+            image = self._resolve_auto(image)
+            if self.smoothing > 0 and self.features.uses_texture:
+                self._grid_textures = {}  # see _texture_grid
             return self._fit_body(image, callback)
         finally:
             self.__dict__.pop("_grid_textures", None)
+            self.__dict__.pop("_fit_channels", None)
 
     def _fit_body(self, image, callback):
         image, channels, data = self._training_data(image, grid=self.smoothing > 0)
+        self._check_auto(channels)
         gm = self._fit_mixture(data, callback)
         if self.smoothing > 0 and not gm.stopped_:
             # built once for both candidates
@@ -976,6 +1013,8 @@ class Segmenter:
         ``grid`` is this segmenter's :meth:`_grid_tables` of the images."""
         colour = Segmenter(params=self.params.replace(spatial_weight=0.0))
         colour._grid_textures = self.__dict__.get("_grid_textures")  # the same texture features
+        if "_fit_channels" in self.__dict__:
+            colour._fit_channels = self._fit_channels  # the same resolution of feature_set='auto'
         _, _, colour_data = colour._training_data(data.images if len(data.images) > 1 else data.images[0], grid=True)
         gm = colour._fit_mixture(colour_data, callback)
         if gm.stopped_:
@@ -1221,7 +1260,8 @@ class Segmenter:
             raise ValueError("the mixture does not match the segmenter settings")
         if state.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {state.channels!r}")
-        expected = params.features.n_features(state.channels)
+        features = params.features.resolved(state.channels)
+        expected = features.n_features(state.channels)
         if d != expected:
             raise ValueError(f"{d} features do not match the feature settings ({expected})")
         colors = np.asarray(state.component_colors, dtype=np.float64)
@@ -1230,7 +1270,7 @@ class Segmenter:
         if len(state.component_names) != K:
             raise ValueError(f"components.names must be {K} strings")
         stats = None
-        n_texture = params.features.n_texture_features
+        n_texture = features.n_texture_features
         if n_texture:
             if state.texture_mean is None or state.texture_scale is None:
                 raise ValueError("the texture features' standardisation (texture_standardisation) is missing")
@@ -1406,7 +1446,9 @@ def select_k(
     # and max_samples draws from it as in a fit without the prior.
     # Several images are read one at a time (Segmenter.fit's streamed rows);
     # the sweep keeps only the rows, not the image(s) or the pixel map.
-    _, _, data = template._training_data(image, grid=template.features.uses_position, grid_max_samples=False)
+    image = template._resolve_auto(image)
+    _, channels, data = template._training_data(image, grid=template.features.uses_position, grid_max_samples=False)
+    template._check_auto(channels)
     data.images, data.pixel_rows = [], None
     result = KSelection(criterion=criterion, rule=K_CRITERIA[criterion])
     stopped = False

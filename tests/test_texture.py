@@ -149,3 +149,32 @@ def test_a_spatial_fit_runs_the_filter_bank_once_per_image(monkeypatch):
     seg.fit(image)
     assert len(calls) == 1
     assert "_grid_textures" not in vars(seg)  # nothing kept after the fit
+
+
+def test_auto_features_are_texture_for_grey_and_colour_for_colour(tmp_path):
+    grey = _stripes_and_smooth(3)
+    rgb = np.dstack([grey, grey[::-1], grey[:, ::-1]])
+    settings = dict(feature_set="auto", texture_scales=(1, 2), smoothing=0.0, spatial_weight=0.0, random_state=0)
+    for image, want, n_features in ((grey, "color+texture", 1 + 2 * 3), (rgb, "color", 3)):
+        seg = Segmenter(2, **settings).fit(image)
+        assert seg.features.feature_set == want and seg.n_features_in_ == n_features
+        assert seg.feature_set == "auto"  # the setting itself stays what was asked
+        loaded = Segmenter.load(seg.save(tmp_path / f"{want}.json"))
+        assert loaded.features.feature_set == want
+        assert np.array_equal(loaded.predict(image).labels, seg.predict(image).labels)
+    # The same Segmenter refitted on the other kind of image follows it.
+    seg = Segmenter(2, **settings).fit(rgb).fit(grey)
+    assert seg.features.feature_set == "color+texture"
+    with pytest.raises(ValueError, match="grey and colour mixed"):
+        Segmenter(2, **settings).fit([grey, rgb])
+
+
+def test_inspection_uses_texture_on_grey_references_by_default():
+    from gmmseg import Inspector
+
+    grey = _stripes_and_smooth(4)
+    inspector = Inspector(2, texture_scales=(1, 2)).fit([grey, _stripes_and_smooth(5)])
+    assert inspector.feature_set == "auto" and inspector.segmenter_.features.uses_texture
+    rgb = np.dstack([grey] * 3)
+    rgb[..., 0] = 255 - rgb[..., 0]
+    assert not Inspector(2).fit([rgb, rgb[::-1]]).segmenter_.features.uses_texture
