@@ -25,7 +25,7 @@ several images; ``n_components=4``, ``random_state=0``):
   megapixels).
 
 ``--old REV`` runs the same fits on the code of a git revision (for example
-``main`` before the streamed fit) for the counts up to ``--old-max-count``
+``eb1539d``, the last one before the streamed fit) for the counts up to ``--old-max-count``
 (default 100; it holds every image and every pixel's rows: about 11 GB for
 100 references with texture), ``--old-only`` without the current code's.
 
