@@ -34,9 +34,8 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from imagefiles import auroc, paint_defects, surface  # noqa: E402
-
 import bench_tiles  # noqa: E402
+from imagefiles import auroc, paint_defects, surface  # noqa: E402
 
 from gmmseg.features import color_features  # noqa: E402
 from gmmseg.inspection import Inspector  # noqa: E402
