@@ -21,12 +21,12 @@ several images; ``n_components=4``, ``random_state=0``):
   twice.
 - ``texture``: ``feature_set="color+texture"``, ``smoothing=0``, with
   ``max_samples`` set (``--texture-max-samples``, default 1,000,000): without
-  it the training rows are every pixel's 13 float32 features (10 GB at 200
-  megapixels).
+  it the training rows are every pixel's features (3 colour and 15 texture
+  float32 with the default filter bank: 14 GB at 200 megapixels).
 
 ``--old REV`` runs the same fits on the code of a git revision (for example
-``main`` before the streamed fit) for the counts up to ``--old-max-count``
-(default 100; it holds every image and every pixel's rows: about 11 GB for
+``eb1539d``, the last one before the streamed fit) for the counts up to ``--old-max-count``
+(default 100; it holds every image and every pixel's rows: about 16 GB for
 100 references with texture), ``--old-only`` without the current code's.
 
 The references: real photos, ``../shared/data/bsds500-train/images`` (read

@@ -227,15 +227,15 @@ def _standardise(rows: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.n
 # reduced to what the fit needs (its distinct colours, or a sample of its
 # rows, or its spatial fit grid) and dropped before the next one is loaded.
 
-# Colour rows of the images wait in a buffer until it holds twice as many
-# rows as the merged distinct-colour table, and at least _MERGE_ROWS: a
-# merge costs about the rows it sees, table included, so merging image by
-# image would go over the growing table once per image (twice: a third of
-# the work is the table's, at a buffer of about the table's own size in
-# memory); and from 2**22 rows on, 8-bit RGB colours are counted by
-# unique_colors' counting sort (O(N)) instead of a sort.
-_MERGE_ROWS = 1 << 22
-_MERGE_FACTOR = 2
+# Colour rows of the images wait in a buffer until it holds as many rows as
+# the merged distinct-colour table, and at least _MERGE_ROWS (about one
+# megapixel): a merge costs about the rows it sees, table included, so
+# merging image by image would go over the growing table once per image,
+# while this way the table is gone over about once per as many new pixels,
+# and the buffer never outgrows the table. (Measured on 100 one-megapixel
+# photos, 4.8 million distinct colours: waiting for twice the table's rows,
+# or for 2**22 rows, took as long and more memory.)
+_MERGE_ROWS = 1 << 20
 
 
 @dataclass(eq=False)
@@ -328,8 +328,8 @@ class _StreamedRows:
     Colour features without ``max_samples``: the distinct colours of all the
     images with exact counts (the same rows, in the same order, as the
     distinct colours of all the pixels at once). The images' colour rows
-    are merged into the table whenever they hold twice as many rows as it
-    (see ``_MERGE_ROWS``), so the buffer stays about the size of the table.
+    are merged into the table whenever they hold as many rows as it (see
+    ``_MERGE_ROWS``), so the buffer stays about the size of the table.
 
     Otherwise rows (colours, and texture features) are kept per image. When
     all the images hold more than ``max_samples`` used pixels, image ``i``
@@ -374,7 +374,7 @@ class _StreamedRows:
                 self._buffer[channels].append(_used_rows(image.pixels, mask, n))
                 self._buffered[channels] += n
                 merged = self._merged[channels]
-                if self._buffered[channels] >= max(_MERGE_ROWS, 0 if merged is None else _MERGE_FACTOR * merged[0].shape[0]):
+                if self._buffered[channels] >= max(_MERGE_ROWS, 0 if merged is None else merged[0].shape[0]):
                     self._merge(channels)
             return
         limit = self.max_samples
