@@ -419,24 +419,67 @@ def _png_unfilter(raw, height, stride, bpp):
     return out
 
 
+def _png16_header(path, body):
+    """Width, height, colour type and interlace of a 16-bit colour PNG's IHDR."""
+    if len(body) != 13:
+        raise _error(path, f"file is corrupt (PNG header chunk holds {len(body)} bytes, not 13)")
+    width, height, depth, colour_type, compression, filtering, interlace = struct.unpack(">IIBBBBB", body)
+    if depth != 16 or colour_type not in (2, 4, 6) or compression != 0 or filtering != 0 or interlace not in (0, 1):
+        raise _error(path, "file is corrupt (invalid PNG header)")
+    return width, height, colour_type, interlace
+
+
+def _inflate_bounded(path, parts, size):
+    """Inflate the concatenated zlib stream of ``parts`` into exactly
+    ``size`` bytes, stopping as soon as it would produce more: a small file
+    must not be able to make us allocate what its header does not allow (a
+    decompression bomb)."""
+    out = np.empty(size, dtype=np.uint8)
+    filled = 0
+    inflater = zlib.decompressobj()
+    try:
+        for part in parts:
+            data = part
+            while data and not inflater.eof:
+                # At most one byte beyond the expected size: enough to know
+                # the stream is too long without inflating the rest.
+                piece = inflater.decompress(data, size + 1 - filled)
+                if filled + len(piece) > size:
+                    raise _error(path, "file is corrupt (pixel data inflate to more than the image size in its "
+                                       "header: refused as a possible decompression bomb)")
+                out[filled:filled + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+                filled += len(piece)
+                data = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+    except zlib.error as exc:
+        raise _error(path, f"file is truncated or corrupt ({exc})") from None
+    if not inflater.eof or filled != size:
+        raise _error(path, "file is truncated or corrupt (pixel data has the wrong size)")
+    return out
+
+
 def _load_png16(path, max_pixels):
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise _error(path, f"cannot be read ({exc.strerror or exc})") from None
+    view = memoryview(data)  # chunks as views: no copy of the pixel data
     pos = 8
-    ihdr = None
+    header = None
     idat = []
     while pos + 8 <= len(data):
-        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
-        body = data[pos + 8 : pos + 8 + length]
-        if len(body) < length or pos + 12 + length > len(data):
+        length, ctype = struct.unpack(">I4s", view[pos : pos + 8])
+        if pos + 12 + length > len(data):
             raise _error(path, "file is truncated or corrupt (PNG chunk cut short)")
-        crc = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0]
-        if zlib.crc32(ctype + body) & 0xFFFFFFFF != crc:
+        body = view[pos + 8 : pos + 8 + length]
+        crc = struct.unpack(">I", view[pos + 8 + length : pos + 12 + length])[0]
+        if zlib.crc32(body, zlib.crc32(ctype)) & 0xFFFFFFFF != crc:
             raise _error(path, f"file is truncated or corrupt (bad CRC in PNG chunk {ctype!r})")
-        if ctype == b"IHDR":
-            ihdr = struct.unpack(">IIBBBBB", body)
+        if header is None and ctype != b"IHDR":
+            raise _error(path, "file is corrupt (the PNG header chunk is not first)")
+        if ctype == b"IHDR" and header is None:
+            header = _png16_header(path, body)
         elif ctype == b"IDAT":
             idat.append(body)
         elif ctype == b"IEND":
@@ -444,7 +487,7 @@ def _load_png16(path, max_pixels):
         pos += 12 + length
     else:
         raise _error(path, "file is truncated or corrupt (no PNG end chunk)")
-    width, height, depth, colour_type, _, _, interlace = ihdr
+    width, height, colour_type, interlace = header
     _check_size(path, width, height, max_pixels)
     if interlace:
         # Rare for 16-bit colour; Pillow reads it (at 8 bits).
@@ -454,13 +497,8 @@ def _load_png16(path, max_pixels):
     channels = {2: 3, 4: 2, 6: 4}[colour_type]
     bpp = channels * 2
     stride = width * bpp
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as exc:
-        raise _error(path, f"file is truncated or corrupt ({exc})") from None
-    if len(raw) != height * (stride + 1):
-        raise _error(path, "file is truncated or corrupt (pixel data has the wrong size)")
-    rows = _png_unfilter(np.frombuffer(raw, dtype=np.uint8), height, stride, bpp)
+    raw = _inflate_bounded(path, idat, height * (stride + 1))
+    rows = _png_unfilter(raw, height, stride, bpp)
     if rows.shape[0] != height:
         raise _error(path, "file is corrupt (unknown PNG filter type)")
     arr = rows.view(">u2").reshape(height, width, channels).astype(np.uint16)

@@ -49,6 +49,26 @@ def png16_bytes(array, width=None, height=None):
             + _chunk(b"IEND", b""))
 
 
+def png16_bomb(width=64, height=64, inflated_mib=64):
+    """A valid 16-bit RGB PNG whose pixel data inflate to ``inflated_mib``
+    MiB of zeros, far beyond the ``height * (6 * width + 1)`` bytes its
+    header allows (a decompression bomb; about 1 KB per MiB)."""
+    block = bytes(1 << 20)
+    compressor = zlib.compressobj(9)
+    # Full flushes make the middle part byte-aligned; its window is all
+    # zeros like the data, so it can be repeated. The checksum of the whole
+    # is written by hand.
+    head = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    middle = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    tail = compressor.flush()
+    adler = 1
+    for _ in range(inflated_mib):
+        adler = zlib.adler32(block, adler)
+    body = head + middle * (inflated_mib - 1) + tail[:-4] + struct.pack(">I", adler)
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
+
+
 def voronoi_image(size=160, n_regions=5, noise=0.12, seed=0):
     """Voronoi-like regions, a Gaussian colour per region, strong noise.
 

@@ -310,3 +310,35 @@ def test_atomic_write_refuses_overwrite_and_leaves_no_temp(tmp_path):
 
 def test_top_level_load_image():
     assert gmmseg.load_image is load_image
+
+
+def test_16bit_png_decompression_bomb_stops_at_the_header_size(tmp_path):
+    """The pixel data of a 16-bit PNG are inflated only up to the size its
+    header allows: a 300 KB file that inflates to 256 MiB is refused
+    without ever holding more than the image's own size."""
+    import tracemalloc
+
+    from imagefiles import png16_bomb
+
+    path = tmp_path / "bomb16.png"
+    path.write_bytes(png16_bomb(64, 64, inflated_mib=256))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageLoadError, match="decompression bomb"):
+            load_image(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB allocated for a 64 x 64 image"
+
+
+def test_16bit_png_with_a_short_header_is_refused(tmp_path):
+    good = png16_bytes(RGB16)
+    # IHDR cut to 10 bytes (length and CRC made consistent), colour type kept
+    # where the sniffing reads it so that the 16-bit decoder takes it.
+    body = good[16:26]
+    chunk = struct.pack(">I", 10) + b"IHDR" + body + struct.pack(">I", zlib.crc32(b"IHDR" + body) & 0xFFFFFFFF)
+    path = tmp_path / "short.png"
+    path.write_bytes(good[:8] + chunk + good[33:])
+    with pytest.raises(ImageLoadError, match="header"):
+        load_image(path)
