@@ -69,6 +69,28 @@ def png16_bomb(width=64, height=64, inflated_mib=64):
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
 
 
+def patch_tiff_tag(data, tag, value=None, count=None, type_=None):
+    """A little-endian classic TIFF with one entry of its first IFD changed:
+    its type, count and/or (inline SHORT or LONG) value. For files that
+    lie about themselves."""
+    data = bytearray(data)
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        pos = ifd + 2 + 12 * i
+        entry_tag, entry_type = struct.unpack_from("<HH", data, pos)
+        if entry_tag != tag:
+            continue
+        if type_ is not None:
+            struct.pack_into("<H", data, pos + 2, type_)
+            entry_type = type_
+        if count is not None:
+            struct.pack_into("<I", data, pos + 4, count)
+        if value is not None:
+            struct.pack_into("<HH" if entry_type == 3 else "<I", data, pos + 8, *((value, 0) if entry_type == 3 else (value,)))
+        return bytes(data)
+    raise KeyError(f"tag {tag} not in the first IFD")
+
+
 def voronoi_image(size=160, n_regions=5, noise=0.12, seed=0):
     """Voronoi-like regions, a Gaussian colour per region, strong noise.
 
