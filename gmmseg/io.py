@@ -31,6 +31,9 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".tif", ".tiff", "
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _pil_limit_lock = threading.Lock()
+# Compressed streams are inflated in steps of this many bytes where only
+# their size is checked (memory stays small whatever a stream holds).
+_INFLATE_STEP = 1 << 20
 
 
 class ImageLoadError(ValueError):
@@ -389,6 +392,58 @@ def _check_tiff_segments(path, page, file_size):
         raise _error(path, f"file is truncated ({beyond:,} of {expected:,} image {kind} lie past its end)")
 
 
+# Compressions whose streams can inflate a thousand-fold and more (deflate,
+# LZMA): each strip or tile is inflated once, only as far as it is allowed,
+# before tifffile decodes it (which inflates everything a stream holds).
+_TIFF_DEFLATE = (8, 32946)
+_TIFF_LZMA = (34925,)
+
+
+def _stream_exceeds(data, limit, lzma_stream):
+    """True when a compressed stream inflates to more than ``limit`` bytes;
+    stops one byte past it. Corrupt streams are left to the decoder."""
+    import lzma
+
+    produced = 0
+    try:
+        if lzma_stream:
+            decompressor = lzma.LZMADecompressor()
+            piece = decompressor.decompress(data, min(limit + 1, _INFLATE_STEP))
+            while True:
+                produced += len(piece)
+                if produced > limit or decompressor.eof or decompressor.needs_input:
+                    break
+                piece = decompressor.decompress(b"", min(limit + 1 - produced, _INFLATE_STEP))
+        else:
+            decompressor = zlib.decompressobj()
+            while data and produced <= limit and not decompressor.eof:
+                produced += len(decompressor.decompress(data, min(limit + 1 - produced, _INFLATE_STEP)))
+                data = decompressor.unconsumed_tail
+    except (zlib.error, lzma.LZMAError, EOFError):
+        return False
+    return produced > limit
+
+
+def _check_tiff_inflation(path, page):
+    """Refuse a deflate or LZMA TIFF whose strips or tiles inflate beyond the
+    size of a strip or tile (a decompression bomb)."""
+    if page.compression not in _TIFF_DEFLATE + _TIFF_LZMA:
+        return
+    samples = page.samplesperpixel if page.planarconfig == 1 else 1
+    if page.is_tiled:
+        rows, width = page.tiledepth * page.tilelength, page.tilewidth
+    else:
+        rows, width = min(page.rowsperstrip, page.imagelength), page.imagewidth
+    limit = rows * ((width * samples * page.bitspersample + 7) // 8)
+    expected = math.prod(page.chunked)
+    with open(path, "rb") as f:
+        for offset, count in zip(tuple(page.dataoffsets)[:expected], tuple(page.databytecounts)[:expected]):
+            f.seek(offset)
+            if _stream_exceeds(f.read(count), limit, page.compression in _TIFF_LZMA):
+                raise _error(path, "file is corrupt (image data inflate to more than the size in its header: "
+                                   "refused as a possible decompression bomb)")
+
+
 def _read_tiff_page(path, max_pixels):
     """The first page's pixels as (H, W, samples) and what is needed to
     interpret them; everything tifffile says about a bad file becomes one
@@ -411,6 +466,7 @@ def _read_tiff_page(path, max_pixels):
                     raise _error(path, f"unsupported TIFF layout (axes {axes}, shape {page.shape}): gmmseg reads "
                                        "2-D images")
                 _check_tiff_segments(path, page, size)
+                _check_tiff_inflation(path, page)
                 arr = page.asarray()
                 if arr.shape != page.shape:
                     raise _error(path, f"file is corrupt (TIFF data decode to shape {arr.shape}, not {page.shape})")
@@ -509,7 +565,6 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 # Adam7 passes: first column, first row, column step, row step.
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-_INFLATE_STEP = 1 << 20
 @kernel
 def _png_unfilter(raw, height, stride, bpp):
     """Undo PNG scanline filters (types 0-4) in place order; returns rows."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fuzzing import mutated_images, write_cases
-from imagefiles import patch_tiff_tag, png16_bomb
+from imagefiles import patch_tiff_tag, png16_bomb, tiff_bomb
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "fuzzing.py"
@@ -66,6 +66,8 @@ def _hand_made_images():
     short_rows = b"".join(b"\x00" + bytes(60) for _ in range(5))
     return [
         ("bomb16.png", png16_bomb(64, 64, inflated_mib=512)),
+        ("bomb-deflate.tif", tiff_bomb("zlib", inflated_mib=512)),
+        ("bomb-lzma.tif", tiff_bomb("lzma", inflated_mib=64)),
         ("claims-9000.tif", patch_tiff_tag(patch_tiff_tag(tiles, 256, 9000, type_=4), 257, 9000, type_=4)),
         ("claims-80mp-strips.tif", patch_tiff_tag(patch_tiff_tag(strips, 256, 8900, type_=4), 257, 8900, type_=4)),
         ("volume.tif", tiff(np.zeros((2, 6, 5, 3), np.uint8), volumetric=True, photometric="rgb")),
@@ -88,9 +90,10 @@ def test_load_image_raises_only_image_load_error(tmp_path):
     assert bad == []
     assert out.stderr == ""
     outcomes = {r["file"]: r for r in rows}
-    for name in ("bomb16.png", "claims-9000.tif", "claims-80mp-strips.tif", "volume.tif", "short-data.png"):
+    for name in ("bomb16.png", "bomb-deflate.tif", "bomb-lzma.tif", "claims-9000.tif", "claims-80mp-strips.tif", "volume.tif", "short-data.png"):
         assert outcomes[name]["outcome"] == "ImageLoadError", outcomes[name]
-    assert "decompression bomb" in outcomes["bomb16.png"]["message"]
+    for name in ("bomb16.png", "bomb-deflate.tif", "bomb-lzma.tif"):
+        assert "decompression bomb" in outcomes[name]["message"]
     # Every kind of mutation reached the decoders: each made some files fail,
     # and some mutated files still load (flipped pixel bits, say).
     by_kind = collections.defaultdict(collections.Counter)

@@ -313,16 +313,19 @@ def test_top_level_load_image():
     assert gmmseg.load_image is load_image
 
 
-def test_16bit_png_decompression_bomb_stops_at_the_header_size(tmp_path):
-    """The pixel data of a 16-bit PNG are inflated only up to the size its
-    header allows: a 300 KB file that inflates to 256 MiB is refused
-    without ever holding more than the image's own size."""
+@pytest.mark.parametrize("kind", ["png16", "tiff-zlib", "tiff-lzma"])
+def test_decompression_bombs_stop_at_the_header_size(tmp_path, kind):
+    """Pixel data are inflated only up to the size the header allows: a file
+    of a few hundred KB that inflates to 256 MiB (a 16-bit PNG, our own
+    decoder; a deflate or LZMA TIFF strip, which tifffile would inflate
+    whole) is refused without ever holding more than the image's own size."""
     import tracemalloc
 
-    from imagefiles import png16_bomb
+    from imagefiles import png16_bomb, tiff_bomb
 
-    path = tmp_path / "bomb16.png"
-    path.write_bytes(png16_bomb(64, 64, inflated_mib=256))
+    path = tmp_path / ("bomb.png" if kind == "png16" else "bomb.tif")
+    path.write_bytes(png16_bomb(64, 64, inflated_mib=256) if kind == "png16"
+                     else tiff_bomb(kind.split("-")[1], inflated_mib=256))
     tracemalloc.start()
     try:
         with pytest.raises(ImageLoadError, match="decompression bomb"):
