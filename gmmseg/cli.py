@@ -177,8 +177,9 @@ def build_parser():
                        description="Fit K = first..last components and print BIC at 300 pixels, BIC, AIC and "
                                    "log-likelihood per pixel; the K chosen by --criterion is marked with '*'.")
     p.add_argument("image", metavar="IMAGE")
-    p.add_argument("--k-range", type=_k_range, default=range(1, 11), metavar="FIRST-LAST", dest="sweep",
-                   help="values of K to try (default 1-10)")
+    # Checked by the K range setting's own rule (its bounds live in gmmseg.params).
+    p.add_argument("--k-range", type=_converter(InspectionParams.setting("k_range")), default=range(1, 11),
+                   metavar="FIRST-LAST", dest="sweep", help="values of K to try (default 1-10)")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the criterion's curve into a PNG")
     p.add_argument("--force", action="store_true", help="overwrite an existing plot")
     _add_model_options(p, skip=("n_components",))

@@ -18,10 +18,18 @@ PER_IMAGE = ["anomaly.png", "labels.png", "loglik.tif", "mask_0.png", "mask_1.pn
              "overlay.png", "probabilities.tif", "summary.json"]
 
 
+def cli_env(**extra):
+    """The environment of a console-script run: this tree's gmmseg first on
+    the path (the installed script may be an editable install of another
+    checkout), one kernel thread."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, GMMSEG_NUM_THREADS="1", **extra)
+
+
 def run(*args, cwd=None):
     cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
-    env = dict(os.environ, GMMSEG_NUM_THREADS="1")
-    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=cli_env(),
+                          timeout=300)
 
 
 def write_image(path, seed=0, regions=3, size=48):
@@ -185,14 +193,29 @@ def test_every_bad_input_gets_one_line(tmp_path, name, problem):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["segment", "x.png", "-k", "0", "--out", "o"], "positive integer"),
+    (["segment", "x.png", "-k", "0", "--out", "o"], "n_components must be an integer >= 1"),
     (["segment", "x.png", "--color-space", "cmyk", "--out", "o"], "invalid choice"),
     (["select-k", "x.png", "--k-range", "5-2"], "first <= last"),
     (["segment", "x.png"], "--out"),
+    # Bounded by what the outputs hold (labels.png: 255 components) and by
+    # sane maxima, before any image is read:
+    (["segment", "x.png", "-k", "1000", "--out", "o"], "<= 255, got 1000"),
+    (["fit", "x.png", "-k", "256", "--save-model", "m.json"], "<= 255, got 256"),
+    (["segment", "x.png", "--seed", "-1", "--out", "o"], "random_state must be an integer in [0, 2**32 - 1]"),
+    (["fit", "x.png", "--seed=-1", "--save-model", "m.json"], "random_state must be an integer in [0, 2**32 - 1]"),
+    (["segment", "x.png", "--spatial-weight", "1e308", "--out", "o"], "spatial_weight must be a finite number >= 0 and <= 1000"),
+    (["segment", "x.png", "--smoothing", "inf", "--out", "o"], "smoothing must be a finite number"),
+    (["segment", "x.png", "--n-init", "100000", "--out", "o"], "n_init must be an integer >= 1 and <= 1000"),
+    (["select-k", "x.png", "--k-range", "1-1000"], "k_range must be an integer >= 1 and <= 255, got 1000"),
+    (["select-k", "x.png", "--k-range", "1-100000000000000"], "<= 255"),
+    (["fit", "x.png", "--k-range", "1-300", "--save-model", "m.json"], "<= 255, got 300"),
+    (["fit", "x.png", "--score-smoothing", "1e9", "--save-model", "m.json"], "smoothing_sigma must be a finite number >= 0 and <= 100"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, message):
+    write_image(tmp_path / "x.png")
     out = run(*args, cwd=tmp_path)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]  # nothing was written
 
 
 def test_bad_model_file_for_apply(tmp_path):
@@ -209,7 +232,7 @@ def test_debug_shows_traceback(tmp_path):
 
 def test_gui_without_a_display_says_why():
     cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env = {k: v for k, v in cli_env().items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     out = subprocess.run(cmd + ["gui"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 1 and "no display" in out.stderr and "Traceback" not in out.stderr
 
@@ -228,7 +251,7 @@ def test_ctrl_c_stops_cleanly_without_partial_outputs(tmp_path):
     proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "1",
                                    "--n-init", "4", "--tol", "0", "--max-iter", "150", "--spatial-weight", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, GMMSEG_NUM_THREADS="1"),
+                            env=cli_env(),
                             # A background CI shell may ignore SIGINT, and Python
                             # keeps an inherited "ignore": give the child the default.
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
