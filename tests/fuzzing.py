@@ -187,34 +187,48 @@ def _outcome(call, *args):
     return result
 
 
-def _child_images(limit, files):
+def _child_images(files):
     from gmmseg import load_image
 
-    load_image(np.zeros((2, 2, 3)))  # imports done before the cap
-    _cap_memory(limit)
     for path in files:
         print(json.dumps({"file": Path(path).name, **_outcome(load_image, path)}), flush=True)
 
 
-def _child_models(limit, files):
+def _child_models(files):
+    """Load every model file as a Segmenter and as an Inspector; a model
+    that loads also segments a small image (it must work, not merely load)."""
     from gmmseg import Inspector, Segmenter
 
-    _cap_memory(limit)
+    image = (np.random.RandomState(0).rand(12, 10, 3) * 255).astype(np.uint8)
     for path in files:
         for cls in (Segmenter, Inspector):
-            result = _outcome(cls.load, path)
+            loaded = {}
+
+            def load(cls=cls, path=path, loaded=loaded):
+                loaded["model"] = cls.load(path)
+
+            result = _outcome(load)
+            if "model" in loaded:
+                model = loaded["model"]
+                segmenter = model if cls is Segmenter else model.segmenter_
+                predicted = _outcome(segmenter.predict, image)
+                result["predict"] = predicted["outcome"] + (": " + predicted.get("message", "") if "message" in predicted else "")
             print(json.dumps({"file": Path(path).name, "class": cls.__name__, **result}), flush=True)
 
 
 def main(argv):
     kind, limit, listing = argv[0], int(argv[1]), argv[2]
+    # The cap comes first, before numpy, Numba and the decoders are
+    # imported: everything the child does counts against it.
+    _cap_memory(limit)
     files = Path(listing).read_text().splitlines()
-    {"images": _child_images, "models": _child_models}[kind](limit, files)
+    {"images": _child_images, "models": _child_models}[kind](files)
 
 
 def write_cases(cases, folder=None):
     """Write [(name, bytes)] into a folder; returns (folder, listing file)."""
     folder = Path(folder or tempfile.mkdtemp(prefix="gmmseg-fuzz-"))
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, data in cases:
         path = folder / name

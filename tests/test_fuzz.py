@@ -2,8 +2,9 @@
 
 The files are made here, deterministically (fixed seeds); a child process
 (tests/fuzzing.py) loads them with its address space capped by
-``resource.setrlimit(RLIMIT_AS)`` at 2 GiB, set before anything is imported,
-so the cap holds for the decoders and never touches this test session.
+``resource.setrlimit(RLIMIT_AS)`` at 2 GiB, set before gmmseg (and Numba,
+Pillow, tifffile) is imported, so the cap holds for everything that reads
+the files and never touches this test session.
 Measured on this project: the child peaks at about 0.55 GB of address space
 with every Numba kernel compiled from a cold cache, so 2 GiB leaves decoders
 about 1.4 GB. ``MALLOC_ARENA_MAX`` keeps glibc from reserving 64 MB of
@@ -14,6 +15,7 @@ decodes tiles in threads), which would eat the cap without using memory.
 import collections
 import json
 import os
+import random
 import re
 import struct
 import subprocess
@@ -114,4 +116,163 @@ def test_load_image_more_seeds(tmp_path, seed):
     out, rows = run_child("images", mutated_images(per_seed=20, seed=100 + seed), tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert [r for r in rows if r["outcome"] not in ("ok", "ImageLoadError")] == []
+    assert out.stderr == ""
+
+
+# ---------------------------------------------------------------------------
+# model files
+def _nested(depth):
+    value = 1.0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _set(path, value):
+    def corrupt(doc):
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return doc
+
+    return corrupt
+
+
+def _many_components(k, consistent=True):
+    """A model of K spherical components that fits together (K matches the
+    settings everywhere), as the issue's K = 200,000 file."""
+    def corrupt(doc):
+        for section in ("segmenter", "inspection"):
+            doc[section]["n_components"] = k
+        doc["segmenter"]["covariance_type"] = doc["mixture"]["covariance_type"] = "spherical"
+        doc["mixture"].update(weights=[1.0 / k] * k, means=[[0.5, 0.0, 0.0]] * k, precisions_cholesky=[10.0] * k)
+        doc["components"] = {"colors": [[0.5, 0.5, 0.5]] * k, "names": ["c"] * k}
+        if not consistent:
+            doc["segmenter"]["n_components"] = doc["inspection"]["n_components"] = 3
+        return doc
+
+    return corrupt
+
+
+K = 3
+MODEL_CORRUPTIONS = {
+    # the issue's reproducers
+    "k-200000.json": _many_components(200_000),
+    "k-200000-settings-3.json": _many_components(200_000, consistent=False),
+    "k-300.json": _many_components(300),
+    "score-sigma-1e9.json": _set(["inspection", "smoothing_sigma"], 1e9),
+    "weights-strings.json": _set(["mixture", "weights"], ["0.3", "0.3", "0.4"]),
+    "weights-booleans.json": _set(["mixture", "weights"], [True, False, False]),
+    "version-true.json": _set(["version"], True),
+    "threshold-string.json": _set(["inspection", "threshold"], "2.0"),
+    "converged-string.json": _set(["mixture", "converged"], "false"),
+    "lower-bound-string.json": _set(["mixture", "lower_bound"], "-1.5"),
+    "lower-bound-list.json": _set(["mixture", "lower_bound"], [-1.5]),
+    "lower-bound-object.json": _set(["mixture", "lower_bound"], {}),
+    "n-iter-string.json": _set(["mixture", "n_iter"], "3"),
+    "n-iter-float.json": _set(["mixture", "n_iter"], 3.5),
+    "n-iter-list.json": _set(["mixture", "n_iter"], [3]),
+    "n-iter-huge.json": _set(["mixture", "n_iter"], 10**40),
+    "deep-means.json": _set(["mixture", "means"], _nested(60)),
+    "deep-json.json": _set(["components", "names"], _nested(50_000)),
+    "means-1e308.json": _set(["mixture", "means"], [[1e308] * 3] * K),
+    # more of the same kinds
+    "precisions-tiny.json": _set(["mixture", "precisions_cholesky"], [np.diag([1e-200] * 3).tolist()] * K),
+    "precisions-huge.json": _set(["mixture", "precisions_cholesky"], [np.diag([1e200] * 3).tolist()] * K),
+    "colors-strings.json": _set(["components", "colors"], [["1", "0", "0"]] * K),
+    "names-long.json": _set(["components", "names"], ["x" * 5000] * K),
+    "channels-true.json": _set(["channels"], True),
+    "smoothing-1e308.json": _set(["segmenter", "smoothing"], 1e308),
+    "spatial-weight-1e308.json": _set(["features", "spatial_weight"], 1e308),
+    "min-area-huge.json": _set(["inspection", "min_area"], 10**30),
+    "k-range-huge.json": _set(["inspection", "k_range"], list(range(1, 100_000))),
+    "curve-long.json": _set(["inspection", "calibration_curve"], {"false_alarm_rates": list(np.linspace(0.1, 0.2, 10**5)),
+                                                                  "thresholds": list(np.linspace(1, 2, 10**5))}),
+    "n-references-bool.json": _set(["inspection", "n_references"], True),
+    "image-scores-strings.json": _set(["inspection", "image_scores"], ["1.0"]),
+    "texture-mean-huge.json": _set(["texture_standardisation"], {"mean": [1e300], "scale": [1e-300]}),
+    "mixture-list.json": _set(["mixture"], [1, 2, 3]),
+    "kind-other.json": _set(["kind"], "inspector"),
+}
+# Text-level corruptions: tokens Python's json takes that a model must not.
+TEXT_CORRUPTIONS = {
+    "nan-token.json": lambda text: text.replace('"weights": [', '"weights": [NaN, ', 1),
+    "inf-token.json": lambda text: text.replace('"threshold": ', '"threshold": 1e400, "x": ', 1),
+    "integer-5000-digits.json": lambda text: text.replace('"n_iter": ', '"n_iter": ' + "9" * 5000 + ', "y": ', 1),
+    "too-large.json": lambda text: text + " " * (17 << 20),
+    "not-utf8.json": lambda text: text.replace("Component", "Compon\udcffent", 1),
+}
+
+
+@pytest.fixture(scope="module")
+def model_text(tmp_path_factory):
+    """The JSON text of a small, real inspection model (K = 3, full)."""
+    import warnings
+
+    from gmmseg import Inspector
+
+    rng = np.random.RandomState(0)
+    image = np.zeros((40, 48, 3), np.uint8)
+    image[:, :24] = (200, 40, 40)
+    image[20:, 24:] = (40, 60, 190)
+    image = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+    path = tmp_path_factory.mktemp("model") / "model.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Inspector(K, random_state=0).fit(image).save(path)
+    return path.read_text()
+
+
+def _model_cases(text):
+    cases = []
+    for name, corrupt in MODEL_CORRUPTIONS.items():
+        doc = corrupt(json.loads(text))
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(200_000)  # only to write the deeply nested file
+        try:
+            cases.append((name, json.dumps(doc).encode()))
+        finally:
+            sys.setrecursionlimit(limit)
+    for name, corrupt in TEXT_CORRUPTIONS.items():
+        cases.append((name, corrupt(text).encode("utf-8", "surrogateescape")))
+    return cases
+
+
+def test_every_corrupt_model_file_is_a_model_file_error(tmp_path, model_text):
+    """The issue's hostile model files and more of their kinds: each is
+    refused with ModelFileError (as a Segmenter and as an Inspector) under
+    the memory cap; nothing else is raised and nothing is written to
+    stderr. The intact model loads and segments."""
+    cases = [("intact.json", model_text.encode())] + _model_cases(model_text)
+    out, rows = run_child("models", cases, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(rows) == 2 * len(cases)
+    intact = [r for r in rows if r["file"] == "intact.json"]
+    assert [r["outcome"] for r in intact] == ["ok", "ok"] and all(r["predict"] == "ok" for r in intact)
+    wrong = [r for r in rows if r["file"] != "intact.json" and r["outcome"] != "ModelFileError"]
+    assert wrong == []
+    assert max(r["seconds"] for r in rows) < HANG_SECONDS
+    assert out.stderr == ""
+
+
+def _mutations_of(text, count, seed):
+    from fuzzing import MUTATIONS
+
+    rng = random.Random(seed)
+    data = text.encode()
+    kinds = list(MUTATIONS)
+    return [(f"model-{kinds[i % 4]}{i}.json", MUTATIONS[kinds[i % 4]](data, rng)) for i in range(count)]
+
+
+def test_randomly_mutated_model_files(tmp_path, model_text):
+    """Bit flips, header edits, truncation and byte runs in the JSON text:
+    each file is refused with ModelFileError or, when the change is harmless
+    (a flipped digit), loads and segments a small image."""
+    out, rows = run_child("models", _mutations_of(model_text, 120, seed=7), tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(rows) == 240
+    assert [r for r in rows if r["outcome"] not in ("ok", "ModelFileError")] == []
+    assert [r for r in rows if r["outcome"] == "ok" and r["predict"] != "ok"] == []
+    assert sum(r["outcome"] == "ModelFileError" for r in rows) > 100
     assert out.stderr == ""
