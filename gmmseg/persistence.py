@@ -76,8 +76,9 @@ MAX_NAME_LENGTH = 1000
 # to spatial_weight <= 1000, standardised texture), so means and precision
 # factors far from 1 are nonsense; bounded by 1e30 they also keep the
 # squared Mahalanobis distance of any float32 feature row (below 3.4e38)
-# far below float64's overflow for up to MAX_FEATURES features, so a model
-# that loads evaluates every image without overflow. The texture
+# far below float64's overflow for up to MAX_FEATURES features, so the
+# mixture's densities of every image are finite (the spatial prior's float32
+# tables are checked by the engine when they are made). The texture
 # standardisation (mean and scale, floored at 1e-12 by the fit) is bounded
 # so that standardised features stay finite in float32.
 MAX_MAGNITUDE = 1e30
