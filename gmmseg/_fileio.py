@@ -5,28 +5,46 @@
 it into place only when every file in it is complete. Messages speak the
 library's language (``overwrite=True``); the command line rewords
 :class:`OutputExistsError` for its ``--force``.
+
+Temporary files and staging folders are created with the modes any program's
+new files get (0666 and 0777, less the umask the process has at that moment),
+not with :mod:`tempfile`'s private 0600 and 0700, so outputs follow the
+user's umask (and a folder's default ACL) like any other file.
 """
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
-def _current_umask() -> int:
-    # Read once, at import: os.umask can only be read by setting it, and doing
-    # that while other threads create files would give them the wrong mode.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+_STAGING_SUFFIX = ".partial"
 
 
-_UMASK = _current_umask()
+def _create_unique(folder: Path, prefix: str, suffix: str, create: Callable[[Path], None]) -> Path:
+    """``create(path)`` for a new random name ``prefix + random + suffix`` in
+    ``folder`` (``create`` must fail with FileExistsError on a taken name)."""
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            create(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
+def _new_file(path: Path) -> None:
+    # O_EXCL: never an existing file; 0o666: the kernel applies the umask.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
+def _new_folder(path: Path) -> None:
+    os.mkdir(path, 0o777)  # the kernel applies the umask
 
 
 class OutputExistsError(FileExistsError):
@@ -75,15 +93,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, overwr
     path = Path(path)
     refuse_existing([path], overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    tmp = str(_create_unique(path.parent, f".{path.name}.", ".part", _new_file))
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        # mkstemp creates 0600 files: give the file the mode the user's umask
-        # would give a new file.
-        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with warnings.catch_warnings():
@@ -119,7 +133,7 @@ def staged_folder(target: str | os.PathLike, *, overwrite: bool = False) -> Iter
     target = Path(target)
     refuse_existing([target], overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    staging = _create_unique(target.parent, f".{target.name}.", _STAGING_SUFFIX, _new_folder)
     try:
         yield staging
         _move_into_place(staging, target, overwrite)
@@ -130,7 +144,6 @@ def staged_folder(target: str | os.PathLike, *, overwrite: bool = False) -> Iter
 
 def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
     """Rename a finished staging folder to ``target`` (atomic per folder)."""
-    os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
     if target.exists():
         refuse_existing([target], overwrite)
         trash = target.with_name(f".{target.name}.old-{os.getpid()}")

@@ -353,3 +353,29 @@ def test_odd_but_valid_images_are_segmented(tmp_path):
     assert rotated.shape == (30, 40)  # EXIF orientation applied
     rgba = np.asarray(Image.open(tmp_path / "out" / "rgba" / "labels.png"))
     assert np.all(rgba[:5] == 255) and np.all(rgba[5:] < 3)  # transparent rows masked
+
+
+# ---------------------------------------------------------------------------
+# issue 13: names, run summaries, killed runs, permissions, memory
+def _source(folder):
+    return Path(json.loads((folder / "summary.json").read_text())["image"]["source"]).resolve()
+
+
+@pytest.mark.parametrize("umask", [0o027])
+def test_outputs_follow_the_umask(tmp_path, umask):
+    """Files and folders get the modes the user's umask gives any new file,
+    not mkstemp's 0600 and mkdtemp's 0700."""
+    img = write_image(tmp_path / "a.png", seed=1, regions=2)
+    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
+    for args in (["segment", str(img), "-k", "2", "--out", str(tmp_path / "o")],
+                 ["fit", str(img), "-k", "2", "--save-model", str(tmp_path / "o" / "m.json")],
+                 ["inspect", "--model", str(tmp_path / "o" / "m.json"), str(img), "--report",
+                  str(tmp_path / "o" / "r.csv"), "--out", str(tmp_path / "o" / "ins")]):
+        out = subprocess.run(cmd + args, capture_output=True, text=True, env=cli_env(), timeout=300,
+                             preexec_fn=lambda: os.umask(umask))
+        assert out.returncode == 0, out.stderr
+    paths = list((tmp_path / "o").rglob("*"))
+    assert len(paths) > 15
+    for path in [tmp_path / "o"] + paths:
+        expected = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert path.stat().st_mode & 0o777 == expected, f"{path}: {oct(path.stat().st_mode & 0o777)}"

@@ -448,3 +448,24 @@ def test_tifffile_warnings_stay_out_of_stderr(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
                          cwd=Path(gmmseg.__file__).parent.parent)
     assert out.returncode == 0 and "data type" in out.stdout and out.stderr == ""
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o077])
+def test_written_files_follow_the_umask_when_they_are_written(tmp_path, umask):
+    """Files and staged folders get 0666 / 0777 less the umask the process
+    has when it writes them (it used to be read once, at import)."""
+    import os
+
+    from gmmseg._fileio import staged_folder
+
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "one.txt", lambda tmp: open(tmp, "w").write("one"))
+        with staged_folder(tmp_path / "folder") as staging:
+            atomic_write(staging / "inner.txt", lambda tmp: open(tmp, "w").write("two"))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "one.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "folder" / "inner.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["inner.txt"]  # no staging marker left
