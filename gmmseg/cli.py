@@ -11,6 +11,7 @@ import glob
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -18,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
-from ._fileio import OutputExistsError, atomic_write, remove_partial_folders
+from ._fileio import OutputExistsError, abandon_staging, atomic_write, remove_stale_staging
 from ._version import __version__
 from .engine import set_num_threads
 from .export import REPORT_FIELDS
@@ -276,12 +277,29 @@ def _one_line(exc):
     return default_message(exc)
 
 
-def _worker_init():
+# How often a worker checks that the process that started it is still there.
+_PARENT_POLL_SECONDS = 0.25
+
+
+def _worker_init(parent_pid=None):
     # Ctrl-C in a terminal reaches the whole process group: the parent alone
     # handles it (no new images; running ones finish their files).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_num_threads(1)  # the processes already use every core
     warnings.simplefilter("ignore")
+    if parent_pid is not None:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), name="gmmseg-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent_pid):
+    """Leave when the parent is gone. A parent killed outright (kill -9, an
+    out-of-memory kill) cannot stop its workers, which would finish their
+    image and then wait for work forever; its death shows as a new parent
+    PID. The worker's unfinished staging folders go with it."""
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_POLL_SECONDS)
+    abandon_staging()
+    os._exit(EXIT_INTERRUPTED)
 
 
 # ---------------------------------------------------------------------------
@@ -375,6 +393,10 @@ def run_batch(args, mode):
     ]
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_staging(out_dir)
+        if stale and not args.quiet:
+            print(f"gmmseg: removed {len(stale)} unfinished output folder(s) of earlier runs that were killed",
+                  file=sys.stderr)
     jobs = min(args.jobs or _cores(), len(tasks))
     progress = Progress(len(tasks), quiet=args.quiet)
     results = [None] * len(tasks)
@@ -386,7 +408,7 @@ def run_batch(args, mode):
                 progress.update(results[i])
         else:
             ctx = get_context("spawn")  # no fork: kernel threads do not survive it
-            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init) as pool:
+            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(run_task, t, _one_line): i for i, t in enumerate(tasks)}
                 try:
                     for future in as_completed(futures):
@@ -401,7 +423,7 @@ def run_batch(args, mode):
     except KeyboardInterrupt:
         progress.finish()
         if out_dir is not None:
-            remove_partial_folders(out_dir)
+            remove_stale_staging(out_dir)  # the workers are gone: only finished outputs stay
         print("gmmseg: interrupted; finished images are complete, the rest were not written", file=sys.stderr)
         _write_tables(out_dir, report, [r for r in results if r], started, interrupted=True)
         return EXIT_INTERRUPTED

@@ -245,6 +245,9 @@ def test_ctrl_c_stops_cleanly_without_partial_outputs(tmp_path):
     src.mkdir()
     for i in range(40):
         write_image(src / f"img{i:02d}.png", seed=i, size=200)
+    # Processed first (sorted): its finished output is named like a staging
+    # folder, and the cleanup after Ctrl-C must leave it alone.
+    write_image(src / ".a.partial.png", seed=99)
     cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
     out_dir = tmp_path / "out"
     # Slow enough per image (restarts, no early stop) that the batch is still running.
@@ -262,11 +265,12 @@ def test_ctrl_c_stops_cleanly_without_partial_outputs(tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
-    finished = [p for p in out_dir.iterdir() if p.is_dir()]
+    finished = [p for p in out_dir.iterdir() if p.is_dir() and p.name != ".a.partial"]
     assert 1 <= len(finished) < 40
     for folder in finished:
         assert not folder.name.startswith("."), f"partial folder left: {folder.name}"
         assert_outputs(folder)
+    assert_outputs(out_dir / ".a.partial")
     summary = json.loads((out_dir / "run_summary.json").read_text())
     assert summary["interrupted"] is True
 
@@ -359,6 +363,96 @@ def test_odd_but_valid_images_are_segmented(tmp_path):
 # issue 13: names, run summaries, killed runs, permissions, memory
 def _source(folder):
     return Path(json.loads((folder / "summary.json").read_text())["image"]["source"]).resolve()
+
+
+def _dead_pid():
+    """The PID of a process that has ended."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _staging(folder, name, owner):
+    path = folder / name
+    path.mkdir(parents=True)
+    (path / "labels.png").write_bytes(b"half-written")
+    if owner is not None:
+        (path / ".gmmseg-staging.json").write_text(json.dumps(owner))
+    return path
+
+
+def test_a_later_run_removes_only_staging_folders_of_dead_runs(tmp_path):
+    import socket
+
+    out_dir = tmp_path / "o"
+    here = socket.gethostname()
+    dead = _staging(out_dir, ".a.1a2b3c4d.partial", {"pid": _dead_pid(), "host": here, "start": None})
+    alive = _staging(out_dir, ".b.5e6f7a8b.partial", {"pid": os.getpid(), "host": here, "start": None})
+    elsewhere = _staging(out_dir, ".c.9c0d1e2f.partial", {"pid": _dead_pid(), "host": here + "-other", "start": None})
+    unmarked = _staging(out_dir, ".d.partial", None)  # e.g. a finished output of ".d.partial.png"
+    img = write_image(tmp_path / "new.png", seed=3, regions=2)
+    out = run("segment", img, "-k", "2", "--out", out_dir)
+    assert out.returncode == 0, out.stderr
+    assert "removed 1 unfinished output folder" in out.stderr
+    assert not dead.exists()
+    assert alive.exists() and elsewhere.exists() and unmarked.exists()
+    assert (out_dir / "new" / "labels.png").exists() and not (out_dir / "new" / ".gmmseg-staging.json").exists()
+
+
+def _children(pid):
+    """PIDs of the live (not zombie) children of ``pid``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _gone(pid):
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return text[text.rfind(")") + 2:].split()[0] in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_workers_leave_when_the_parent_is_killed(tmp_path):
+    """SIGKILL to the parent of a --jobs 2 batch (as an out-of-memory kill):
+    its workers notice within a few seconds and exit, removing their
+    unfinished staging folders; a later run finds nothing to clean."""
+    import signal
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(12):
+        write_image(src / f"img{i:02d}.png", seed=i, size=120)
+    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
+    out_dir = tmp_path / "out"
+    proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "2",
+                                   "--n-init", "2", "--tol", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
+    deadline = time.time() + 120
+    workers = []
+    while time.time() < deadline and len(workers) < 2:
+        workers = [pid for pid in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        time.sleep(0.05)
+    time.sleep(1.0)  # into their work (importing, fitting)
+    assert len(workers) >= 2 and proc.poll() is None, "the batch did not get going"
+    everyone = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while time.time() < deadline and not all(_gone(pid) for pid in everyone):
+        time.sleep(0.1)
+    assert [pid for pid in everyone if not _gone(pid)] == [], "processes outlived their killed parent"
+    assert [p.name for p in out_dir.iterdir() if p.name.endswith(".partial")] == []
 
 
 @pytest.mark.parametrize("umask", [0o027])
