@@ -15,6 +15,7 @@ The CLI (:mod:`gmmseg.cli`) and the application's workers call these; neither
 re-implements them.
 """
 
+import json
 import os
 import signal
 import threading
@@ -284,13 +285,60 @@ def write_run_summary(out_dir: str | os.PathLike, results: Sequence[dict], secon
     atomic_write(Path(out_dir) / "run_summary.csv", csv_writer(results, fields), overwrite=True)
 
 
+# ---------------------------------------------------------------------------
+# output folders of a batch
+def _safe_stem(path: Path) -> str:
+    """The output folder name of an input: its stem, never one that names
+    the output folder itself or its parent (inputs called ".png", "..png")."""
+    stem = path.stem
+    return "image" if stem in ("", ".", "..") else stem
+
+
+def _output_source(folder: Path) -> str | None:
+    """The input an existing output folder was made from, by its
+    summary.json (segment/apply: image.source; inspect: image)."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    image = summary.get("image") if isinstance(summary, dict) else None
+    source = image.get("source") if isinstance(image, dict) else image
+    return source if isinstance(source, str) else None
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
 def output_dirs(files: Sequence[Path], out_dir: str | os.PathLike) -> list[Path]:
-    """``out_dir/<stem>`` per input; clashing stems get -2, -3, ... in input order."""
-    used: dict[str, int] = {}
+    """``out_dir/<stem>`` per input, unique in the batch and on disk.
+
+    The first input of each stem gets the stem itself (an existing folder
+    there is that input's earlier output: it is replaced only with
+    ``--force``). Every other input gets ``<stem>-2``, ``-3``, ... skipping
+    names that any input of the batch has as its own stem, names given
+    already, and folders that exist with the outputs of another input (by
+    their summary.json), so no result overwrites another and none is lost.
+    Names are compared without case (case-insensitive file systems).
+    """
+    out_dir = Path(out_dir)
+    stems = [_safe_stem(Path(f)) for f in files]
+    reserved = {stem.casefold() for stem in stems}
+    taken: set[str] = set()
+    existing = {p.name.casefold(): p for p in out_dir.iterdir()} if out_dir.is_dir() else {}
     result = []
-    for f in files:
-        stem = Path(f).stem or "image"
-        n = used.get(stem, 0) + 1
-        used[stem] = n
-        result.append(Path(out_dir) / (stem if n == 1 else f"{stem}-{n}"))
+    for f, stem in zip(files, stems):
+        name = stem
+        if name.casefold() in taken:
+            n = 2
+            while True:
+                name = f"{stem}-{n}"
+                key = name.casefold()
+                other = existing.get(key)
+                if key not in reserved and key not in taken and (
+                        other is None or _same_file(_output_source(other) or "", f)):
+                    break
+                n += 1
+        taken.add(name.casefold())
+        result.append(out_dir / name)
     return result

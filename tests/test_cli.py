@@ -365,6 +365,31 @@ def _source(folder):
     return Path(json.loads((folder / "summary.json").read_text())["image"]["source"]).resolve()
 
 
+def test_clashing_output_names_are_unique_in_the_batch_and_on_disk(tmp_path):
+    """d1/x.png, d2/x.png and x-2.png used to share o/x-2 (one result lost,
+    or a valid image reported failed without --force). Now every input gets
+    its own folder, avoiding the other inputs' names and folders that hold
+    another input's outputs; the same batch again gets the same names."""
+    for folder in ("d1", "d2", "e"):
+        (tmp_path / folder).mkdir()
+    a = write_image(tmp_path / "d1" / "x.png", seed=1, regions=2)
+    b = write_image(tmp_path / "d2" / "x.png", seed=2, regions=2)
+    c = write_image(tmp_path / "x-2.png", seed=3, regions=2)
+    other = write_image(tmp_path / "e" / "x-3.png", seed=4, regions=2)
+    dots = tmp_path / "..png"  # its stem "." would name the output folder itself
+    Image.open(write_image(tmp_path / "dots.png", seed=5, regions=2)).save(dots, format="PNG")
+    out_dir = tmp_path / "o"
+    assert run("segment", other, "-k", "2", "--out", out_dir).returncode == 0
+    before = (out_dir / "x-3" / "labels.png").read_bytes()
+    for extra in ([], ["--force"]):
+        out = run("segment", a, b, c, dots, "-k", "2", "--out", out_dir, *extra)
+        assert out.returncode == 0, out.stderr
+        assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == ["image", "x", "x-2", "x-3", "x-4"]
+        assert [_source(out_dir / n) for n in ("x", "x-2", "x-3", "x-4", "image")] == \
+            [a.resolve(), c.resolve(), other.resolve(), b.resolve(), dots.resolve()]
+        assert (out_dir / "x-3" / "labels.png").read_bytes() == before
+
+
 def _dead_pid():
     """The PID of a process that has ended."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
