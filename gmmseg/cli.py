@@ -425,15 +425,18 @@ def run_batch(args, mode):
         if out_dir is not None:
             remove_stale_staging(out_dir)  # the workers are gone: only finished outputs stay
         print("gmmseg: interrupted; finished images are complete, the rest were not written", file=sys.stderr)
-        _write_tables(out_dir, report, [r for r in results if r], started, interrupted=True)
+        _write_tables(out_dir, report, [r for r in results if r], started, interrupted=True, overwrite=args.force)
         return EXIT_INTERRUPTED
     progress.finish()
-    _write_tables(out_dir, report, results, started)
+    summary = _write_tables(out_dir, report, results, started, overwrite=args.force)
     failed = sum(r["status"] != "ok" for r in results) + len(problems)
     if not args.quiet:
         ok = len(results) - sum(r["status"] != "ok" for r in results)
+        kept = ""
+        if summary is not None and summary.name != "run_summary.json":
+            kept = f"; run summary in {summary.name} (an earlier run's is kept; --force replaces it)"
         print(f"{ok} of {len(results) + len(problems)} images done in {time.perf_counter() - started:.1f}s "
-              f"-> {out_dir}" + (f"; {failed} failed" if failed else ""), file=sys.stderr)
+              f"-> {out_dir}" + (f"; {failed} failed" if failed else "") + kept, file=sys.stderr)
     if failed:
         return EXIT_FAILED
     if mode == "inspect":
@@ -445,12 +448,16 @@ def run_batch(args, mode):
     return EXIT_OK
 
 
-def _write_tables(out_dir, report, results, started, interrupted=False):
+def _write_tables(out_dir, report, results, started, interrupted=False, overwrite=False):
+    """The report and the run summary; returns the summary's JSON path (or None)."""
     if report is not None:
         write_report(report, results)
-    if out_dir is not None:
-        write_run_summary(out_dir, results, time.perf_counter() - started,
-                          fields=REPORT_FIELDS if report is not None else SEGMENT_FIELDS, interrupted=interrupted)
+    if out_dir is None:
+        return None
+    json_path, _ = write_run_summary(out_dir, results, time.perf_counter() - started,
+                                     fields=REPORT_FIELDS if report is not None else SEGMENT_FIELDS,
+                                     interrupted=interrupted, overwrite=overwrite)
+    return json_path
 
 
 def _cores():

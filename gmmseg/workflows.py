@@ -271,9 +271,27 @@ def write_report(path: str | os.PathLike, rows: Sequence[dict], *, overwrite: bo
     return atomic_write(path, csv_writer(rows, REPORT_FIELDS), overwrite=overwrite)
 
 
+def run_summary_paths(out_dir: str | os.PathLike, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Where a run's ``run_summary.json`` and ``.csv`` go: those names, or
+    with ``overwrite`` false and an earlier run's summary there, the first
+    free ``run_summary-2``, ``-3``, ... (the earlier one is kept)."""
+    out_dir = Path(out_dir)
+    n = 1
+    while True:
+        stem = "run_summary" if n == 1 else f"run_summary-{n}"
+        paths = (out_dir / f"{stem}.json", out_dir / f"{stem}.csv")
+        if overwrite or not any(path.exists() for path in paths):
+            return paths
+        n += 1
+
+
 def write_run_summary(out_dir: str | os.PathLike, results: Sequence[dict], seconds: float, *,
-                      fields: Sequence[str] = SEGMENT_FIELDS, interrupted: bool = False) -> None:
-    """``run_summary.json`` and ``run_summary.csv`` of a batch in ``out_dir``."""
+                      fields: Sequence[str] = SEGMENT_FIELDS, interrupted: bool = False,
+                      overwrite: bool = False) -> tuple[Path, Path]:
+    """``run_summary.json`` and ``run_summary.csv`` of a batch in ``out_dir``;
+    an earlier run's are replaced only with ``overwrite`` (otherwise this
+    run's get the first free number, see :func:`run_summary_paths`).
+    Returns the paths written."""
     data = {
         "results": list(results),
         "images": len(results),
@@ -281,8 +299,10 @@ def write_run_summary(out_dir: str | os.PathLike, results: Sequence[dict], secon
         "seconds": round(seconds, 3),
         "interrupted": interrupted,
     }
-    write_json(Path(out_dir) / "run_summary.json", data, overwrite=True)
-    atomic_write(Path(out_dir) / "run_summary.csv", csv_writer(results, fields), overwrite=True)
+    json_path, csv_path = run_summary_paths(out_dir, overwrite=overwrite)
+    write_json(json_path, data, overwrite=overwrite)
+    atomic_write(csv_path, csv_writer(results, fields), overwrite=overwrite)
+    return json_path, csv_path
 
 
 # ---------------------------------------------------------------------------

@@ -390,6 +390,25 @@ def test_clashing_output_names_are_unique_in_the_batch_and_on_disk(tmp_path):
         assert (out_dir / "x-3" / "labels.png").read_bytes() == before
 
 
+def test_run_summary_of_an_earlier_run_is_kept_without_force(tmp_path):
+    one = write_image(tmp_path / "one.png", seed=1, regions=2)
+    two = write_image(tmp_path / "two.png", seed=2, regions=2)
+    out_dir = tmp_path / "o"
+    assert run("segment", one, "-k", "2", "--out", out_dir).returncode == 0
+    first = (out_dir / "run_summary.json").read_text(), (out_dir / "run_summary.csv").read_text()
+    out = run("segment", two, "-k", "2", "--out", out_dir)
+    assert out.returncode == 0, out.stderr
+    assert ((out_dir / "run_summary.json").read_text(), (out_dir / "run_summary.csv").read_text()) == first
+    second = json.loads((out_dir / "run_summary-2.json").read_text())
+    assert [r["input"] for r in second["results"]] == [str(two)]
+    assert "two.png" in (out_dir / "run_summary-2.csv").read_text()
+    assert "run summary in run_summary-2.json (an earlier run's is kept" in out.stderr
+    forced = run("segment", two, "-k", "2", "--out", out_dir, "--force")
+    assert forced.returncode == 0
+    assert [r["input"] for r in json.loads((out_dir / "run_summary.json").read_text())["results"]] == [str(two)]
+    assert not (out_dir / "run_summary-3.json").exists()
+
+
 def _dead_pid():
     """The PID of a process that has ended."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
