@@ -16,6 +16,7 @@ import time
 import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from .workflows import (
     SEGMENT_FIELDS,
     Task,
     default_message,
+    failed_row,
+    memory_needed,
     output_dirs,
     run_task,
     was_interrupted,
@@ -273,7 +276,10 @@ def _one_line(exc):
     if isinstance(exc, OutputExistsError):
         return f"{exc.what}; not overwriting it (use --force)"
     if isinstance(exc, MemoryError):
-        return "out of memory; try --max-samples or a smaller image"
+        text = default_message(exc)
+        if not text.startswith("out of memory"):
+            text = "out of memory" + ("" if text == "MemoryError" else f" ({text})")
+        return f"{text}; run fewer images at once (--jobs) or free memory"
     return default_message(exc)
 
 
@@ -344,6 +350,12 @@ class Progress:
         if self.tty and not self.quiet:
             self.stream.write("\r" + " " * 78 + "\r")
 
+    def note(self, text):
+        """A line about the run (not about one image), unless quiet."""
+        if not self.quiet:
+            self._clear()
+            print(f"gmmseg: {text}", file=sys.stderr)
+
     def finish(self):
         if self.tty and not self.quiet:
             self.stream.write("\n")
@@ -407,19 +419,25 @@ def run_batch(args, mode):
                 results[i] = run_task(task, _one_line)
                 progress.update(results[i])
         else:
-            ctx = get_context("spawn")  # no fork: kernel threads do not survive it
-            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
-                futures = {pool.submit(run_task, t, _one_line): i for i, t in enumerate(tasks)}
-                try:
-                    for future in as_completed(futures):
-                        i = futures[future]
-                        results[i] = future.result()
-                        progress.update(results[i])
-                except KeyboardInterrupt:
-                    for future in futures:
-                        future.cancel()
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+            unfinished = _run_in_pool(tasks, range(len(tasks)), jobs, results, progress)
+            if unfinished:
+                # A worker was killed (the kernel's out-of-memory killer, most
+                # likely), which breaks the whole pool: the images it had not
+                # finished run again in a new pool, and if one breaks that as
+                # well, one at a time, so that only an image that cannot be
+                # processed alone fails.
+                progress.note(f"a worker process ended abruptly (killed, perhaps for lack of memory); "
+                              f"{len(unfinished)} unfinished image(s) run again")
+                unfinished = _run_in_pool(tasks, unfinished, min(jobs, len(unfinished)), results, progress)
+            if unfinished:
+                progress.note(f"a worker process ended abruptly again; {len(unfinished)} image(s) run one at a time")
+            for i in unfinished:
+                if _run_in_pool(tasks, [i], 1, results, progress):
+                    results[i] = failed_row(tasks[i].input, MemoryError(_killed_message(tasks[i])), _one_line)
+                    results[i]["seconds"] = 0.0
+                    progress.update(results[i])
+            if out_dir is not None:
+                remove_stale_staging(out_dir)  # anything killed workers left
     except KeyboardInterrupt:
         progress.finish()
         if out_dir is not None:
@@ -446,6 +464,40 @@ def run_batch(args, mode):
         if defective and args.fail_on_defects:
             return EXIT_DEFECTS
     return EXIT_OK
+
+
+def _run_in_pool(tasks, indices, jobs, results, progress):
+    """Run ``tasks[i]`` for ``i`` in ``indices`` in ``jobs`` worker processes,
+    filling ``results``; returns the indices left unfinished because a worker
+    died (the pool is then broken)."""
+    ctx = get_context("spawn")  # no fork: kernel threads do not survive it
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(run_task, tasks[i], _one_line): i for i in indices}
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    results[i] = future.result()
+                except BrokenProcessPool:
+                    continue  # run again by the caller
+                progress.update(results[i])
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [i for i in indices if results[i] is None]
+
+
+def _killed_message(task):
+    """Why an image whose worker was killed failed (the kernel's
+    out-of-memory killer is the usual reason), with what it needs."""
+    needed = memory_needed(task)
+    text = "out of memory: the process processing it was killed"
+    if needed is not None:
+        total, width, height = needed
+        text += f"; this {width} x {height} image needs about {total / 1e9:.1f} GB"
+    return text
 
 
 def _write_tables(out_dir, report, results, started, interrupted=False, overwrite=False):

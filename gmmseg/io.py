@@ -168,7 +168,9 @@ def load_image(source: "str | os.PathLike | ImageData | np.ndarray", *, max_pixe
     except ImageLoadError:
         raise
     except MemoryError:
-        raise _error(path, "not enough memory to decode it") from None
+        size = image_size(path)
+        what = f" ({size[0]} x {size[1]} pixels)" if size else ""
+        raise _error(path, f"not enough memory to decode it{what}") from None
     except Exception as exc:
         # The decoders (Pillow, tifffile, ours) meet hostile files with many
         # kinds of errors; the ones we expect are worded above, and this
@@ -177,6 +179,34 @@ def load_image(source: "str | os.PathLike | ImageData | np.ndarray", *, max_pixe
         raise _error(path, f"file is corrupt or cannot be decoded ({detail})") from None
     image.source = path
     return image
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header, without decoding
+    its pixels; None when the header cannot be read."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+        if head.startswith(_PNG_SIGNATURE) and len(head) >= 24 and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return int(width), int(height)
+        if head.startswith(_TIFF_SIGNATURES):
+            import tifffile
+
+            with _tifffile_messages(), tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return int(page.imagewidth), int(page.imagelength)
+        with _pil_limit_lock:
+            previous = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                with Image.open(path) as img:  # reads the header only
+                    return int(img.width), int(img.height)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+    except Exception:  # any unreadable header: the size is unknown
+        return None
 
 
 def _check_size(path, width, height, max_pixels):

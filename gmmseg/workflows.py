@@ -31,8 +31,9 @@ from ._fileio import atomic_write, refuse_existing, staged_folder, write_json
 from .engine import ConvergenceWarning
 from .export import OUTPUTS, REPORT_FIELDS, csv_writer, export_inspection, export_segmentation
 from .inspection import InspectionResult, Inspector
-from .io import ImageData, load_image
+from .io import ImageData, image_size, load_image
 from .params import SegmenterParams
+from .persistence import read_segmenter_state
 from .segment import ImageLike, Segmentation, Segmenter
 
 #: Columns of ``run_summary.csv`` for segment and apply runs.
@@ -256,12 +257,68 @@ def run_task(task: Task, explain: Callable[[BaseException], str] = default_messa
     except Exception as exc:  # one bad file must not stop the batch
         if was_interrupted(exc):
             raise KeyboardInterrupt from None
-        result["status"] = "failed"
-        result["error"] = explain(exc)
         if task.debug:
             result["traceback"] = traceback.format_exc()
+        if isinstance(exc, MemoryError):
+            exc = MemoryError(memory_message(task, exc))
+        result["status"] = "failed"
+        result["error"] = explain(exc)
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result
+
+
+# ---------------------------------------------------------------------------
+# memory
+# Bytes per pixel that processing one image holds at its peak, besides the
+# per-component maps: the decoded file and its float32 pixels, the display
+# copy, the mask, the index and label maps, the log-likelihood map and the
+# temporaries of the exports (overlay in float32, a mask as int64).
+_BYTES_PER_PIXEL = 64
+_BYTES_PER_PIXEL_AND_COMPONENT = 4  # a float32 probability map per component
+
+
+def memory_needed(task: Task) -> tuple[int, int, int] | None:
+    """About how many bytes processing ``task``'s image needs, with its
+    width and height: ``(bytes, width, height)``, or None when its header
+    cannot be read. An estimate (from the image size, K and the features),
+    for error messages."""
+    size = image_size(task.input)
+    if size is None:
+        return None
+    width, height = size
+    try:
+        if task.mode == "segment":
+            params = SegmenterParams.from_dict(task.settings or {})
+        else:
+            params = read_segmenter_state(task.model).params
+    except (ValueError, OSError):
+        params = SegmenterParams()
+    maps = params.n_components * (2 if params.smoothing > 0 else 1)  # mean-field keeps a second set
+    per_pixel = (_BYTES_PER_PIXEL + _BYTES_PER_PIXEL_AND_COMPONENT * maps
+                 + 8 * params.features.n_texture_features)  # filter bank in float32, and its sample
+    return width * height * per_pixel, width, height
+
+
+def _bytes_text(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def memory_message(task: Task, exc: MemoryError) -> str:
+    """What an out-of-memory failure of ``task`` says: the memory its image
+    needs (estimated) and the allocation that failed (NumPy names it)."""
+    detail = str(exc).strip()
+    needed = memory_needed(task)
+    text = "out of memory"
+    if needed is not None:
+        total, width, height = needed
+        text += f": processing this {width} x {height} image needs about {_bytes_text(total)}"
+    if detail:
+        text += f" ({detail})"
+    return text
 
 
 # ---------------------------------------------------------------------------

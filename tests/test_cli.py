@@ -499,6 +499,41 @@ def test_workers_leave_when_the_parent_is_killed(tmp_path):
     assert [p.name for p in out_dir.iterdir() if p.name.endswith(".partial")] == []
 
 
+def test_a_killed_worker_fails_only_its_image_or_reruns_it(tmp_path):
+    """A worker killed mid-batch (the kernel's out-of-memory killer) used to
+    break the whole pool: every later image failed with a traceback-like
+    error and no run summary was written. Now the unfinished images run
+    again one at a time and the batch completes."""
+    import signal
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        write_image(src / f"img{i}.png", seed=i, size=120)
+    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
+    out_dir = tmp_path / "out"
+    proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "2",
+                                   "--n-init", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    deadline = time.time() + 120
+    workers = []
+    while time.time() < deadline and not workers:
+        workers = [pid for pid in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        time.sleep(0.05)
+    assert workers, "no worker was seen"
+    time.sleep(1.0)  # into its work
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "a worker process ended abruptly" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == [f"img{i}" for i in range(4)]
+    for i in range(4):
+        assert_outputs(out_dir / f"img{i}")
+    summary = json.loads((out_dir / "run_summary.json").read_text())
+    assert summary["failed"] == 0 and summary["images"] == 4
+
+
 @pytest.mark.parametrize("umask", [0o027])
 def test_outputs_follow_the_umask(tmp_path, umask):
     """Files and folders get the modes the user's umask gives any new file,
@@ -517,3 +552,26 @@ def test_outputs_follow_the_umask(tmp_path, umask):
     for path in [tmp_path / "o"] + paths:
         expected = (0o777 if path.is_dir() else 0o666) & ~umask
         assert path.stat().st_mode & 0o777 == expected, f"{path}: {oct(path.stat().st_mode & 0o777)}"
+
+
+def test_out_of_memory_names_the_image_and_the_memory_it_needs(tmp_path, monkeypatch):
+    """A MemoryError while processing an image fails that image only, with
+    its size, an estimate of the memory it needs and NumPy's own account of
+    the allocation that failed."""
+    from gmmseg import cli, workflows
+    from gmmseg.params import SegmenterParams
+
+    img = write_image(tmp_path / "big.png", seed=1, size=300)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 2.68 GiB for an array with shape (300, 300, 4000) and data type float64")
+
+    monkeypatch.setattr(workflows, "segment_file", out_of_memory)
+    task = workflows.Task("segment", str(img), str(tmp_path / "out" / "big"), settings=SegmenterParams(n_components=8).to_dict())
+    row = workflows.run_task(task, cli._one_line)
+    assert row["status"] == "failed"
+    assert row["error"].startswith("out of memory: processing this 300 x 300 image needs about ")
+    assert " MB (Unable to allocate 2.68 GiB" in row["error"]
+    assert row["error"].endswith("run fewer images at once (--jobs) or free memory")
+    needed, width, height = workflows.memory_needed(task)
+    assert (width, height) == (300, 300) and 300 * 300 * 8 * 4 < needed < 300 * 300 * 1000
