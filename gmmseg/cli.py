@@ -34,7 +34,7 @@ from .workflows import (
     Task,
     default_message,
     failed_row,
-    memory_needed,
+    killed_message,
     output_dirs,
     run_task,
     was_interrupted,
@@ -433,7 +433,7 @@ def run_batch(args, mode):
                 progress.note(f"a worker process ended abruptly again; {len(unfinished)} image(s) run one at a time")
             for i in unfinished:
                 if _run_in_pool(tasks, [i], 1, results, progress):
-                    results[i] = failed_row(tasks[i].input, MemoryError(_killed_message(tasks[i])), _one_line)
+                    results[i] = failed_row(tasks[i].input, MemoryError(killed_message(tasks[i])), _one_line)
                     results[i]["seconds"] = 0.0
                     progress.update(results[i])
             if out_dir is not None:
@@ -487,17 +487,6 @@ def _run_in_pool(tasks, indices, jobs, results, progress):
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return [i for i in indices if results[i] is None]
-
-
-def _killed_message(task):
-    """Why an image whose worker was killed failed (the kernel's
-    out-of-memory killer is the usual reason), with what it needs."""
-    needed = memory_needed(task)
-    text = "out of memory: the process processing it was killed"
-    if needed is not None:
-        total, width, height = needed
-        text += f"; this {width} x {height} image needs about {total / 1e9:.1f} GB"
-    return text
 
 
 def _write_tables(out_dir, report, results, started, interrupted=False, overwrite=False):

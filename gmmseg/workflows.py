@@ -321,6 +321,17 @@ def memory_message(task: Task, exc: MemoryError) -> str:
     return text
 
 
+def killed_message(task: Task) -> str:
+    """What fails an image whose worker process was killed (the kernel's
+    out-of-memory killer is the usual reason): the memory it needs."""
+    text = "out of memory: the worker process processing it was killed"
+    needed = memory_needed(task)
+    if needed is not None:
+        total, width, height = needed
+        text += f"; this {width} x {height} image needs about {_bytes_text(total)}"
+    return text
+
+
 # ---------------------------------------------------------------------------
 # tables of a run
 def write_report(path: str | os.PathLike, rows: Sequence[dict], *, overwrite: bool = True) -> Path:

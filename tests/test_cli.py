@@ -575,3 +575,5 @@ def test_out_of_memory_names_the_image_and_the_memory_it_needs(tmp_path, monkeyp
     assert row["error"].endswith("run fewer images at once (--jobs) or free memory")
     needed, width, height = workflows.memory_needed(task)
     assert (width, height) == (300, 300) and 300 * 300 * 8 * 4 < needed < 300 * 300 * 1000
+    assert workflows.killed_message(task).startswith("out of memory: the worker process processing it was killed; "
+                                                     "this 300 x 300 image needs about ")
