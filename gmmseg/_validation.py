@@ -79,6 +79,13 @@ def check_int_list(value: Any, name: str, *, minimum: int = 1, maximum: int | No
     sorted without repeats; at least one (and at most ``max_length``)."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ValueError(f"{name} must be integers >= {minimum} such as range(1, 9), got {value!r}.")
+    if isinstance(value, range) and len(value) > 0:
+        # A range says its ends and length without being walked through
+        # (range(1, 10**12) must fail at once, not after a long loop).
+        for end in (value[0], value[-1]):
+            check_int(end, name, minimum=minimum, maximum=maximum)
+        if max_length is not None and len(value) > max_length:
+            raise ValueError(f"{name} must hold at most {max_length} values, got {len(value)}.")
     items = tuple(sorted({check_int(v, name, minimum=minimum, maximum=maximum) for v in value}))
     if max_length is not None and len(items) > max_length:
         raise ValueError(f"{name} must hold at most {max_length} values, got {len(items)}.")

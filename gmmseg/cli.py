@@ -11,14 +11,16 @@ import glob
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
-from ._fileio import OutputExistsError, atomic_write, remove_partial_folders
+from ._fileio import OutputExistsError, abandon_staging, atomic_write, remove_stale_staging
 from ._version import __version__
 from .engine import set_num_threads
 from .export import REPORT_FIELDS
@@ -31,6 +33,8 @@ from .workflows import (
     SEGMENT_FIELDS,
     Task,
     default_message,
+    failed_row,
+    killed_message,
     output_dirs,
     run_task,
     was_interrupted,
@@ -177,8 +181,9 @@ def build_parser():
                        description="Fit K = first..last components and print BIC at 300 pixels, BIC, AIC and "
                                    "log-likelihood per pixel; the K chosen by --criterion is marked with '*'.")
     p.add_argument("image", metavar="IMAGE")
-    p.add_argument("--k-range", type=_k_range, default=range(1, 11), metavar="FIRST-LAST", dest="sweep",
-                   help="values of K to try (default 1-10)")
+    # Checked by the K range setting's own rule (its bounds live in gmmseg.params).
+    p.add_argument("--k-range", type=_converter(InspectionParams.setting("k_range")), default=range(1, 11),
+                   metavar="FIRST-LAST", dest="sweep", help="values of K to try (default 1-10)")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the criterion's curve into a PNG")
     p.add_argument("--force", action="store_true", help="overwrite an existing plot")
     _add_model_options(p, skip=("n_components",))
@@ -271,16 +276,36 @@ def _one_line(exc):
     if isinstance(exc, OutputExistsError):
         return f"{exc.what}; not overwriting it (use --force)"
     if isinstance(exc, MemoryError):
-        return "out of memory; try --max-samples or a smaller image"
+        text = default_message(exc)
+        if not text.startswith("out of memory"):
+            text = "out of memory" + ("" if text == "MemoryError" else f" ({text})")
+        return f"{text}; run fewer images at once (--jobs) or free memory"
     return default_message(exc)
 
 
-def _worker_init():
+# How often a worker checks that the process that started it is still there.
+_PARENT_POLL_SECONDS = 0.25
+
+
+def _worker_init(parent_pid=None):
     # Ctrl-C in a terminal reaches the whole process group: the parent alone
     # handles it (no new images; running ones finish their files).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_num_threads(1)  # the processes already use every core
     warnings.simplefilter("ignore")
+    if parent_pid is not None:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), name="gmmseg-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent_pid):
+    """Leave when the parent is gone. A parent killed outright (kill -9, an
+    out-of-memory kill) cannot stop its workers, which would finish their
+    image and then wait for work forever; its death shows as a new parent
+    PID. The worker's unfinished staging folders go with it."""
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_POLL_SECONDS)
+    abandon_staging()
+    os._exit(EXIT_INTERRUPTED)
 
 
 # ---------------------------------------------------------------------------
@@ -324,6 +349,12 @@ class Progress:
     def _clear(self):
         if self.tty and not self.quiet:
             self.stream.write("\r" + " " * 78 + "\r")
+
+    def note(self, text):
+        """A line about the run (not about one image), unless quiet."""
+        if not self.quiet:
+            self._clear()
+            print(f"gmmseg: {text}", file=sys.stderr)
 
     def finish(self):
         if self.tty and not self.quiet:
@@ -374,6 +405,10 @@ def run_batch(args, mode):
     ]
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_staging(out_dir)
+        if stale and not args.quiet:
+            print(f"gmmseg: removed {len(stale)} unfinished output folder(s) of earlier runs that were killed",
+                  file=sys.stderr)
     jobs = min(args.jobs or _cores(), len(tasks))
     progress = Progress(len(tasks), quiet=args.quiet)
     results = [None] * len(tasks)
@@ -384,33 +419,42 @@ def run_batch(args, mode):
                 results[i] = run_task(task, _one_line)
                 progress.update(results[i])
         else:
-            ctx = get_context("spawn")  # no fork: kernel threads do not survive it
-            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init) as pool:
-                futures = {pool.submit(run_task, t, _one_line): i for i, t in enumerate(tasks)}
-                try:
-                    for future in as_completed(futures):
-                        i = futures[future]
-                        results[i] = future.result()
-                        progress.update(results[i])
-                except KeyboardInterrupt:
-                    for future in futures:
-                        future.cancel()
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+            unfinished = _run_in_pool(tasks, range(len(tasks)), jobs, results, progress)
+            if unfinished:
+                # A worker was killed (the kernel's out-of-memory killer, most
+                # likely), which breaks the whole pool: the images it had not
+                # finished run again in a new pool, and if one breaks that as
+                # well, one at a time, so that only an image that cannot be
+                # processed alone fails.
+                progress.note(f"a worker process ended abruptly (killed, perhaps for lack of memory); "
+                              f"{len(unfinished)} unfinished image(s) run again")
+                unfinished = _run_in_pool(tasks, unfinished, min(jobs, len(unfinished)), results, progress)
+            if unfinished:
+                progress.note(f"a worker process ended abruptly again; {len(unfinished)} image(s) run one at a time")
+            for i in unfinished:
+                if _run_in_pool(tasks, [i], 1, results, progress):
+                    results[i] = failed_row(tasks[i].input, MemoryError(killed_message(tasks[i])), _one_line)
+                    results[i]["seconds"] = 0.0
+                    progress.update(results[i])
+            if out_dir is not None:
+                remove_stale_staging(out_dir)  # anything killed workers left
     except KeyboardInterrupt:
         progress.finish()
         if out_dir is not None:
-            remove_partial_folders(out_dir)
+            remove_stale_staging(out_dir)  # the workers are gone: only finished outputs stay
         print("gmmseg: interrupted; finished images are complete, the rest were not written", file=sys.stderr)
-        _write_tables(out_dir, report, [r for r in results if r], started, interrupted=True)
+        _write_tables(out_dir, report, [r for r in results if r], started, interrupted=True, overwrite=args.force)
         return EXIT_INTERRUPTED
     progress.finish()
-    _write_tables(out_dir, report, results, started)
+    summary = _write_tables(out_dir, report, results, started, overwrite=args.force)
     failed = sum(r["status"] != "ok" for r in results) + len(problems)
     if not args.quiet:
         ok = len(results) - sum(r["status"] != "ok" for r in results)
+        kept = ""
+        if summary is not None and summary.name != "run_summary.json":
+            kept = f"; run summary in {summary.name} (an earlier run's is kept; --force replaces it)"
         print(f"{ok} of {len(results) + len(problems)} images done in {time.perf_counter() - started:.1f}s "
-              f"-> {out_dir}" + (f"; {failed} failed" if failed else ""), file=sys.stderr)
+              f"-> {out_dir}" + (f"; {failed} failed" if failed else "") + kept, file=sys.stderr)
     if failed:
         return EXIT_FAILED
     if mode == "inspect":
@@ -422,12 +466,39 @@ def run_batch(args, mode):
     return EXIT_OK
 
 
-def _write_tables(out_dir, report, results, started, interrupted=False):
+def _run_in_pool(tasks, indices, jobs, results, progress):
+    """Run ``tasks[i]`` for ``i`` in ``indices`` in ``jobs`` worker processes,
+    filling ``results``; returns the indices left unfinished because a worker
+    died (the pool is then broken)."""
+    ctx = get_context("spawn")  # no fork: kernel threads do not survive it
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(run_task, tasks[i], _one_line): i for i in indices}
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    results[i] = future.result()
+                except BrokenProcessPool:
+                    continue  # run again by the caller
+                progress.update(results[i])
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [i for i in indices if results[i] is None]
+
+
+def _write_tables(out_dir, report, results, started, interrupted=False, overwrite=False):
+    """The report and the run summary; returns the summary's JSON path (or None)."""
     if report is not None:
         write_report(report, results)
-    if out_dir is not None:
-        write_run_summary(out_dir, results, time.perf_counter() - started,
-                          fields=REPORT_FIELDS if report is not None else SEGMENT_FIELDS, interrupted=interrupted)
+    if out_dir is None:
+        return None
+    json_path, _ = write_run_summary(out_dir, results, time.perf_counter() - started,
+                                     fields=REPORT_FIELDS if report is not None else SEGMENT_FIELDS,
+                                     interrupted=interrupted, overwrite=overwrite)
+    return json_path
 
 
 def _cores():

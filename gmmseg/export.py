@@ -27,10 +27,13 @@ from PIL import Image
 from ._fileio import atomic_write, refuse_existing, write_json
 from .inspection import InspectionResult
 from .io import ImageData
+from .params import MAX_COMPONENTS
 from .segment import Segmentation
 
 OUTPUTS = ("labels", "masks", "probabilities", "loglik", "anomaly", "overlay", "summary")
-MASKED_INDEX = 255
+# labels.png: indices 0..254 are components, 255 marks masked pixels; the
+# settings bound K by the same number (gmmseg.params.MAX_COMPONENTS).
+MASKED_INDEX = MAX_COMPONENTS
 
 
 def _colors_uint8(colors):

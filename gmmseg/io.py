@@ -6,10 +6,13 @@ finite), the bit depth and where the image came from. Problems raise one
 :class:`ImageLoadError` that names the file and what is wrong with it.
 """
 
+import logging
+import math
 import os
 import struct
 import threading
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +31,9 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".tif", ".tiff", "
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _pil_limit_lock = threading.Lock()
+# Compressed streams are inflated in steps of this many bytes where only
+# their size is checked (memory stays small whatever a stream holds).
+_INFLATE_STEP = 1 << 20
 
 
 class ImageLoadError(ValueError):
@@ -127,8 +133,11 @@ def load_image(source: "str | os.PathLike | ImageData | np.ndarray", *, max_pixe
     Raises
     ------
     ImageLoadError
-        The file is missing, empty, not an image, truncated, corrupt or too
-        large; the message names the file and the problem.
+        The file is missing, empty, not an image, truncated, corrupt, too
+        large, of a layout gmmseg does not read (e.g. a volumetric TIFF) or
+        needs more memory than there is; the message names the file and the
+        problem. No other error leaves for a file (a wrong type of
+        ``source`` is a TypeError).
     """
     if isinstance(source, ImageData):
         return source
@@ -149,14 +158,55 @@ def load_image(source: "str | os.PathLike | ImageData | np.ndarray", *, max_pixe
         raise _error(path, f"cannot be read ({exc.strerror or exc})") from None
     if size == 0:
         raise _error(path, "empty file (0 bytes)")
-    if head.startswith(_TIFF_SIGNATURES):
-        image = _load_tiff(path, max_pixels)
-    elif head.startswith(_PNG_SIGNATURE) and _png_is_16bit_colour(head):
-        image = _load_png16(path, max_pixels)
-    else:
-        image = _load_with_pillow(path, max_pixels)
+    try:
+        if head.startswith(_TIFF_SIGNATURES):
+            image = _load_tiff(path, max_pixels)
+        elif head.startswith(_PNG_SIGNATURE):
+            image = _load_png(path, max_pixels)
+        else:
+            image = _load_with_pillow(path, max_pixels)
+    except ImageLoadError:
+        raise
+    except MemoryError:
+        size = image_size(path)
+        what = f" ({size[0]} x {size[1]} pixels)" if size else ""
+        raise _error(path, f"not enough memory to decode it{what}") from None
+    except Exception as exc:
+        # The decoders (Pillow, tifffile, ours) meet hostile files with many
+        # kinds of errors; the ones we expect are worded above, and this
+        # keeps the promise that only ImageLoadError leaves for the rest.
+        detail = str(exc).strip().replace("\n", " ") or type(exc).__name__
+        raise _error(path, f"file is corrupt or cannot be decoded ({detail})") from None
     image.source = path
     return image
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header, without decoding
+    its pixels; None when the header cannot be read."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+        if head.startswith(_PNG_SIGNATURE) and len(head) >= 24 and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return int(width), int(height)
+        if head.startswith(_TIFF_SIGNATURES):
+            import tifffile
+
+            with _tifffile_messages(), tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return int(page.imagewidth), int(page.imagelength)
+        with _pil_limit_lock:
+            previous = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                with Image.open(path) as img:  # reads the header only
+                    return int(img.width), int(img.height)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+    except Exception:  # any unreadable header: the size is unknown
+        return None
 
 
 def _check_size(path, width, height, max_pixels):
@@ -296,7 +346,8 @@ def _scale(colour):
             return 16, (0.0, 65535.0), colour.astype(np.float32) / np.float32(65535.0)
         span = float(hi - lo) or 1.0
         return 32, (float(lo), float(hi)), ((colour.astype(np.float64) - lo) / span).astype(np.float32)
-    values = colour.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # signalling NaNs in the file are masked below, not warned about
+        values = colour.astype(np.float64)
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return 32, (0.0, 1.0), values
@@ -318,68 +369,232 @@ _TIFF_ORIENTATION_OPS = {
     7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
     8: lambda a: np.swapaxes(a, 0, 1)[::-1],
 }
+# Photometric interpretations we read, with the number of colour samples
+# (samples per pixel minus the extra samples) each must have.
+_TIFF_COLOUR_SAMPLES = {0: 1, 1: 1, 2: 3, 3: 1, 5: 4}
+_TIFF_PHOTOMETRIC_NAMES = {0: "MINISWHITE", 1: "MINISBLACK", 2: "RGB", 3: "PALETTE", 4: "MASK", 5: "SEPARATED",
+                           6: "YCBCR", 8: "CIELAB", 9: "ICCLAB", 10: "ITULAB", 32844: "LOGL", 32845: "LOGLUV"}
+_MAX_TIFF_NOTES = 3
+
+
+class _LogRecords(logging.Handler):
+    """Keeps the messages of a logger instead of letting Python's last-resort
+    handler print them on stderr (a library must not write there)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _tifffile_messages():
+    """The warnings tifffile logs while the block runs, as a list.
+
+    The handler sits on tifffile's logger only while we read a file; an
+    application that configured logging still receives the records through
+    its own handlers (they propagate as usual).
+    """
+    logger = logging.getLogger("tifffile")
+    handler = _LogRecords()
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def _check_tiff_segments(path, page, file_size):
+    """Refuse a TIFF whose strips or tiles are missing or lie past the end of
+    the file: tifffile fills those with zeros, which would load a broken
+    file as a black image (or a huge black one from a few bytes)."""
+    kind = "tiles" if page.is_tiled else "strips"
+    expected = math.prod(page.chunked)
+    offsets, counts = tuple(page.dataoffsets), tuple(page.databytecounts)
+    present = sum(1 for o, c in zip(offsets[:expected], counts[:expected]) if o > 0 and c > 0)
+    if present < expected:
+        raise _error(path, f"file is corrupt or incomplete ({expected - present:,} of {expected:,} image {kind} are "
+                           "missing)")
+    beyond = sum(1 for o, c in zip(offsets[:expected], counts[:expected]) if o + c > file_size)
+    if beyond:
+        raise _error(path, f"file is truncated ({beyond:,} of {expected:,} image {kind} lie past its end)")
+
+
+# Compressions whose streams can inflate a thousand-fold and more (deflate,
+# LZMA): each strip or tile is inflated once, only as far as it is allowed,
+# before tifffile decodes it (which inflates everything a stream holds).
+_TIFF_DEFLATE = (8, 32946)
+_TIFF_LZMA = (34925,)
+
+
+def _stream_exceeds(data, limit, lzma_stream):
+    """True when a compressed stream inflates to more than ``limit`` bytes;
+    stops one byte past it. Corrupt streams are left to the decoder."""
+    import lzma
+
+    produced = 0
+    try:
+        if lzma_stream:
+            decompressor = lzma.LZMADecompressor()
+            piece = decompressor.decompress(data, min(limit + 1, _INFLATE_STEP))
+            while True:
+                produced += len(piece)
+                if produced > limit or decompressor.eof or decompressor.needs_input:
+                    break
+                piece = decompressor.decompress(b"", min(limit + 1 - produced, _INFLATE_STEP))
+        else:
+            decompressor = zlib.decompressobj()
+            while data and produced <= limit and not decompressor.eof:
+                produced += len(decompressor.decompress(data, min(limit + 1 - produced, _INFLATE_STEP)))
+                data = decompressor.unconsumed_tail
+    except (zlib.error, lzma.LZMAError, EOFError):
+        return False
+    return produced > limit
+
+
+def _check_tiff_inflation(path, page):
+    """Refuse a deflate or LZMA TIFF whose strips or tiles inflate beyond the
+    size of a strip or tile (a decompression bomb)."""
+    if page.compression not in _TIFF_DEFLATE + _TIFF_LZMA:
+        return
+    samples = page.samplesperpixel if page.planarconfig == 1 else 1
+    if page.is_tiled:
+        rows, width = page.tiledepth * page.tilelength, page.tilewidth
+    else:
+        rows, width = min(page.rowsperstrip, page.imagelength), page.imagewidth
+    limit = rows * ((width * samples * page.bitspersample + 7) // 8)
+    expected = math.prod(page.chunked)
+    with open(path, "rb") as f:
+        for offset, count in zip(tuple(page.dataoffsets)[:expected], tuple(page.databytecounts)[:expected]):
+            f.seek(offset)
+            if _stream_exceeds(f.read(count), limit, page.compression in _TIFF_LZMA):
+                raise _error(path, "file is corrupt (image data inflate to more than the size in its header: "
+                                   "refused as a possible decompression bomb)")
+
+
+def _read_tiff_page(path, max_pixels):
+    """The first page's pixels as (H, W, samples) and what is needed to
+    interpret them; everything tifffile says about a bad file becomes one
+    ImageLoadError."""
+    import tifffile
+
+    with _tifffile_messages() as messages:
+        try:
+            size = path.stat().st_size
+            with tifffile.TiffFile(path) as tif:
+                if not tif.pages:
+                    raise _error(path, "TIFF file holds no image")
+                page = tif.pages[0]
+                _check_size(path, int(page.imagewidth), int(page.imagelength), max_pixels)
+                if int(page.imagedepth) > 1:
+                    raise _error(path, f"volumetric TIFF ({int(page.imagedepth)} slices deep): gmmseg reads 2-D "
+                                       "images; save the slice you want as its own file")
+                axes = page.axes
+                if axes not in ("YX", "YXS", "SYX"):
+                    raise _error(path, f"unsupported TIFF layout (axes {axes}, shape {page.shape}): gmmseg reads "
+                                       "2-D images")
+                _check_tiff_segments(path, page, size)
+                _check_tiff_inflation(path, page)
+                arr = page.asarray()
+                if arr.shape != page.shape:
+                    raise _error(path, f"file is corrupt (TIFF data decode to shape {arr.shape}, not {page.shape})")
+                info = {
+                    "photometric": int(page.photometric),
+                    "colormap": page.colormap,
+                    "orientation": int(page.tags.valueof(274, 1)),
+                    "extra": len(page.extrasamples or ()),
+                }
+        except ImageLoadError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as exc:  # tifffile raises many kinds of errors on corrupt files
+            detail = str(exc).strip() or type(exc).__name__
+            if messages:
+                detail += f"; {messages[0]}"
+            raise _error(path, f"not a readable TIFF file ({detail})") from None
+    if axes == "SYX":  # planar samples: one plane per sample
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    info["notes"] = [f"TIFF reader: {m}" for m in messages[:_MAX_TIFF_NOTES]]
+    return arr, info
+
+
+def _tiff_colour(path, arr, photometric, colormap, extra):
+    """(H, W, C) colour (+ alpha) from a TIFF's samples and photometric
+    interpretation; shapes that do not fit it are refused, not guessed."""
+    name = _TIFF_PHOTOMETRIC_NAMES.get(photometric, str(photometric))
+    if photometric not in _TIFF_COLOUR_SAMPLES:
+        raise _error(path, f"TIFF colour model {name} is not supported (gmmseg reads grey, RGB, palette and CMYK)")
+    samples, colour = arr.shape[2], _TIFF_COLOUR_SAMPLES[photometric]
+    if not extra and samples == colour + 1 and photometric in (0, 1, 2):
+        extra = 1  # RGBA and grey+alpha files often lack the ExtraSamples tag
+    if samples - extra != colour:
+        raise _error(path, f"unsupported TIFF ({samples} samples per pixel, {extra} of them extra, for colour model "
+                           f"{name}, which has {colour} colour sample{'s' if colour > 1 else ''})")
+    alpha = arr[..., colour:colour + 1] if extra else None
+    pixels = arr[..., :colour]
+    notes = []
+    if photometric == 0:  # MINISWHITE: 0 is white
+        if pixels.dtype == bool:
+            pixels = ~pixels
+        elif pixels.dtype.kind in "iu":
+            pixels = np.iinfo(pixels.dtype).max - pixels.astype(np.int64)
+        else:
+            finite = pixels[np.isfinite(pixels)]
+            pixels = (finite.max() if finite.size else 0.0) - pixels
+    elif photometric == 3:  # palette
+        if colormap is None or pixels.dtype.kind not in "bu":
+            raise _error(path, "file is corrupt (palette TIFF without a colour map or with non-integer indices)")
+        cmap = np.asarray(colormap).T
+        index = pixels[..., 0].astype(np.intp)
+        if index.max() >= cmap.shape[0]:
+            raise _error(path, f"file is corrupt (palette index {index.max()} beyond the {cmap.shape[0]} colours)")
+        pixels = cmap[index]
+    elif photometric == 5:  # CMYK ink
+        top = float(np.iinfo(pixels.dtype).max) if pixels.dtype.kind in "iu" else 1.0
+        cmyk = pixels.astype(np.float64) / top
+        rgb = (1.0 - cmyk[..., :3]) * (1.0 - cmyk[..., 3:4])
+        pixels = (rgb * top).astype(arr.dtype) if arr.dtype.kind in "iu" else rgb
+        notes.append("CMYK converted to RGB without colour management")
+    if pixels.dtype.kind == "i" and arr.dtype.kind == "u":
+        pixels = pixels.astype(arr.dtype)  # back from the wider type of the inversion
+    if alpha is not None:
+        if pixels.dtype != alpha.dtype:
+            alpha = alpha.astype(np.float64)
+            pixels = pixels.astype(np.float64)
+        pixels = np.concatenate([pixels, alpha], axis=2)
+    return pixels, notes
 
 
 def _load_tiff(path, max_pixels):
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            if not tif.pages:
-                raise _error(path, "TIFF file holds no image")
-            page = tif.pages[0]
-            _check_size(path, int(page.imagewidth), int(page.imagelength), max_pixels)
-            arr = page.asarray()
-            photometric = int(page.photometric)
-            colormap = page.colormap
-            orientation = page.tags.get(274)
-            orientation = int(orientation.value) if orientation is not None else 1
-            extrasamples = tuple(page.extrasamples) if page.extrasamples else ()
-    except ImageLoadError:
-        raise
-    except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError, zlib.error) as exc:
-        raise _error(path, f"not a readable TIFF file ({exc})") from None
-    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (1, 2, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # planar samples
-    if arr.ndim > 3:
-        arr = arr.reshape(arr.shape[-3:]) if arr.shape[-1] in (1, 2, 3, 4) else arr[(0,) * (arr.ndim - 2)]
-    notes = []
-    if photometric == 0:  # MINISWHITE
-        arr = (np.iinfo(arr.dtype).max - arr) if arr.dtype.kind in "iu" else (arr.max() - arr)
-    elif photometric == 3 and colormap is not None:  # palette
-        cmap = np.asarray(colormap).T
-        arr = cmap[arr]
-    elif photometric == 5 and arr.ndim == 3 and arr.shape[2] >= 4:  # CMYK ink
-        top = float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "iu" else 1.0
-        cmyk = arr[..., :4].astype(np.float64) / top
-        rgb = (1.0 - cmyk[..., :3]) * (1.0 - cmyk[..., 3:4])
-        arr = (rgb * top).astype(arr.dtype) if arr.dtype.kind in "iu" else rgb
-        notes.append("CMYK converted to RGB without colour management")
-    if arr.ndim == 3 and arr.shape[2] > 4:
-        arr = arr[..., :4] if extrasamples else arr[..., :3]
-    op = _TIFF_ORIENTATION_OPS.get(orientation)
+    arr, info = _read_tiff_page(path, max_pixels)
+    pixels, notes = _tiff_colour(path, arr, info["photometric"], info["colormap"], info["extra"])
+    op = _TIFF_ORIENTATION_OPS.get(info["orientation"])
     if op is not None:
-        arr = np.ascontiguousarray(op(arr))
+        pixels = np.ascontiguousarray(op(pixels))
         notes.append("TIFF orientation applied")
     try:
-        image = from_array(arr)
+        image = from_array(pixels)
     except ImageLoadError as exc:
         raise _error(path, str(exc).split(": ", 1)[1]) from None
     image.mode = f"TIFF {image.mode}"
-    image.notes.extend(notes)
+    image.notes.extend(notes + info["notes"])
     return image
 
 
 # ---------------------------------------------------------------------------
-# 16-bit colour PNG: Pillow reduces these to 8 bits, so we decode them here.
-def _png_is_16bit_colour(head):
-    # IHDR is the first chunk: signature(8) length(4) type(4) w(4) h(4) depth(1) colour(1)
-    if len(head) < 26 or head[12:16] != b"IHDR":
-        return False
-    depth, colour_type = head[24], head[25]
-    return depth == 16 and colour_type in (2, 4, 6)
-
-
+# PNG. Pillow reduces 16-bit colour to 8 bits, so we decode those here; for
+# the others we check that the pixel data are as long as the header says
+# (Pillow loads a complete but short zlib stream as a black image) and then
+# let Pillow decode them.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+# Adam7 passes: first column, first row, column step, row step.
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 @kernel
 def _png_unfilter(raw, height, stride, bpp):
     """Undo PNG scanline filters (types 0-4) in place order; returns rows."""
@@ -419,24 +634,53 @@ def _png_unfilter(raw, height, stride, bpp):
     return out
 
 
-def _load_png16(path, max_pixels):
+def _png_header(path, body):
+    """Width, height, bit depth, colour type and interlace of an IHDR chunk."""
+    if len(body) != 13:
+        raise _error(path, f"file is corrupt (PNG header chunk holds {len(body)} bytes, not 13)")
+    width, height, depth, colour_type, compression, filtering, interlace = struct.unpack(">IIBBBBB", body)
+    if (depth not in _PNG_DEPTHS.get(colour_type, ()) or compression != 0 or filtering != 0
+            or interlace not in (0, 1)):
+        raise _error(path, "file is corrupt (invalid PNG header)")
+    return width, height, depth, colour_type, interlace
+
+
+def _png_data_size(width, height, depth, colour_type, interlace):
+    """Bytes of filtered scanlines (a filter byte per row) the header allows."""
+    bits = depth * _PNG_CHANNELS[colour_type]
+    if not interlace:
+        return height * (1 + (width * bits + 7) // 8)
+    total = 0
+    for x0, y0, dx, dy in _ADAM7:
+        cols, rows = max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))
+        if cols and rows:
+            total += rows * (1 + (cols * bits + 7) // 8)
+    return total
+
+
+def _read_png_chunks(path):
+    """The header of a PNG and its IDAT chunks (as views of the file),
+    checking every chunk's length and CRC on the way."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise _error(path, f"cannot be read ({exc.strerror or exc})") from None
+    view = memoryview(data)  # chunks as views: no copy of the pixel data
     pos = 8
-    ihdr = None
+    header = None
     idat = []
     while pos + 8 <= len(data):
-        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
-        body = data[pos + 8 : pos + 8 + length]
-        if len(body) < length or pos + 12 + length > len(data):
+        length, ctype = struct.unpack(">I4s", view[pos : pos + 8])
+        if pos + 12 + length > len(data):
             raise _error(path, "file is truncated or corrupt (PNG chunk cut short)")
-        crc = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0]
-        if zlib.crc32(ctype + body) & 0xFFFFFFFF != crc:
+        body = view[pos + 8 : pos + 8 + length]
+        crc = struct.unpack(">I", view[pos + 8 + length : pos + 12 + length])[0]
+        if zlib.crc32(body, zlib.crc32(ctype)) & 0xFFFFFFFF != crc:
             raise _error(path, f"file is truncated or corrupt (bad CRC in PNG chunk {ctype!r})")
-        if ctype == b"IHDR":
-            ihdr = struct.unpack(">IIBBBBB", body)
+        if header is None and ctype != b"IHDR":
+            raise _error(path, "file is corrupt (the PNG header chunk is not first)")
+        if ctype == b"IHDR" and header is None:
+            header = _png_header(path, body)
         elif ctype == b"IDAT":
             idat.append(body)
         elif ctype == b"IEND":
@@ -444,23 +688,62 @@ def _load_png16(path, max_pixels):
         pos += 12 + length
     else:
         raise _error(path, "file is truncated or corrupt (no PNG end chunk)")
-    width, height, depth, colour_type, _, _, interlace = ihdr
+    return header, idat
+
+
+def _inflate_bounded(path, parts, size, out=None):
+    """Inflate the zlib stream split over ``parts``, which must hold exactly
+    ``size`` bytes, into ``out`` (or only count them when ``out`` is None).
+
+    Stops as soon as the stream would give more: a small file must not make
+    us inflate more than its header allows (a decompression bomb).
+    """
+    filled = 0
+    inflater = zlib.decompressobj()
+    try:
+        for part in parts:
+            data = part
+            while data and not inflater.eof:
+                # At most one byte beyond the expected size: enough to know
+                # the stream is too long without inflating the rest.
+                room = size + 1 - filled
+                piece = inflater.decompress(data, room if out is not None else min(room, _INFLATE_STEP))
+                if filled + len(piece) > size:
+                    raise _error(path, "file is corrupt (pixel data inflate to more than the image size in its "
+                                       "header: refused as a possible decompression bomb)")
+                if out is not None:
+                    out[filled:filled + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+                filled += len(piece)
+                data = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+    except zlib.error as exc:
+        raise _error(path, f"file is truncated or corrupt ({exc})") from None
+    if not inflater.eof or filled != size:
+        raise _error(path, f"file is truncated or corrupt (pixel data hold {filled:,} bytes; the header says "
+                           f"{size:,})")
+    return out
+
+
+def _load_png(path, max_pixels):
+    header, idat = _read_png_chunks(path)
+    width, height, depth, colour_type, interlace = header
     _check_size(path, width, height, max_pixels)
+    size = _png_data_size(width, height, depth, colour_type, interlace)
+    if depth != 16 or colour_type not in (2, 4, 6):
+        _inflate_bounded(path, idat, size)  # only checked: Pillow decodes it
+        return _load_with_pillow(path, max_pixels)
     if interlace:
         # Rare for 16-bit colour; Pillow reads it (at 8 bits).
+        _inflate_bounded(path, idat, size)
         image = _load_with_pillow(path, max_pixels)
         image.notes.append("interlaced 16-bit PNG read at 8 bits")
         return image
-    channels = {2: 3, 4: 2, 6: 4}[colour_type]
+    channels = _PNG_CHANNELS[colour_type]
     bpp = channels * 2
     stride = width * bpp
-    try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error as exc:
-        raise _error(path, f"file is truncated or corrupt ({exc})") from None
-    if len(raw) != height * (stride + 1):
-        raise _error(path, "file is truncated or corrupt (pixel data has the wrong size)")
-    rows = _png_unfilter(np.frombuffer(raw, dtype=np.uint8), height, stride, bpp)
+    raw = _inflate_bounded(path, idat, size, np.empty(size, dtype=np.uint8))
+    rows = _png_unfilter(raw, height, stride, bpp)
     if rows.shape[0] != height:
         raise _error(path, "file is corrupt (unknown PNG filter type)")
     arr = rows.view(">u2").reshape(height, width, channels).astype(np.uint16)

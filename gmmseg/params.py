@@ -27,6 +27,18 @@ from .features import COLOR_SPACES, FEATURE_SETS, TEXTURE_FILTER_SETS, FeatureCo
 
 KINDS = ("int", "float", "choice", "seed", "optional_int", "bool", "int_list")
 
+#: The most components a segmentation can have: ``labels.png`` is a palette
+#: PNG whose 256 indices are the components and 255 for masked pixels.
+MAX_COMPONENTS = 255
+#: Upper bounds of settings that are otherwise open-ended, far beyond any
+#: useful value, so that a typing slip or a hostile model file fails at once
+#: with a usage error instead of after (or during) a long or huge run.
+MAX_WEIGHT = 1000.0  # spatial_weight and smoothing: 1000 already overrides every colour
+MAX_RESTARTS = 1000  # n_init and n_starts
+MAX_ITERATIONS = 100_000
+MAX_SCORE_SMOOTHING = 100.0  # pixels; scipy's kernel is 8 sigma + 1 pixels per axis
+MAX_AREA = 1_000_000_000  # pixels: a 1000-megapixel image
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -198,7 +210,7 @@ class SegmenterParams(_Settings):
 
     n_components: int = _setting(
         4, "int", "number of segments (mixture components)", "Components (K)",
-        flags=("-k", "--n-components"), minimum=1, widget_range=(1, 255),
+        flags=("-k", "--n-components"), minimum=1, maximum=MAX_COMPONENTS, widget_range=(1, MAX_COMPONENTS),
     )
     covariance_type: str = _setting(
         "full", "choice",
@@ -234,17 +246,19 @@ class SegmenterParams(_Settings):
     )
     spatial_weight: float = _setting(
         0.5, "float", "weight of the pixel position (x, y) among the features; 0 = colour only",
-        "Spatial weight", flags=("--spatial-weight",), group="features", minimum=0.0,
-        widget_range=(0.0, 1000.0), widget_step=0.1,
+        "Spatial weight", flags=("--spatial-weight",), group="features", minimum=0.0, maximum=MAX_WEIGHT,
+        widget_range=(0.0, MAX_WEIGHT), widget_step=0.1,
     )
     smoothing: float = _setting(
         2.0, "float",
         "strength of the spatial prior (Potts) that neighbouring pixels share a segment, used in the fit and in "
         "the maps: 0 = off, 1 = gentle, 3 = strong",
-        "Smoothing", flags=("--smoothing",), minimum=0.0, widget_range=(0.0, 1000.0), widget_step=0.5,
+        "Smoothing", flags=("--smoothing",), minimum=0.0, maximum=MAX_WEIGHT, widget_range=(0.0, MAX_WEIGHT),
+        widget_step=0.5,
     )
     max_iter: int = _setting(
         100, "int", "maximum EM iterations", "Max iterations", flags=("--max-iter",), minimum=0,
+        maximum=MAX_ITERATIONS,
     )
     tol: float = _setting(
         1e-3, "float", "EM stops when the mean log-likelihood changes less than this", "Tolerance",
@@ -256,13 +270,13 @@ class SegmenterParams(_Settings):
     )
     n_init: int = _setting(
         1, "int", "restarts from different initialisations; the best fit is kept", "Restarts",
-        flags=("--n-init",), minimum=1, widget_range=(1, 1000),
+        flags=("--n-init",), minimum=1, maximum=MAX_RESTARTS,
     )
     n_starts: int = _setting(
         8, "int",
         "initialisations tried on a sample of at most 20,000 pixels; the best n_init of them are refined on the "
         "training pixels (1 = every restart on them, as scikit-learn)",
-        "Starts", flags=("--starts",), minimum=1, widget_range=(1, 1000),
+        "Starts", flags=("--starts",), minimum=1, maximum=MAX_RESTARTS,
     )
     init_params: str = _setting(
         "kmeans", "choice", "how the first parameters are chosen", "Initialisation",
@@ -326,7 +340,7 @@ class InspectionParams(_Settings):
     )
     k_range: tuple = _setting(
         tuple(range(1, 9)), "int_list", "values of K tried when K is chosen", "K range",
-        flags=("--k-range",), minimum=1,
+        flags=("--k-range",), minimum=1, maximum=MAX_COMPONENTS,
     )
     false_alarm_rate: float = _setting(
         1e-4, "float",
@@ -343,13 +357,14 @@ class InspectionParams(_Settings):
     )
     smoothing_sigma: float = _setting(
         1.5, "float", "Gaussian smoothing (pixels) of the anomaly score used for detection", "Score smoothing",
-        flags=("--score-smoothing",), minimum=0.0, widget_range=(0.0, 20.0), widget_step=0.5,
+        flags=("--score-smoothing",), minimum=0.0, maximum=MAX_SCORE_SMOOTHING, widget_range=(0.0, 20.0),
+        widget_step=0.5,
     )
     min_area: int = _setting(
         25, "int",
         "an image fails when at least this many pixels of its smoothed score are above the image threshold; a "
         "defect region holds at least this many of them", "Minimum area",
-        flags=("--min-area",), minimum=1, widget_range=(1, 1_000_000),
+        flags=("--min-area",), minimum=1, maximum=MAX_AREA, widget_range=(1, 1_000_000),
     )
 
 

@@ -56,20 +56,35 @@ from ._fileio import write_json
 from ._validation import check_bool, check_int, check_number
 from ._version import __version__
 from .features import LEGACY_TEXTURE_FILTERS
-from .params import InspectionParams, SegmenterParams
+from .params import MAX_COMPONENTS, MAX_ITERATIONS, InspectionParams, SegmenterParams
 
 FORMAT = "gmmseg-model"
 VERSION = 1
-# A real model file is kilobytes (K = 255 full components over 32 features is
-# about 6 MB); refusing bigger files keeps a hostile file from exhausting
-# memory in the JSON parser.
-MAX_FILE_BYTES = 32 << 20
-MAX_COMPONENTS = 1024
+# A real model file is kilobytes (K = 255 full components over the 37
+# features of the widest texture bank is about 7 MB); refusing bigger files
+# keeps a hostile file from exhausting memory in the JSON parser (a number
+# costs it 32 bytes, so 16 MB of "0," is at most about 260 MB).
+MAX_FILE_BYTES = 16 << 20
+# K is at most MAX_COMPONENTS, what the outputs hold (labels.png: 255).
 MAX_FEATURES = 256
 # One image score per reference; a score scale has a point per tenth of a
-# decade (81 from gmmseg itself).
+# decade (81 from gmmseg itself); the calibration curve 51.
 MAX_IMAGE_SCORES = 100_000
 MAX_SCALE_POINTS = 1000
+MAX_NAME_LENGTH = 1000
+# Magnitudes. Features are float32 of about unit scale (colour, position up
+# to spatial_weight <= 1000, standardised texture), so means and precision
+# factors far from 1 are nonsense; bounded by 1e30 they also keep the
+# squared Mahalanobis distance of any float32 feature row (below 3.4e38)
+# far below float64's overflow for up to MAX_FEATURES features, so the
+# mixture's densities of every image are finite (the spatial prior's float32
+# tables are checked by the engine when they are made). The texture
+# standardisation (mean and scale, floored at 1e-12 by the fit) is bounded
+# so that standardised features stay finite in float32.
+MAX_MAGNITUDE = 1e30
+MIN_PRECISION = 1.0 / MAX_MAGNITUDE
+MAX_TEXTURE_MEAN = 1e6
+TEXTURE_SCALE_RANGE = (1e-12, 1e6)
 
 
 class ModelFileError(ValueError):
@@ -234,6 +249,8 @@ def read_document(path: str | os.PathLike) -> dict:
         raise _bad(path, f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except RecursionError:
         raise _bad(path, "not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise _bad(path, f"not a valid model file ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise _bad(path, f"not a gmmseg model file (missing \"format\": \"{FORMAT}\")")
     version = data.get("version")
@@ -251,26 +268,80 @@ def _section(path, data, key):
     return value
 
 
-def _float_array(value, name, ndim):
-    """A finite float64 array of ``ndim`` dimensions from nested lists (the
-    size is bounded before numpy allocates anything)."""
+def _check_numbers(value, name, ndim):
+    """Raise ValueError unless ``value`` is ``ndim`` levels of non-empty
+    lists whose leaves are JSON numbers: numpy would take the strings "0.5"
+    and booleans as numbers too."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{name} must be a non-empty {ndim}-D list of numbers")
+    if ndim == 1:
+        for item in value:
+            if type(item) not in (int, float):
+                raise ValueError(f"{name} must hold numbers, got {item!r:.40}")
+        return
+    for item in value:
+        _check_numbers(item, name, ndim - 1)
+
+
+def _float_array(value, name, ndim, max_abs=None, max_size=MAX_COMPONENTS * MAX_FEATURES * MAX_FEATURES):
+    """A finite float64 array of ``ndim`` dimensions from nested lists of
+    numbers (the size is bounded before numpy allocates anything), all of
+    magnitude at most ``max_abs`` when given."""
     size, level = 1, value
     for _ in range(ndim):
         if not isinstance(level, list) or not level:
             raise ValueError(f"{name} must be a non-empty {ndim}-D list of numbers")
         size *= len(level)
         level = level[0]
-    if size > MAX_COMPONENTS * MAX_FEATURES * MAX_FEATURES:
-        raise ValueError(f"{name} is far too large for a model")
+    if size > max_size:
+        raise ValueError(f"{name} holds {size:,} values, far too many for a model (at most {max_size:,})")
+    _check_numbers(value, name, ndim)
     try:
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a {ndim}-D list of numbers") from None
+        raise ValueError(f"{name} must be a {ndim}-D list of numbers of the same length") from None
     if array.ndim != ndim:
         raise ValueError(f"{name} must be a {ndim}-D list of numbers, got {array.ndim}-D")
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} contains NaN or infinity")
+    if max_abs is not None and array.size and np.abs(array).max() > max_abs:
+        raise ValueError(f"{name} holds {np.abs(array).max():.3g}, beyond {max_abs:g}: not a model of gmmseg's "
+                         "features, which are about 1")
     return array
+
+
+def _mixture_state(mixture) -> MixtureState:
+    """The mixture's parameters, their types, sizes and magnitudes checked
+    (whether they fit the settings is checked by the model, in from_state)."""
+    covariance_type = mixture["covariance_type"]
+    precisions_ndim = {"full": 3, "tied": 2, "diag": 2, "spherical": 1}.get(covariance_type)
+    if precisions_ndim is None:
+        raise ValueError(f"unknown covariance_type {covariance_type!r}")
+    weights = mixture["weights"]
+    if isinstance(weights, list) and len(weights) > MAX_COMPONENTS:
+        raise ValueError(f"{len(weights):,} components; a model has at most {MAX_COMPONENTS} (labels.png holds "
+                         f"{MAX_COMPONENTS})")
+    weights = _float_array(weights, "mixture.weights", 1, max_size=MAX_COMPONENTS)
+    if np.any(weights < 0) or np.any(weights > 1):
+        raise ValueError("mixture.weights must lie in [0, 1]")
+    means = _float_array(mixture["means"], "mixture.means", 2, max_abs=MAX_MAGNITUDE,
+                         max_size=MAX_COMPONENTS * MAX_FEATURES)
+    if means.shape[0] > MAX_COMPONENTS or means.shape[1] > MAX_FEATURES:
+        raise ValueError(f"{means.shape[0]} components of {means.shape[1]} features is beyond what gmmseg fits")
+    precisions = _float_array(mixture["precisions_cholesky"], "mixture.precisions_cholesky", precisions_ndim,
+                              max_abs=MAX_MAGNITUDE)
+    diagonal = np.diagonal(precisions, axis1=-2, axis2=-1) if precisions_ndim >= 2 and covariance_type != "diag" \
+        else precisions
+    if np.any(np.abs(diagonal) < MIN_PRECISION):
+        raise ValueError(f"mixture.precisions_cholesky has a diagonal entry below {MIN_PRECISION:g} (a standard "
+                         f"deviation beyond {MAX_MAGNITUDE:g})")
+    lower_bound = mixture.get("lower_bound")
+    return MixtureState(
+        covariance_type, weights, means, precisions,
+        converged=check_bool(mixture.get("converged", True), "mixture.converged"),
+        n_iter=check_int(mixture.get("n_iter", 0), "mixture.n_iter", minimum=0, maximum=MAX_ITERATIONS),
+        lower_bound=check_number(lower_bound, "mixture.lower_bound") if lower_bound is not None else None,
+    )
 
 
 def _segmenter_state(path, data) -> SegmenterState:
@@ -289,23 +360,8 @@ def _segmenter_state(path, data) -> SegmenterState:
         if "texture" in str(features.get("feature_set", "")) and "texture_filters" not in features:
             # Written before the filter bank was a setting: it was this one.
             features = {**features, "texture_filters": LEGACY_TEXTURE_FILTERS}
-        params = SegmenterParams.from_dict({**settings, **features})
-        covariance_type = mixture["covariance_type"]
-        weights = _float_array(mixture["weights"], "mixture.weights", 1)
-        means = _float_array(mixture["means"], "mixture.means", 2)
-        precisions_ndim = {"full": 3, "tied": 2, "diag": 2, "spherical": 1}.get(covariance_type)
-        if precisions_ndim is None:
-            raise ValueError(f"unknown covariance_type {covariance_type!r}")
-        precisions = _float_array(mixture["precisions_cholesky"], "mixture.precisions_cholesky", precisions_ndim)
-        if means.shape[0] > MAX_COMPONENTS or means.shape[1] > MAX_FEATURES:
-            raise ValueError(f"{means.shape[0]} components of {means.shape[1]} features is beyond what gmmseg fits")
-        lower_bound = mixture.get("lower_bound")
-        state = MixtureState(
-            covariance_type, weights, means, precisions,
-            converged=check_bool(mixture.get("converged", True), "mixture.converged"),
-            n_iter=check_int(mixture.get("n_iter", 0), "mixture.n_iter", minimum=0),
-            lower_bound=check_number(lower_bound, "mixture.lower_bound") if lower_bound is not None else None,
-        )
+        settings = SegmenterParams.from_dict({**settings, **features})
+        state = _mixture_state(mixture)
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise _bad(path, f"invalid model: {detail}") from None
@@ -315,21 +371,28 @@ def _segmenter_state(path, data) -> SegmenterState:
     if isinstance(channels, bool) or not isinstance(channels, int):
         raise _bad(path, f"invalid model: channels must be 1 or 3, got {channels!r}")
     try:
-        colors = _float_array(components.get("colors"), "components.colors", 2)
-    except ValueError as exc:
+        colors = _float_array(components.get("colors"), "components.colors", 2, max_size=3 * MAX_COMPONENTS)
+    except (ValueError, ArithmeticError) as exc:
         raise _bad(path, f"invalid model: {exc}") from None
     names = components.get("names")
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise _bad(path, "invalid model: components.names must be a list of strings")
+    if (not isinstance(names, list) or len(names) > MAX_COMPONENTS
+            or not all(isinstance(n, str) and len(n) <= MAX_NAME_LENGTH for n in names)):
+        raise _bad(path, f"invalid model: components.names must be a list of at most {MAX_COMPONENTS} strings of "
+                         f"at most {MAX_NAME_LENGTH} characters")
     texture_mean = texture_scale = None
     if "texture_standardisation" in data:
         try:
             section = _section(path, data, "texture_standardisation")
-            texture_mean = _float_array(section.get("mean"), "texture_standardisation.mean", 1)
-            texture_scale = _float_array(section.get("scale"), "texture_standardisation.scale", 1)
-        except ValueError as exc:
+            texture_mean = _float_array(section.get("mean"), "texture_standardisation.mean", 1,
+                                        max_abs=MAX_TEXTURE_MEAN, max_size=MAX_FEATURES)
+            texture_scale = _float_array(section.get("scale"), "texture_standardisation.scale", 1,
+                                         max_abs=TEXTURE_SCALE_RANGE[1], max_size=MAX_FEATURES)
+            if np.any(texture_scale < TEXTURE_SCALE_RANGE[0]):
+                raise ValueError(f"texture_standardisation.scale must lie in [{TEXTURE_SCALE_RANGE[0]:g}, "
+                                 f"{TEXTURE_SCALE_RANGE[1]:g}]")
+        except (ValueError, ArithmeticError) as exc:
             raise _bad(path, f"invalid model: {exc}") from None
-    return SegmenterState(params, channels, state, colors, names, texture_mean, texture_scale)
+    return SegmenterState(settings, channels, state, colors, names, texture_mean, texture_scale)
 
 
 def _check_kind(path, data):
@@ -339,25 +402,34 @@ def _check_kind(path, data):
 
 def read_segmenter_state(path: str | os.PathLike) -> SegmenterState:
     """The state of a segmenter model file, its types checked (inspection
-    models are segmenter models too); ``Segmenter.from_state`` checks that
-    its parts fit together."""
+    models are segmenter models too: their inspection section is checked as
+    well, so a damaged file is refused whatever reads it);
+    ``Segmenter.from_state`` checks that its parts fit together."""
     path = Path(path)
     data = read_document(path)
     _check_kind(path, data)
-    return _segmenter_state(path, data)
+    segmenter = _segmenter_state(path, data)
+    if "inspection" in data:
+        _inspector_state(path, data, segmenter)
+    return segmenter
 
 
 def read_inspector_state(path: str | os.PathLike) -> InspectorState:
     """The validated state of an inspection model file."""
     path = Path(path)
     data = read_document(path)
-    section = data.get("inspection")
-    if not isinstance(section, dict):
+    if not isinstance(data.get("inspection"), dict):
         raise _bad(path, "not an inspection model (it has no calibrated threshold); "
                          "fit one on defect-free reference images first")
     _check_kind(path, data)
-    segmenter = _segmenter_state(path, data)
+    return _inspector_state(path, data, _segmenter_state(path, data))
+
+
+def _inspector_state(path, data, segmenter: SegmenterState) -> InspectorState:
+    section = data.get("inspection")
     try:
+        if not isinstance(section, dict):
+            raise ValueError("the inspection section must be a mapping")
         threshold = check_number(section["threshold"], "threshold")
         # Files from before the inspection settings were saved: K was given.
         inspection = InspectionParams(
@@ -371,11 +443,15 @@ def read_inspector_state(path: str | os.PathLike) -> InspectorState:
         model_params = segmenter.params.replace(
             n_components=section.get("n_components", segmenter.params.n_components))
         curve = section["calibration_curve"]
-        rates = _float_array(curve["false_alarm_rates"], "calibration_curve.false_alarm_rates", 1)
-        thresholds = _float_array(curve["thresholds"], "calibration_curve.thresholds", 1)
+        if not isinstance(curve, dict):
+            raise ValueError("calibration_curve must be a mapping of false_alarm_rates and thresholds")
+        rates = _float_array(curve["false_alarm_rates"], "calibration_curve.false_alarm_rates", 1,
+                             max_size=MAX_SCALE_POINTS)
+        thresholds = _float_array(curve["thresholds"], "calibration_curve.thresholds", 1, max_size=MAX_SCALE_POINTS)
         if rates.shape != thresholds.shape or rates.size < 2 or not np.all(np.diff(rates) > 0) or rates[0] <= 0:
             raise ValueError("calibration_curve must hold matching, increasing rates and finite thresholds")
-        n_references = check_int(section.get("n_references", 1), "n_references", minimum=1)
+        n_references = check_int(section.get("n_references", 1), "n_references", minimum=1,
+                                 maximum=MAX_IMAGE_SCORES)
         held_out = check_bool(section.get("held_out", False), "held_out")
         verdicts = _image_verdict_fields(section)
     except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
@@ -415,8 +491,9 @@ def _image_verdict_fields(section) -> dict[str, Any]:
     if not isinstance(scale, dict):
         raise ValueError("score_scale must be a mapping of false_alarm_rates and scores")
     rates = _float_array(_bounded_list(scale["false_alarm_rates"], "score_scale.false_alarm_rates", MAX_SCALE_POINTS),
-                         "score_scale.false_alarm_rates", 1)
-    values = _float_array(_bounded_list(scale["scores"], "score_scale.scores", MAX_SCALE_POINTS), "score_scale.scores", 1)
+                         "score_scale.false_alarm_rates", 1, max_size=MAX_SCALE_POINTS)
+    values = _float_array(_bounded_list(scale["scores"], "score_scale.scores", MAX_SCALE_POINTS), "score_scale.scores", 1,
+                          max_size=MAX_SCALE_POINTS)
     if (rates.shape != values.shape or rates.size < 2 or rates[0] > 1 or rates[-1] <= 0
             or np.any(np.diff(rates) >= 0) or np.any(np.diff(values) <= 0)):
         raise ValueError("score_scale must hold matching lists: rates falling within (0, 1], scores rising")

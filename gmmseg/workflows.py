@@ -15,6 +15,7 @@ The CLI (:mod:`gmmseg.cli`) and the application's workers call these; neither
 re-implements them.
 """
 
+import json
 import os
 import signal
 import threading
@@ -30,8 +31,9 @@ from ._fileio import atomic_write, refuse_existing, staged_folder, write_json
 from .engine import ConvergenceWarning
 from .export import OUTPUTS, REPORT_FIELDS, csv_writer, export_inspection, export_segmentation
 from .inspection import InspectionResult, Inspector
-from .io import ImageData, load_image
+from .io import ImageData, image_size, load_image
 from .params import SegmenterParams
+from .persistence import read_segmenter_state
 from .segment import ImageLike, Segmentation, Segmenter
 
 #: Columns of ``run_summary.csv`` for segment and apply runs.
@@ -255,12 +257,79 @@ def run_task(task: Task, explain: Callable[[BaseException], str] = default_messa
     except Exception as exc:  # one bad file must not stop the batch
         if was_interrupted(exc):
             raise KeyboardInterrupt from None
-        result["status"] = "failed"
-        result["error"] = explain(exc)
         if task.debug:
             result["traceback"] = traceback.format_exc()
+        if isinstance(exc, MemoryError):
+            exc = MemoryError(memory_message(task, exc))
+        result["status"] = "failed"
+        result["error"] = explain(exc)
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result
+
+
+# ---------------------------------------------------------------------------
+# memory
+# Bytes per pixel that processing one image holds at its peak, besides the
+# per-component maps: the decoded file and its float32 pixels, the display
+# copy, the mask, the index and label maps, the log-likelihood map and the
+# temporaries of the exports (overlay in float32, a mask as int64).
+_BYTES_PER_PIXEL = 64
+_BYTES_PER_PIXEL_AND_COMPONENT = 4  # a float32 probability map per component
+
+
+def memory_needed(task: Task) -> tuple[int, int, int] | None:
+    """About how many bytes processing ``task``'s image needs, with its
+    width and height: ``(bytes, width, height)``, or None when its header
+    cannot be read. An estimate (from the image size, K and the features),
+    for error messages."""
+    size = image_size(task.input)
+    if size is None:
+        return None
+    width, height = size
+    try:
+        if task.mode == "segment":
+            params = SegmenterParams.from_dict(task.settings or {})
+        else:
+            params = read_segmenter_state(task.model).params
+    except (ValueError, OSError):
+        params = SegmenterParams()
+    maps = params.n_components * (2 if params.smoothing > 0 else 1)  # mean-field keeps a second set
+    per_pixel = (_BYTES_PER_PIXEL + _BYTES_PER_PIXEL_AND_COMPONENT * maps
+                 + 8 * params.features.n_texture_features)  # filter bank in float32, and its sample
+    return width * height * per_pixel, width, height
+
+
+def _bytes_text(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def memory_message(task: Task, exc: MemoryError) -> str:
+    """What an out-of-memory failure of ``task`` says: the memory its image
+    needs (estimated) and the allocation that failed (NumPy names it)."""
+    detail = str(exc).strip()
+    needed = memory_needed(task)
+    text = "out of memory"
+    if needed is not None:
+        total, width, height = needed
+        text += f": processing this {width} x {height} image needs about {_bytes_text(total)}"
+    if detail:
+        text += f" ({detail})"
+    return text
+
+
+def killed_message(task: Task) -> str:
+    """What fails an image whose worker process was killed (the kernel's
+    out-of-memory killer is the usual reason): the memory it needs."""
+    text = "out of memory: the worker process processing it was killed"
+    needed = memory_needed(task)
+    if needed is not None:
+        total, width, height = needed
+        text += f"; this {width} x {height} image needs about {_bytes_text(total)}"
+    return text
 
 
 # ---------------------------------------------------------------------------
@@ -270,9 +339,27 @@ def write_report(path: str | os.PathLike, rows: Sequence[dict], *, overwrite: bo
     return atomic_write(path, csv_writer(rows, REPORT_FIELDS), overwrite=overwrite)
 
 
+def run_summary_paths(out_dir: str | os.PathLike, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Where a run's ``run_summary.json`` and ``.csv`` go: those names, or
+    with ``overwrite`` false and an earlier run's summary there, the first
+    free ``run_summary-2``, ``-3``, ... (the earlier one is kept)."""
+    out_dir = Path(out_dir)
+    n = 1
+    while True:
+        stem = "run_summary" if n == 1 else f"run_summary-{n}"
+        paths = (out_dir / f"{stem}.json", out_dir / f"{stem}.csv")
+        if overwrite or not any(path.exists() for path in paths):
+            return paths
+        n += 1
+
+
 def write_run_summary(out_dir: str | os.PathLike, results: Sequence[dict], seconds: float, *,
-                      fields: Sequence[str] = SEGMENT_FIELDS, interrupted: bool = False) -> None:
-    """``run_summary.json`` and ``run_summary.csv`` of a batch in ``out_dir``."""
+                      fields: Sequence[str] = SEGMENT_FIELDS, interrupted: bool = False,
+                      overwrite: bool = False) -> tuple[Path, Path]:
+    """``run_summary.json`` and ``run_summary.csv`` of a batch in ``out_dir``;
+    an earlier run's are replaced only with ``overwrite`` (otherwise this
+    run's get the first free number, see :func:`run_summary_paths`).
+    Returns the paths written."""
     data = {
         "results": list(results),
         "images": len(results),
@@ -280,17 +367,66 @@ def write_run_summary(out_dir: str | os.PathLike, results: Sequence[dict], secon
         "seconds": round(seconds, 3),
         "interrupted": interrupted,
     }
-    write_json(Path(out_dir) / "run_summary.json", data, overwrite=True)
-    atomic_write(Path(out_dir) / "run_summary.csv", csv_writer(results, fields), overwrite=True)
+    json_path, csv_path = run_summary_paths(out_dir, overwrite=overwrite)
+    write_json(json_path, data, overwrite=overwrite)
+    atomic_write(csv_path, csv_writer(results, fields), overwrite=overwrite)
+    return json_path, csv_path
+
+
+# ---------------------------------------------------------------------------
+# output folders of a batch
+def _safe_stem(path: Path) -> str:
+    """The output folder name of an input: its stem, never one that names
+    the output folder itself or its parent (inputs called ".png", "..png")."""
+    stem = path.stem
+    return "image" if stem in ("", ".", "..") else stem
+
+
+def _output_source(folder: Path) -> str | None:
+    """The input an existing output folder was made from, by its
+    summary.json (segment/apply: image.source; inspect: image)."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    image = summary.get("image") if isinstance(summary, dict) else None
+    source = image.get("source") if isinstance(image, dict) else image
+    return source if isinstance(source, str) else None
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
 def output_dirs(files: Sequence[Path], out_dir: str | os.PathLike) -> list[Path]:
-    """``out_dir/<stem>`` per input; clashing stems get -2, -3, ... in input order."""
-    used: dict[str, int] = {}
+    """``out_dir/<stem>`` per input, unique in the batch and on disk.
+
+    The first input of each stem gets the stem itself (an existing folder
+    there is that input's earlier output: it is replaced only with
+    ``--force``). Every other input gets ``<stem>-2``, ``-3``, ... skipping
+    names that any input of the batch has as its own stem, names given
+    already, and folders that exist with the outputs of another input (by
+    their summary.json), so no result overwrites another and none is lost.
+    Names are compared without case (case-insensitive file systems).
+    """
+    out_dir = Path(out_dir)
+    stems = [_safe_stem(Path(f)) for f in files]
+    reserved = {stem.casefold() for stem in stems}
+    taken: set[str] = set()
+    existing = {p.name.casefold(): p for p in out_dir.iterdir()} if out_dir.is_dir() else {}
     result = []
-    for f in files:
-        stem = Path(f).stem or "image"
-        n = used.get(stem, 0) + 1
-        used[stem] = n
-        result.append(Path(out_dir) / (stem if n == 1 else f"{stem}-{n}"))
+    for f, stem in zip(files, stems):
+        name = stem
+        if name.casefold() in taken:
+            n = 2
+            while True:
+                name = f"{stem}-{n}"
+                key = name.casefold()
+                other = existing.get(key)
+                if key not in reserved and key not in taken and (
+                        other is None or _same_file(_output_source(other) or "", f)):
+                    break
+                n += 1
+        taken.add(name.casefold())
+        result.append(out_dir / name)
     return result

@@ -49,6 +49,76 @@ def png16_bytes(array, width=None, height=None):
             + _chunk(b"IEND", b""))
 
 
+def zlib_bomb(inflated_mib):
+    """A valid zlib stream of ``inflated_mib`` MiB of zeros (about 1 KB per
+    MiB), made in a blink."""
+    block = bytes(1 << 20)
+    compressor = zlib.compressobj(9)
+    # Full flushes make the middle part byte-aligned; its window is all
+    # zeros like the data, so it can be repeated. The checksum of the whole
+    # is written by hand.
+    head = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    middle = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
+    tail = compressor.flush()
+    adler = 1
+    for _ in range(inflated_mib):
+        adler = zlib.adler32(block, adler)
+    return head + middle * (inflated_mib - 1) + tail[:-4] + struct.pack(">I", adler)
+
+
+def png16_bomb(width=64, height=64, inflated_mib=64):
+    """A valid 16-bit RGB PNG whose pixel data inflate to ``inflated_mib``
+    MiB of zeros, far beyond the ``height * (6 * width + 1)`` bytes its
+    header allows (a decompression bomb)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib_bomb(inflated_mib))
+            + _chunk(b"IEND", b""))
+
+
+def tiff_bomb(codec="zlib", inflated_mib=64):
+    """A 64 x 64 grey TIFF in one deflate or LZMA strip that inflates to
+    ``inflated_mib`` MiB (the strip allows 4 KiB)."""
+    import io
+    import lzma
+
+    import tifffile
+
+    if codec == "zlib":
+        stream = zlib_bomb(inflated_mib)
+    else:
+        compressor = lzma.LZMACompressor(preset=0)
+        block = bytes(1 << 20)
+        stream = b"".join(compressor.compress(block) for _ in range(inflated_mib)) + compressor.flush()
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.zeros((64, 64), np.uint8), compression=codec, rowsperstrip=64)
+    data = buffer.getvalue()
+    # The bomb goes after everything else; the strip's offset and size point at it.
+    data = patch_tiff_tag(data, 273, len(data), type_=4)
+    return patch_tiff_tag(data, 279, len(stream), type_=4) + stream
+
+
+def patch_tiff_tag(data, tag, value=None, count=None, type_=None):
+    """A little-endian classic TIFF with one entry of its first IFD changed:
+    its type, count and/or (inline SHORT or LONG) value. For files that
+    lie about themselves."""
+    data = bytearray(data)
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        pos = ifd + 2 + 12 * i
+        entry_tag, entry_type = struct.unpack_from("<HH", data, pos)
+        if entry_tag != tag:
+            continue
+        if type_ is not None:
+            struct.pack_into("<H", data, pos + 2, type_)
+            entry_type = type_
+        if count is not None:
+            struct.pack_into("<I", data, pos + 4, count)
+        if value is not None:
+            struct.pack_into("<HH" if entry_type == 3 else "<I", data, pos + 8, *((value, 0) if entry_type == 3 else (value,)))
+        return bytes(data)
+    raise KeyError(f"tag {tag} not in the first IFD")
+
+
 def voronoi_image(size=160, n_regions=5, noise=0.12, seed=0):
     """Voronoi-like regions, a Gaussian colour per region, strong noise.
 

@@ -18,10 +18,18 @@ PER_IMAGE = ["anomaly.png", "labels.png", "loglik.tif", "mask_0.png", "mask_1.pn
              "overlay.png", "probabilities.tif", "summary.json"]
 
 
+def cli_env(**extra):
+    """The environment of a console-script run: this tree's gmmseg first on
+    the path (the installed script may be an editable install of another
+    checkout), one kernel thread."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, GMMSEG_NUM_THREADS="1", **extra)
+
+
 def run(*args, cwd=None):
     cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
-    env = dict(os.environ, GMMSEG_NUM_THREADS="1")
-    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=cli_env(),
+                          timeout=300)
 
 
 def write_image(path, seed=0, regions=3, size=48):
@@ -185,14 +193,29 @@ def test_every_bad_input_gets_one_line(tmp_path, name, problem):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["segment", "x.png", "-k", "0", "--out", "o"], "positive integer"),
+    (["segment", "x.png", "-k", "0", "--out", "o"], "n_components must be an integer >= 1"),
     (["segment", "x.png", "--color-space", "cmyk", "--out", "o"], "invalid choice"),
     (["select-k", "x.png", "--k-range", "5-2"], "first <= last"),
     (["segment", "x.png"], "--out"),
+    # Bounded by what the outputs hold (labels.png: 255 components) and by
+    # sane maxima, before any image is read:
+    (["segment", "x.png", "-k", "1000", "--out", "o"], "<= 255, got 1000"),
+    (["fit", "x.png", "-k", "256", "--save-model", "m.json"], "<= 255, got 256"),
+    (["segment", "x.png", "--seed", "-1", "--out", "o"], "random_state must be an integer in [0, 2**32 - 1]"),
+    (["fit", "x.png", "--seed=-1", "--save-model", "m.json"], "random_state must be an integer in [0, 2**32 - 1]"),
+    (["segment", "x.png", "--spatial-weight", "1e308", "--out", "o"], "spatial_weight must be a finite number >= 0 and <= 1000"),
+    (["segment", "x.png", "--smoothing", "inf", "--out", "o"], "smoothing must be a finite number"),
+    (["segment", "x.png", "--n-init", "100000", "--out", "o"], "n_init must be an integer >= 1 and <= 1000"),
+    (["select-k", "x.png", "--k-range", "1-1000"], "k_range must be an integer >= 1 and <= 255, got 1000"),
+    (["select-k", "x.png", "--k-range", "1-100000000000000"], "<= 255"),
+    (["fit", "x.png", "--k-range", "1-300", "--save-model", "m.json"], "<= 255, got 300"),
+    (["fit", "x.png", "--score-smoothing", "1e9", "--save-model", "m.json"], "smoothing_sigma must be a finite number >= 0 and <= 100"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, message):
+    write_image(tmp_path / "x.png")
     out = run(*args, cwd=tmp_path)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]  # nothing was written
 
 
 def test_bad_model_file_for_apply(tmp_path):
@@ -209,7 +232,7 @@ def test_debug_shows_traceback(tmp_path):
 
 def test_gui_without_a_display_says_why():
     cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env = {k: v for k, v in cli_env().items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     out = subprocess.run(cmd + ["gui"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 1 and "no display" in out.stderr and "Traceback" not in out.stderr
 
@@ -222,13 +245,16 @@ def test_ctrl_c_stops_cleanly_without_partial_outputs(tmp_path):
     src.mkdir()
     for i in range(40):
         write_image(src / f"img{i:02d}.png", seed=i, size=200)
+    # Processed first (sorted): its finished output is named like a staging
+    # folder, and the cleanup after Ctrl-C must leave it alone.
+    write_image(src / ".a.partial.png", seed=99)
     cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
     out_dir = tmp_path / "out"
     # Slow enough per image (restarts, no early stop) that the batch is still running.
     proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "1",
                                    "--n-init", "4", "--tol", "0", "--max-iter", "150", "--spatial-weight", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, GMMSEG_NUM_THREADS="1"),
+                            env=cli_env(),
                             # A background CI shell may ignore SIGINT, and Python
                             # keeps an inherited "ignore": give the child the default.
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -239,11 +265,12 @@ def test_ctrl_c_stops_cleanly_without_partial_outputs(tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
-    finished = [p for p in out_dir.iterdir() if p.is_dir()]
+    finished = [p for p in out_dir.iterdir() if p.is_dir() and p.name != ".a.partial"]
     assert 1 <= len(finished) < 40
     for folder in finished:
         assert not folder.name.startswith("."), f"partial folder left: {folder.name}"
         assert_outputs(folder)
+    assert_outputs(out_dir / ".a.partial")
     summary = json.loads((out_dir / "run_summary.json").read_text())
     assert summary["interrupted"] is True
 
@@ -330,3 +357,223 @@ def test_odd_but_valid_images_are_segmented(tmp_path):
     assert rotated.shape == (30, 40)  # EXIF orientation applied
     rgba = np.asarray(Image.open(tmp_path / "out" / "rgba" / "labels.png"))
     assert np.all(rgba[:5] == 255) and np.all(rgba[5:] < 3)  # transparent rows masked
+
+
+# ---------------------------------------------------------------------------
+# issue 13: names, run summaries, killed runs, permissions, memory
+def _source(folder):
+    return Path(json.loads((folder / "summary.json").read_text())["image"]["source"]).resolve()
+
+
+def test_clashing_output_names_are_unique_in_the_batch_and_on_disk(tmp_path):
+    """d1/x.png, d2/x.png and x-2.png used to share o/x-2 (one result lost,
+    or a valid image reported failed without --force). Now every input gets
+    its own folder, avoiding the other inputs' names and folders that hold
+    another input's outputs; the same batch again gets the same names."""
+    for folder in ("d1", "d2", "e"):
+        (tmp_path / folder).mkdir()
+    a = write_image(tmp_path / "d1" / "x.png", seed=1, regions=2)
+    b = write_image(tmp_path / "d2" / "x.png", seed=2, regions=2)
+    c = write_image(tmp_path / "x-2.png", seed=3, regions=2)
+    other = write_image(tmp_path / "e" / "x-3.png", seed=4, regions=2)
+    dots = tmp_path / "..png"  # its stem "." would name the output folder itself
+    Image.open(write_image(tmp_path / "dots.png", seed=5, regions=2)).save(dots, format="PNG")
+    out_dir = tmp_path / "o"
+    assert run("segment", other, "-k", "2", "--out", out_dir).returncode == 0
+    before = (out_dir / "x-3" / "labels.png").read_bytes()
+    for extra in ([], ["--force"]):
+        out = run("segment", a, b, c, dots, "-k", "2", "--out", out_dir, *extra)
+        assert out.returncode == 0, out.stderr
+        assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == ["image", "x", "x-2", "x-3", "x-4"]
+        assert [_source(out_dir / n) for n in ("x", "x-2", "x-3", "x-4", "image")] == \
+            [a.resolve(), c.resolve(), other.resolve(), b.resolve(), dots.resolve()]
+        assert (out_dir / "x-3" / "labels.png").read_bytes() == before
+
+
+def test_run_summary_of_an_earlier_run_is_kept_without_force(tmp_path):
+    one = write_image(tmp_path / "one.png", seed=1, regions=2)
+    two = write_image(tmp_path / "two.png", seed=2, regions=2)
+    out_dir = tmp_path / "o"
+    assert run("segment", one, "-k", "2", "--out", out_dir).returncode == 0
+    first = (out_dir / "run_summary.json").read_text(), (out_dir / "run_summary.csv").read_text()
+    out = run("segment", two, "-k", "2", "--out", out_dir)
+    assert out.returncode == 0, out.stderr
+    assert ((out_dir / "run_summary.json").read_text(), (out_dir / "run_summary.csv").read_text()) == first
+    second = json.loads((out_dir / "run_summary-2.json").read_text())
+    assert [r["input"] for r in second["results"]] == [str(two)]
+    assert "two.png" in (out_dir / "run_summary-2.csv").read_text()
+    assert "run summary in run_summary-2.json (an earlier run's is kept" in out.stderr
+    forced = run("segment", two, "-k", "2", "--out", out_dir, "--force")
+    assert forced.returncode == 0
+    assert [r["input"] for r in json.loads((out_dir / "run_summary.json").read_text())["results"]] == [str(two)]
+    assert not (out_dir / "run_summary-3.json").exists()
+
+
+def _dead_pid():
+    """The PID of a process that has ended."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _staging(folder, name, owner):
+    path = folder / name
+    path.mkdir(parents=True)
+    (path / "labels.png").write_bytes(b"half-written")
+    if owner is not None:
+        (path / ".gmmseg-staging.json").write_text(json.dumps(owner))
+    return path
+
+
+def test_a_later_run_removes_only_staging_folders_of_dead_runs(tmp_path):
+    import socket
+
+    out_dir = tmp_path / "o"
+    here = socket.gethostname()
+    dead = _staging(out_dir, ".a.1a2b3c4d.partial", {"pid": _dead_pid(), "host": here, "start": None})
+    alive = _staging(out_dir, ".b.5e6f7a8b.partial", {"pid": os.getpid(), "host": here, "start": None})
+    elsewhere = _staging(out_dir, ".c.9c0d1e2f.partial", {"pid": _dead_pid(), "host": here + "-other", "start": None})
+    unmarked = _staging(out_dir, ".d.partial", None)  # e.g. a finished output of ".d.partial.png"
+    img = write_image(tmp_path / "new.png", seed=3, regions=2)
+    out = run("segment", img, "-k", "2", "--out", out_dir)
+    assert out.returncode == 0, out.stderr
+    assert "removed 1 unfinished output folder" in out.stderr
+    assert not dead.exists()
+    assert alive.exists() and elsewhere.exists() and unmarked.exists()
+    assert (out_dir / "new" / "labels.png").exists() and not (out_dir / "new" / ".gmmseg-staging.json").exists()
+
+
+def _children(pid):
+    """PIDs of the live (not zombie) children of ``pid``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _gone(pid):
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return text[text.rfind(")") + 2:].split()[0] in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_workers_leave_when_the_parent_is_killed(tmp_path):
+    """SIGKILL to the parent of a --jobs 2 batch (as an out-of-memory kill):
+    its workers notice within a few seconds and exit, removing their
+    unfinished staging folders; a later run finds nothing to clean."""
+    import signal
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(12):
+        write_image(src / f"img{i:02d}.png", seed=i, size=120)
+    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
+    out_dir = tmp_path / "out"
+    proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "2",
+                                   "--n-init", "2", "--tol", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
+    deadline = time.time() + 120
+    workers = []
+    while time.time() < deadline and len(workers) < 2:
+        workers = [pid for pid in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        time.sleep(0.05)
+    time.sleep(1.0)  # into their work (importing, fitting)
+    assert len(workers) >= 2 and proc.poll() is None, "the batch did not get going"
+    everyone = _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while time.time() < deadline and not all(_gone(pid) for pid in everyone):
+        time.sleep(0.1)
+    assert [pid for pid in everyone if not _gone(pid)] == [], "processes outlived their killed parent"
+    assert [p.name for p in out_dir.iterdir() if p.name.endswith(".partial")] == []
+
+
+def test_a_killed_worker_fails_only_its_image_or_reruns_it(tmp_path):
+    """A worker killed mid-batch (the kernel's out-of-memory killer) used to
+    break the whole pool: every later image failed with a traceback-like
+    error and no run summary was written. Now the unfinished images run
+    again one at a time and the batch completes."""
+    import signal
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        write_image(src / f"img{i}.png", seed=i, size=120)
+    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
+    out_dir = tmp_path / "out"
+    proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "2",
+                                   "--n-init", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    deadline = time.time() + 120
+    workers = []
+    while time.time() < deadline and not workers:
+        workers = [pid for pid in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        time.sleep(0.05)
+    assert workers, "no worker was seen"
+    time.sleep(1.0)  # into its work
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "a worker process ended abruptly" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in out_dir.iterdir() if p.is_dir()) == [f"img{i}" for i in range(4)]
+    for i in range(4):
+        assert_outputs(out_dir / f"img{i}")
+    summary = json.loads((out_dir / "run_summary.json").read_text())
+    assert summary["failed"] == 0 and summary["images"] == 4
+
+
+@pytest.mark.parametrize("umask", [0o027])
+def test_outputs_follow_the_umask(tmp_path, umask):
+    """Files and folders get the modes the user's umask gives any new file,
+    not mkstemp's 0600 and mkdtemp's 0700."""
+    img = write_image(tmp_path / "a.png", seed=1, regions=2)
+    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
+    for args in (["segment", str(img), "-k", "2", "--out", str(tmp_path / "o")],
+                 ["fit", str(img), "-k", "2", "--save-model", str(tmp_path / "o" / "m.json")],
+                 ["inspect", "--model", str(tmp_path / "o" / "m.json"), str(img), "--report",
+                  str(tmp_path / "o" / "r.csv"), "--out", str(tmp_path / "o" / "ins")]):
+        out = subprocess.run(cmd + args, capture_output=True, text=True, env=cli_env(), timeout=300,
+                             preexec_fn=lambda: os.umask(umask))
+        assert out.returncode == 0, out.stderr
+    paths = list((tmp_path / "o").rglob("*"))
+    assert len(paths) > 15
+    for path in [tmp_path / "o"] + paths:
+        expected = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert path.stat().st_mode & 0o777 == expected, f"{path}: {oct(path.stat().st_mode & 0o777)}"
+
+
+def test_out_of_memory_names_the_image_and_the_memory_it_needs(tmp_path, monkeypatch):
+    """A MemoryError while processing an image fails that image only, with
+    its size, an estimate of the memory it needs and NumPy's own account of
+    the allocation that failed."""
+    from gmmseg import cli, workflows
+    from gmmseg.params import SegmenterParams
+
+    img = write_image(tmp_path / "big.png", seed=1, size=300)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 2.68 GiB for an array with shape (300, 300, 4000) and data type float64")
+
+    monkeypatch.setattr(workflows, "segment_file", out_of_memory)
+    task = workflows.Task("segment", str(img), str(tmp_path / "out" / "big"), settings=SegmenterParams(n_components=8).to_dict())
+    row = workflows.run_task(task, cli._one_line)
+    assert row["status"] == "failed"
+    assert row["error"].startswith("out of memory: processing this 300 x 300 image needs about ")
+    assert " MB (Unable to allocate 2.68 GiB" in row["error"]
+    assert row["error"].endswith("run fewer images at once (--jobs) or free memory")
+    needed, width, height = workflows.memory_needed(task)
+    assert (width, height) == (300, 300) and 300 * 300 * 8 * 4 < needed < 300 * 300 * 1000
+    assert workflows.killed_message(task).startswith("out of memory: the worker process processing it was killed; "
+                                                     "this 300 x 300 image needs about ")

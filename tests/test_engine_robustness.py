@@ -225,3 +225,57 @@ def test_kernels_cache_outside_a_read_only_package(tmp_path):
     assert out.returncode == 0, out.stderr
     cached = list((tmp_path / "gmmseg" / "numba").rglob("*.nbi"))
     assert cached, "no kernel index written to the user cache directory"
+
+
+def _fitted(covariance_type="full", d=3, seed=0):
+    X = np.random.RandomState(seed).normal(size=(400, d))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return X, GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X)
+
+
+@pytest.mark.parametrize("scale", [1e154, 1e200, 1e300])
+def test_fit_on_overflowing_data_says_rescale(scale):
+    """Finite data whose sums of squares overflow float64 are refused before
+    any kernel runs (the kernels divided by zero); moderate scales still fit."""
+    X = np.random.RandomState(0).normal(size=(500, 3))
+    with pytest.raises(ValueError, match=r"overflow float64\. Rescale the data \(e\.g\. divide X by"):
+        GaussianMixture(2, random_state=0).fit(X * scale)
+    with pytest.raises(ValueError, match="overflow float64"):
+        GaussianMixture(2, random_state=0).fit(X, sample_weight=np.full(500, 1e304))
+    with pytest.raises(ValueError, match="sample_weight sums to more than float64 holds"):
+        GaussianMixture(2, random_state=0).fit(X, sample_weight=np.full(500, 1e307))
+    assert np.isfinite(GaussianMixture(2, random_state=0).fit(X * 1e100).lower_bound_)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("d", [3, 8])  # the unrolled kernels and the wide ones
+def test_predicting_far_beyond_the_model_says_rescale(covariance_type, d):
+    X, gm = _fitted(covariance_type, d)
+    for method in ("predict", "predict_proba", "score_samples", "score"):
+        with pytest.raises(ValueError, match="too far from every component for float64.*rescale the data"):
+            getattr(gm, method)(X * 1e300)
+    assert np.isfinite(gm.score_samples(X * 1e100)).all()  # far, but representable
+
+
+def test_model_with_huge_means_fails_clearly():
+    """A model from parameters of 1e308 (as a hostile model file could give)
+    evaluates nothing: ValueError, not ZeroDivisionError."""
+    X, gm = _fitted()
+    far = GaussianMixture.from_parameters(gm.weights_, np.full_like(gm.means_, 1e308), gm.precisions_cholesky_)
+    with pytest.raises(ValueError, match="too far from every component"):
+        far.predict(X)
+    with pytest.raises(ValueError, match="covariances or precisions overflow"):
+        GaussianMixture.from_parameters(gm.weights_, gm.means_, gm.precisions_cholesky_ * 1e-200)
+
+
+def test_spatial_prior_tables_are_checked_for_float32():
+    """The spatial prior keeps log-densities in float32: distances fine in
+    float64 but beyond float32 are refused with the same advice."""
+    from gmmseg.engine import potts_posteriors
+
+    X, gm = _fitted()
+    index = np.arange(400, dtype=np.int32).reshape(20, 20)
+    assert potts_posteriors(gm, X, index, 1.0, 2).shape == (20, 20, 2)
+    with pytest.raises(ValueError, match="too far from every component for float32"):
+        potts_posteriors(gm, X * 1e25, index, 1.0, 2)

@@ -2,6 +2,7 @@
 
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -310,3 +311,161 @@ def test_atomic_write_refuses_overwrite_and_leaves_no_temp(tmp_path):
 
 def test_top_level_load_image():
     assert gmmseg.load_image is load_image
+
+
+@pytest.mark.parametrize("kind", ["png16", "tiff-zlib", "tiff-lzma"])
+def test_decompression_bombs_stop_at_the_header_size(tmp_path, kind):
+    """Pixel data are inflated only up to the size the header allows: a file
+    of a few hundred KB that inflates to 256 MiB (a 16-bit PNG, our own
+    decoder; a deflate or LZMA TIFF strip, which tifffile would inflate
+    whole) is refused without ever holding more than the image's own size."""
+    import tracemalloc
+
+    from imagefiles import png16_bomb, tiff_bomb
+
+    path = tmp_path / ("bomb.png" if kind == "png16" else "bomb.tif")
+    path.write_bytes(png16_bomb(64, 64, inflated_mib=256) if kind == "png16"
+                     else tiff_bomb(kind.split("-")[1], inflated_mib=256))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageLoadError, match="decompression bomb"):
+            load_image(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB allocated for a 64 x 64 image"
+
+
+def test_16bit_png_with_a_short_header_is_refused(tmp_path):
+    good = png16_bytes(RGB16)
+    # IHDR cut to 10 bytes (length and CRC made consistent), colour type kept
+    # where the sniffing reads it so that the 16-bit decoder takes it.
+    body = good[16:26]
+    chunk = struct.pack(">I", 10) + b"IHDR" + body + struct.pack(">I", zlib.crc32(b"IHDR" + body) & 0xFFFFFFFF)
+    path = tmp_path / "short.png"
+    path.write_bytes(good[:8] + chunk + good[33:])
+    with pytest.raises(ImageLoadError, match="header"):
+        load_image(path)
+
+
+def _tiff_bytes(array, **options):
+    import io
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("writer", ["pillow", "miniswhite"])
+def test_bilevel_tiffs_load(tmp_path, writer):
+    bits = GREY8 > 128
+    path = tmp_path / f"{writer}.tif"
+    if writer == "pillow":
+        Image.fromarray(bits).save(path)
+    else:  # 0 = white: tifffile stores the bits as they are, the reader inverts
+        tifffile.imwrite(path, ~bits, photometric="miniswhite")
+    img = load_image(path)
+    assert img.bit_depth == 1 and img.is_gray
+    np.testing.assert_array_equal(img.pixels[..., 0] > 0.5, bits)
+
+
+def test_planar_rgb_two_pixels_wide_stays_rgb(tmp_path):
+    narrow = RGB8[:, :2]
+    path = tmp_path / "narrow.tif"
+    tifffile.imwrite(path, np.moveaxis(narrow, -1, 0), photometric="rgb", planarconfig="separate")
+    img = load_image(path)
+    assert img.pixels.shape == (12, 2, 3) and img.mask.all()
+    np.testing.assert_array_equal(np.rint(img.pixels * 255).astype(np.uint8), narrow)
+
+
+def _tiles_missing(tmp_path):
+    # 16 tiles of 16 x 16 written, then the header made to claim 9000 x 9000
+    # (316,969 tiles): tifffile would fill the rest with zeros.
+    from imagefiles import patch_tiff_tag
+
+    data = _tiff_bytes(np.full((64, 64), 200, np.uint8), tile=(16, 16))
+    path = tmp_path / "tiles.tif"
+    path.write_bytes(patch_tiff_tag(patch_tiff_tag(data, 256, 9000, type_=4), 257, 9000, type_=4))
+    return path
+
+
+def _width_with_two_values(tmp_path):
+    from imagefiles import patch_tiff_tag
+
+    path = tmp_path / "width2.tif"
+    path.write_bytes(patch_tiff_tag(_tiff_bytes(np.full((8, 8), 200, np.uint8)), 256, count=2))
+    return path
+
+
+def _short_png_data(tmp_path):
+    # A complete zlib stream of 5 rows in a PNG that claims 1000.
+    rows = b"".join(b"\x00" + bytes([200] * 60) for _ in range(5))
+    ihdr = struct.pack(">IIBBBBB", 20, 1000, 8, 2, 0, 0, 0)
+    chunk = lambda k, b: struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b) & 0xFFFFFFFF)  # noqa: E731
+    path = tmp_path / "short.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return path
+
+
+def _volume(shape, **options):
+    def make(tmp_path):
+        path = tmp_path / "volume.tif"
+        tifffile.imwrite(path, np.zeros(shape, np.uint8), volumetric=True, **options)
+        return path
+
+    return make
+
+
+@pytest.mark.parametrize("make, match", [
+    (_volume((2, 6, 5)), "volumetric TIFF"),
+    (_volume((2, 6, 5, 3), photometric="rgb"), "volumetric TIFF"),
+    (_tiles_missing, "316,953 of 316,969 image tiles are missing"),
+    (_width_with_two_values, "not a readable TIFF"),
+    (_short_png_data, "pixel data hold 305 bytes; the header says 61,000"),
+])
+def test_malformed_files_are_refused_not_reinterpreted(tmp_path, make, match):
+    path = make(tmp_path)
+    with pytest.raises(ImageLoadError, match=match):
+        load_image(path)
+
+
+def test_tifffile_warnings_stay_out_of_stderr(tmp_path):
+    """A tag of an unknown type is skipped by tifffile with a logged warning:
+    the image loads, the warning becomes a note instead of a line on stderr
+    (checked in a new process: pytest's own log capture would hide it)."""
+    import subprocess
+    import sys
+
+    from imagefiles import patch_tiff_tag
+
+    data = _tiff_bytes(GREY8, software="gmmseg test")
+    path = tmp_path / "odd.tif"
+    path.write_bytes(patch_tiff_tag(data, 305, type_=99))
+    img = load_image(path)
+    np.testing.assert_array_equal(np.rint(img.pixels[..., 0] * 255), GREY8)
+    assert any("TIFF reader" in note and "data type" in note for note in img.notes)
+    code = "import sys; from gmmseg import load_image; print(load_image(sys.argv[1]).notes)"
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(gmmseg.__file__).parent.parent)
+    assert out.returncode == 0 and "data type" in out.stdout and out.stderr == ""
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o077])
+def test_written_files_follow_the_umask_when_they_are_written(tmp_path, umask):
+    """Files and staged folders get 0666 / 0777 less the umask the process
+    has when it writes them (it used to be read once, at import)."""
+    import os
+
+    from gmmseg._fileio import staged_folder
+
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "one.txt", lambda tmp: open(tmp, "w").write("one"))
+        with staged_folder(tmp_path / "folder") as staging:
+            atomic_write(staging / "inner.txt", lambda tmp: open(tmp, "w").write("two"))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "one.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "folder" / "inner.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["inner.txt"]  # no staging marker left

@@ -43,7 +43,7 @@ def _image(seed=0, size=(40, 48)):
 
 
 def test_settings_are_checked_with_messages_that_say_what_to_give():
-    with pytest.raises(ValueError, match="n_components must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="n_components must be an integer >= 1 and <= 255, got 0"):
         SegmenterParams(n_components=0)
     with pytest.raises(ValueError, match="color_space must be one of 'rgb', 'lab'"):
         Segmenter(color_space="cmyk")
@@ -185,3 +185,27 @@ def test_model_file_values_are_checked_strictly(tmp_path, section, key, raw, mat
     (tmp_path / "bad.json").write_text(json.dumps(data).replace('"__VALUE__"', raw))
     with pytest.raises(ModelFileError, match=match):
         Inspector.load(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("cls, name, value, message", [
+    # labels.png holds 255 components (index 255 is "masked")
+    (SegmenterParams, "n_components", 256, "n_components must be an integer >= 1 and <= 255, got 256"),
+    (InspectionParams, "k_range", range(1, 300), "k_range must be an integer >= 1 and <= 255, got 299"),
+    (InspectionParams, "k_range", range(1, 10**15), "k_range must be an integer >= 1 and <= 255"),
+    (SegmenterParams, "spatial_weight", 1e308, "spatial_weight must be a finite number >= 0 and <= 1000"),
+    (SegmenterParams, "smoothing", 1e308, "smoothing must be a finite number >= 0 and <= 1000"),
+    (SegmenterParams, "n_init", 10**5, "n_init must be an integer >= 1 and <= 1000"),
+    (SegmenterParams, "n_starts", 10**5, "n_starts must be an integer >= 1 and <= 1000"),
+    (SegmenterParams, "max_iter", 10**9, "max_iter must be an integer >= 0 and <= 100000"),
+    (SegmenterParams, "random_state", -1, r"random_state must be None or an integer in \[0, 2\*\*32 - 1\]"),
+    (InspectionParams, "smoothing_sigma", 1e9, "smoothing_sigma must be a finite number >= 0 and <= 100"),
+    (InspectionParams, "min_area", 10**30, "min_area must be an integer >= 1 and <= 1e\\+09"),
+])
+def test_open_ended_settings_have_sane_maxima(cls, name, value, message):
+    """Values that used to run a whole fit (or allocate tens of GB) before
+    failing are refused when the settings are made."""
+    with pytest.raises(ValueError, match=message):
+        cls(**{name: value})
+    setting = cls.setting(name)
+    if setting.kind in ("int", "float"):
+        assert setting.check(setting.maximum) == setting.maximum  # the bound itself is allowed

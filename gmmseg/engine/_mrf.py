@@ -34,7 +34,7 @@ from . import _covariance as cov
 from . import _kernels, _wide
 from ._kernels import BLOCK, _accumulate, _exponentiate, _load_block, _weighted_log_prob, stats_width
 from ._parallel import map_rows
-from .gaussian_mixture import EMProgress
+from .gaussian_mixture import FLOAT32_LIMIT, EMProgress, overflow_as_value_error
 
 # About this many grid cells per parallel task (whole rows).
 _CELLS_PER_TASK = 1 << 16
@@ -211,7 +211,8 @@ def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None
         above, below = halos[r0]
         return potts_sweep(table, index, q, above, below, r0, r1, float(beta), X, shift, diagonal, want, out_labels)
 
-    parts = map_rows(run, H, rows_per_task=step)
+    with overflow_as_value_error():
+        parts = map_rows(run, H, rows_per_task=step)
     objective = 0.0
     count = 0
     stats = None
@@ -244,7 +245,10 @@ def _check_grid(X, index, name="index"):
 
 
 def _table(gm, X):
-    """(M, K) float32 table of log(w_k) + log N(x_m | component k) under gm."""
+    """(M, K) float32 table of log(w_k) + log N(x_m | component k) under gm
+    (ValueError when some rows' log-densities could fall below float32's
+    range under every component)."""
+    gm._check_densities(X, FLOAT32_LIMIT, "float32 log-density tables (the spatial prior)")
     M = X.shape[0]
     out = np.empty((M, gm.means_.shape[0]), dtype=np.float32)
     means, prec, const = gm._kernel_parameters()

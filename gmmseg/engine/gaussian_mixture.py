@@ -4,6 +4,7 @@ import inspect
 import math
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,13 @@ INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 # "empty": it explains no data and is moved to the worst-explained sample.
 _EMPTY_SHARE = 1e-8
 _INIT_CHUNK = 65536
+# Largest sums of squares (EM statistics, squared distances) the kernels may
+# meet, with room for the few sums and differences taken after them; finite
+# data beyond this overflow to infinity and every density to zero (which the
+# kernels would report as a division by zero).
+FLOAT64_LIMIT = float(np.finfo(np.float64).max) / 16
+#: The same for tables of log-densities kept in float32 (the spatial prior).
+FLOAT32_LIMIT = float(np.finfo(np.float32).max) / 16
 
 
 @dataclass(frozen=True)
@@ -227,7 +235,39 @@ class GaussianMixture:
 
     def _check_X(self, X):
         self._check_is_fitted()
-        return check_array(X, n_features=self.means_.shape[1])
+        X = check_array(X, n_features=self.means_.shape[1])
+        self._check_densities(X)
+        return X
+
+    def _check_densities(self, X, limit=FLOAT64_LIMIT, precision="float64"):
+        """Raise ValueError when some rows of X may lie so far from every
+        component that their squared Mahalanobis distances overflow
+        ``limit``: their densities would all be zero.
+
+        A bound, cheap and checked before any kernel runs: each component's
+        largest distance to the box spanned by X's rows (from the feature
+        ranges and the precision factors' magnitudes). When it is finite for
+        one component, every row has a finite density under that one.
+        """
+        means, prec, _ = self._kernel_parameters()
+        with np.errstate(over="ignore", invalid="ignore"):
+            lo = X.min(axis=0).astype(np.float64)
+            hi = X.max(axis=0).astype(np.float64)
+            reach = np.maximum(np.abs(hi - means), np.abs(lo - means))  # (K, d)
+            if prec.shape[1] == 1:  # diagonal factors
+                terms = reach * np.abs(prec[:, 0, :])
+            else:  # y_j = sum_i (x_i - mu_i) U_ij
+                terms = np.einsum("ki,kij->kj", reach, np.abs(prec))
+            bound = np.sum(terms * terms, axis=1)
+        bound = np.where(np.isnan(bound), np.inf, bound)
+        if bound.min() <= limit:
+            return
+        raise ValueError(
+            f"X lies too far from every component for {precision}: values up to "
+            f"{float(np.abs(np.concatenate([lo, hi])).max()):.3g} against means up to {float(np.abs(means).max()):.3g} "
+            "make the squared distances overflow. Give X on the scale the model was fitted on, or rescale the data "
+            "(e.g. divide it by a constant) and fit again."
+        )
 
     # ------------------------------------------------------------------
     # fitting
@@ -278,6 +318,7 @@ class GaussianMixture:
                 f"n_samples = {n}. Use fewer components or more data."
             )
         total_weight = float(w.sum()) if w.shape[0] else float(n)
+        _check_fit_range(X, total_weight)
         if hasattr(self, "n_features_in_") and self.warm_start and self.n_features_in_ != d:
             raise ValueError(
                 f"X has {d} features, but the warm-started model was fitted with "
@@ -441,11 +482,12 @@ class GaussianMixture:
         """Fused E-step / M-step statistics over all rows, in parallel."""
         means, prec, const = self._kernel_parameters()
         features = _kernels.feature_tuple(X.shape[1])
-        if features:
-            parts = map_rows(lambda s, e: _kernels.em_pass(X, s, e, w, means, prec, const, features), X.shape[0])
-        else:
-            wide = _wide.parameters(means, prec)
-            parts = map_rows(lambda s, e: _wide.em_pass(X, s, e, w, *wide, const), X.shape[0])
+        with overflow_as_value_error():
+            if features:
+                parts = map_rows(lambda s, e: _kernels.em_pass(X, s, e, w, means, prec, const, features), X.shape[0])
+            else:
+                wide = _wide.parameters(means, prec)
+                parts = map_rows(lambda s, e: _wide.em_pass(X, s, e, w, *wide, const), X.shape[0])
         stats = parts[0][0].copy()
         loglik = parts[0][1]
         for part in parts[1:]:
@@ -503,11 +545,13 @@ class GaussianMixture:
         out_resp = np.empty((n, K) if resp else (0, K), dtype=resp_dtype)
         out_labels = np.empty(n if labels else 0, dtype=np.int64)
         features = _kernels.feature_tuple(X.shape[1])
-        if features:
-            map_rows(lambda s, e: _kernels.estimate(X, s, e, means, prec, const, features, out_norm, out_resp, out_labels), n)
-        else:
-            wide = _wide.parameters(means, prec)
-            map_rows(lambda s, e: _wide.estimate(X, s, e, *wide, const, out_norm, out_resp, out_labels), n)
+        with overflow_as_value_error():
+            if features:
+                map_rows(lambda s, e: _kernels.estimate(X, s, e, means, prec, const, features, out_norm, out_resp,
+                                                        out_labels), n)
+            else:
+                wide = _wide.parameters(means, prec)
+                map_rows(lambda s, e: _wide.estimate(X, s, e, *wide, const, out_norm, out_resp, out_labels), n)
         return {"log_norm": out_norm, "resp": out_resp, "labels": out_labels}
 
     def score_samples(self, X):
@@ -605,8 +649,17 @@ class GaussianMixture:
                 raise ValueError("precisions_cholesky must be upper triangular with a positive diagonal.")
         elif (prec_chol <= 0).any():
             raise ValueError("precisions_cholesky must be positive.")
-        model._set_state(weights, means, cov.covariances_from_cholesky(prec_chol, covariance_type), prec_chol)
-        model.precisions_ = cov.precisions_from_cholesky(prec_chol, covariance_type)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                covariances = cov.covariances_from_cholesky(prec_chol, covariance_type)
+                precisions = cov.precisions_from_cholesky(prec_chol, covariance_type)
+        except np.linalg.LinAlgError:  # factors so small that they are singular in float64
+            covariances = precisions = np.array([np.inf])
+        if not (np.all(np.isfinite(covariances)) and np.all(np.isfinite(precisions))):
+            raise ValueError("precisions_cholesky are so small or so large that the covariances or precisions "
+                             "overflow float64; the parameters must come from data of a moderate scale.")
+        model._set_state(weights, means, covariances, prec_chol)
+        model.precisions_ = precisions
         model.n_features_in_ = d
         model.converged_ = True
         model.n_iter_ = 0
@@ -668,6 +721,40 @@ class GaussianMixture:
 
 # ----------------------------------------------------------------------
 # helpers
+def _check_fit_range(X, total_weight):
+    """Raise ValueError when the EM statistics of X (weighted sums of squared
+    differences) could overflow float64: checked on the widest feature's
+    range before any kernel runs, so the message says what to change
+    instead of a kernel failing on infinities."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = float(np.max(X.max(axis=0).astype(np.float64) - X.min(axis=0).astype(np.float64)))
+        sums = spread * spread * total_weight * X.shape[1]
+    if math.isfinite(total_weight) and math.isfinite(sums) and sums <= FLOAT64_LIMIT:
+        return
+    if not math.isfinite(total_weight):
+        raise ValueError("sample_weight sums to more than float64 holds; divide the weights by a constant.")
+    raise ValueError(
+        f"X spans {spread:.3g} in one feature: with a total sample weight of {total_weight:.3g} the sums of squares "
+        f"EM accumulates would overflow float64. Rescale the data (e.g. divide X by {spread:.0e}) before fitting."
+    )
+
+
+@contextmanager
+def overflow_as_value_error():
+    """Kernels meet infinities only when the data or the parameters overflow
+    float64 (the checks before them keep that away from any sane input); a
+    sample whose density is then zero under every component ends in a
+    division by zero, reported here as what to change."""
+    try:
+        yield
+    except (ZeroDivisionError, FloatingPointError):
+        raise ValueError(
+            "the computation overflowed: some samples lie so far from every component (or the weights are so "
+            "large) that their densities are zero in floating point. Rescale the data (e.g. divide it by a "
+            "constant) and fit again."
+        ) from None
+
+
 def _init_stopper(callback, init):
     """``should_stop(step)`` for k-means: asks the callback with an
     ``EMProgress`` of phase "init"; None without a callback."""

@@ -31,13 +31,14 @@ def _make_widget(setting: Setting) -> QWidget:
     elif kind == "float":
         widget = QDoubleSpinBox()
         widget.setDecimals(setting.widget_decimals)
-        lo, hi = setting.widget_range or (setting.minimum or 0.0, 1e9)
+        lo, hi = setting.widget_range or (setting.minimum or 0.0, 1e9 if setting.maximum is None else setting.maximum)
         widget.setRange(lo, hi)
         if setting.widget_step:
             widget.setSingleStep(setting.widget_step)
     elif kind in ("int", "seed", "optional_int"):
         widget = QSpinBox()
-        lo, hi = setting.widget_range or (int(setting.minimum or 0), _INT_MAX)
+        lo, hi = setting.widget_range or (int(setting.minimum or 0), _INT_MAX if setting.maximum is None
+                                          else int(setting.maximum))
         if kind in _NONE_VALUE:
             lo = _NONE_VALUE[kind]
             widget.setSpecialValueText(_NONE_TEXT[kind])
