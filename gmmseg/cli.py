@@ -453,8 +453,9 @@ def run_batch(args, mode):
         kept = ""
         if summary is not None and summary.name != "run_summary.json":
             kept = f"; run summary in {summary.name} (an earlier run's is kept; --force replaces it)"
-        print(f"{ok} of {len(results) + len(problems)} images done in {time.perf_counter() - started:.1f}s "
-              f"-> {out_dir}" + (f"; {failed} failed" if failed else "") + kept, file=sys.stderr)
+        where = f" -> {out_dir}" if out_dir is not None else ""  # inspect without --out writes only its report
+        print(f"{ok} of {len(results) + len(problems)} images done in {time.perf_counter() - started:.1f}s"
+              f"{where}" + (f"; {failed} failed" if failed else "") + kept, file=sys.stderr)
     if failed:
         return EXIT_FAILED
     if mode == "inspect":
