@@ -26,7 +26,7 @@ from .engine import set_num_threads
 from .export import REPORT_FIELDS
 from .inspection import Inspector
 from .io import list_images, load_image
-from .params import InspectionParams, SegmenterParams, Setting
+from .params import INSPECTOR_MODEL_DEFAULTS, InspectionParams, SegmenterParams, Setting
 from .plot import criterion_chart
 from .segment import Segmenter, select_k
 from .workflows import (
@@ -201,7 +201,7 @@ def build_parser():
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders of folder inputs")
     _add_settings(p.add_argument_group("inspection"), InspectionParams)
     _add_model_options(p, default_text={"n_components": "chosen by --criterion over --k-range", "smoothing": "0",
-                                        "spatial_weight": "0"})
+                                        "spatial_weight": "0", "feature_set": INSPECTOR_MODEL_DEFAULTS.feature_set})
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("apply", help="segment images with a saved model",
@@ -545,8 +545,10 @@ def cmd_fit(args):
     # The command line's segmentation defaults (not the library Inspector's
     # max_iter=200, tol=1e-4): 'fit' has always fitted like 'segment', but
     # without the spatial prior or positions, as the Inspector: inspection
-    # needs the density of good pixels' colours, not regions.
-    params = params_from_args(args, base=SegmenterParams(smoothing=0.0, spatial_weight=0.0))
+    # needs the density of good pixels' colours, not regions. Features are
+    # the Inspector's ('auto': texture for grey references).
+    params = params_from_args(args, base=SegmenterParams(smoothing=0.0, spatial_weight=0.0,
+                                                         feature_set=INSPECTOR_MODEL_DEFAULTS.feature_set))
     inspection = params_from_args(args, InspectionParams).replace(auto_k=args.n_components is None)
     files, problems = expand_inputs(args.images, args.recursive)
     for item, message in problems:
@@ -572,7 +574,10 @@ def cmd_fit(args):
         calibration = f"held-out references, {folds}"
     else:
         calibration = "the reference itself: good images will fail more often than that; give several references"
-    print(f"fitted K={gm.means_.shape[0]} ({chosen}) {params.covariance_type} on {len(files)} image(s): "
+    features = inspector.segmenter_.features.feature_set
+    if params.feature_set == "auto":
+        features += " (auto: " + ("grey" if inspector.segmenter_.channels_ == 1 else "colour") + " references)"
+    print(f"fitted K={gm.means_.shape[0]} ({chosen}) {params.covariance_type}, features {features}, on {len(files)} image(s): "
           f"{'converged' if gm.converged_ else 'not converged'} after {gm.n_iter_} iterations; "
           f"image threshold {inspector.image_threshold_:.2f} for a false-reject rate of "
           f"{inspection.false_reject_rate:g}, pixel threshold {inspector.threshold_:.3f} for a false-alarm rate of "
