@@ -48,7 +48,7 @@ counterparts without the feature tuple, and give the same results.
 """
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -87,6 +87,12 @@ def parameters(means, prec):
     return center, shifted, factors, offsets
 
 
+# llvm.prefetch is overloaded on the pointer type: its name is mangled "p0"
+# with LLVM's opaque pointers (LLVM 15 on) and "p0i8" with the typed i8* of
+# older LLVMs (numba 0.59-0.60 ship LLVM 14); a wrong name fails to verify.
+_PREFETCH = "llvm.prefetch.p0" if binding.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
+
+
 @intrinsic
 def _prefetch(typingctx, array, byte_offset):
     """Ask the CPU to bring the cache line at ``byte_offset`` bytes into
@@ -99,7 +105,7 @@ def _prefetch(typingctx, array, byte_offset):
         address = builder.inttoptr(builder.add(builder.ptrtoint(data, ir.IntType(64)), args[1]), ir.IntType(8).as_pointer())
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH)
         builder.call(fn, [address, i32(0), i32(2), i32(1)])  # read, keep in L2, data
         return context.get_dummy_value()
 
