@@ -17,10 +17,16 @@ earlier rows have not compiled yet); "cold start" lines time a new process
 with an empty kernel cache: import, fit and predict with d features.
 
 Per EM iteration = (time of a fit with max_iter=N2 - time with max_iter=N1)
-/ (N2 - N1), which cancels set-up and the final E-step. Repetitions are
-interleaved and the medians reported, because this machine is shared and
-noisy. Compile time is measured in fresh processes: cold (empty kernel
-cache) and warm (cache filled).
+/ (N2 - N1), which cancels set-up and the final E-step. Each repetition
+times gmmseg, scikit-learn and gmmseg again back to back; the ms columns are the
+medians and the speed-up is the median of the per-repetition ratios, so that
+a change of load on this shared, noisy machine between the two libraries'
+turns does not enter the ratio. Both get ``random_state=0``: scikit-learn
+runs a KMeans in every fit even when all initial parameters are given (it
+then discards it), and with the same seed that work is the same in both
+fits and cancels instead of adding its own run-to-run noise. Compile time
+is measured in fresh processes: cold (empty kernel cache) and warm (cache
+filled).
 
 Usage: python benchmarks/bench_engine.py [--repeats R] [--quick] [--features-only] [--types full,diag,...]
 """
@@ -74,7 +80,7 @@ def initial_parameters(X, covariance_type, k, seed=0):
 
 
 def timed_fit(cls, X, covariance_type, k, init, max_iter, sample_weight=None):
-    model = cls(k, covariance_type=covariance_type, max_iter=max_iter, tol=0.0, **init)
+    model = cls(k, covariance_type=covariance_type, max_iter=max_iter, tol=0.0, random_state=0, **init)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
@@ -95,9 +101,10 @@ def per_iteration_ms(cls, X, covariance_type, k, init, n1, n2, repeats, sample_w
 
 
 def compare(X, covariance_type, k, repeats):
-    """One table row: ``(sklearn ms/it, gmmseg ms/it, first call s, lower
-    bound relative difference, means max abs difference)`` from the same
-    initial parameters."""
+    """One table row: ``(sklearn ms/it, gmmseg ms/it, speed-up, first call s,
+    lower bound relative difference, means max abs difference)`` from the
+    same initial parameters (ms: medians; speed-up: median of the paired
+    per-repetition ratios)."""
     from sklearn.mixture import GaussianMixture as SklearnGM
 
     import gmmseg
@@ -105,13 +112,22 @@ def compare(X, covariance_type, k, repeats):
     init = initial_parameters(X, covariance_type, k)
     # First call on a few rows: kernel compile or cache load, reported apart.
     first, _ = timed_fit(gmmseg.GaussianMixture, X[:2000], covariance_type, k, init, 2)
-    g_ms = per_iteration_ms(gmmseg.GaussianMixture, X, covariance_type, k, init, 1, 11, repeats + 2)
-    s_ms = per_iteration_ms(SklearnGM, X, covariance_type, k, init, 1, 3, repeats)
+    per_iteration_ms(gmmseg.GaussianMixture, X, covariance_type, k, init, 1, 2, 1)  # untimed: first touch of X's pages
+    g_all, s_all, ratios = [], [], []
+    for _ in range(repeats):
+        # gmmseg right before and right after scikit-learn: the ratio is
+        # against the mean of the two.
+        before = per_iteration_ms(gmmseg.GaussianMixture, X, covariance_type, k, init, 1, 11, 1)
+        s_all.append(per_iteration_ms(SklearnGM, X, covariance_type, k, init, 1, 3, 1))
+        after = per_iteration_ms(gmmseg.GaussianMixture, X, covariance_type, k, init, 1, 11, 1)
+        g_all += [before, after]
+        ratios.append(s_all[-1] / ((before + after) / 2))
+    s_ms, g_ms = statistics.median(s_all), statistics.median(g_all)
     # Same iterations from the same start: compare the results.
     _, g = timed_fit(gmmseg.GaussianMixture, X, covariance_type, k, init, 5)
     _, s = timed_fit(SklearnGM, X, covariance_type, k, init, 5)
     rel = abs(g.lower_bound_ - s.lower_bound_) / abs(s.lower_bound_)
-    return s_ms, g_ms, first, rel, float(np.abs(g.means_ - s.means_).max())
+    return s_ms, g_ms, statistics.median(ratios), first, rel, float(np.abs(g.means_ - s.means_).max())
 
 
 STARTUP_SCRIPT = textwrap.dedent(
@@ -175,8 +191,8 @@ def colour_tables(args):
     print(header)
     print("-" * len(header))
     for covariance_type in ("full", "tied", "diag", "spherical"):
-        s_ms, g_ms, first, rel, mdiff = compare(X, covariance_type, k, args.repeats)
-        print(f"{covariance_type:<10} {s_ms:>14.1f} {g_ms:>13.2f} {s_ms / g_ms:>8.1f}x {first:>13.2f} {rel:>21.2e} {mdiff:>19.2e}")
+        s_ms, g_ms, ratio, first, rel, mdiff = compare(X, covariance_type, k, args.repeats)
+        print(f"{covariance_type:<10} {s_ms:>14.1f} {g_ms:>13.2f} {ratio:>8.1f}x {first:>13.2f} {rel:>21.2e} {mdiff:>19.2e}")
 
     # Unique colours with counts as weights versus all pixels (same model).
     colours, counts = np.unique(X, axis=0, return_counts=True)
@@ -216,9 +232,9 @@ def feature_table(args):
     for d in dims:
         X = filter_bank(d, shape)
         for covariance_type in types:
-            s_ms, g_ms, first, rel, _ = compare(X, covariance_type, k, args.repeats)
+            s_ms, g_ms, ratio, first, rel, _ = compare(X, covariance_type, k, args.repeats)
             worst = max(worst, rel)
-            print(f"{d:>3} {covariance_type:<10} {s_ms:>14.1f} {g_ms:>13.2f} {s_ms / g_ms:>8.1f}x {rel:>21.2e} {first:>13.2f}",
+            print(f"{d:>3} {covariance_type:<10} {s_ms:>14.1f} {g_ms:>13.2f} {ratio:>8.1f}x {rel:>21.2e} {first:>13.2f}",
                   flush=True)
     print(f"largest lower bound relative difference: {worst:.2e} ({'within' if worst <= 1e-7 else 'ABOVE'} 1e-7)")
 
