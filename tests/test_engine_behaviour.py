@@ -305,9 +305,10 @@ def test_float32_input_is_supported(blobs):
     assert b.predict_proba(X32).dtype == np.float64
 
 
-@pytest.mark.parametrize("n_features", [3, 16])
-def test_results_do_not_depend_on_thread_count(n_features):
-    """Unrolled kernels (3 features) and tile kernels (16) alike."""
+@pytest.mark.parametrize(("n_features", "n_components"), [(3, 3), (16, 3), (32, 8)])
+def test_results_do_not_depend_on_thread_count(n_features, n_components):
+    """Unrolled kernels (3 features) and tile kernels (16, and 32 with the
+    eight components of the speed target) alike."""
     X, _, _ = make_blobs(n_samples=150_000 if n_features < 6 else 60_000, n_features=n_features, n_components=3, seed=9)
     before = get_num_threads()
     results = []
@@ -316,7 +317,7 @@ def test_results_do_not_depend_on_thread_count(n_features):
             set_num_threads(threads)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                gm = GaussianMixture(3, max_iter=8, tol=0.0, random_state=0).fit(X)
+                gm = GaussianMixture(n_components, max_iter=8, tol=0.0, random_state=0).fit(X)
             results.append((gm, gm.predict_proba(X[:20_000])))
     finally:
         set_num_threads(before)
