@@ -41,21 +41,6 @@ from gmmseg.features import color_features  # noqa: E402
 from gmmseg.inspection import Inspector  # noqa: E402
 
 
-def parse_settings(items):
-    """--setting KEY=VALUE items as Inspector settings (numbers converted)."""
-    settings = {}
-    for item in items:
-        key, _, text = item.partition("=")
-        for convert in (int, float):
-            try:
-                text = convert(text)
-                break
-            except ValueError:
-                pass
-        settings[key] = text
-    return settings
-
-
 def sklearn_baseline(refs, defective, good):
     """A scikit-learn GaussianMixture on Lab colour, thresholded at the 99.9th
     percentile of the references' negative log-likelihood."""
@@ -87,7 +72,7 @@ def main():
                         help="an Inspector setting (repeatable), e.g. feature_set=color+texture")
     parser.add_argument("--no-tiles", action="store_true", help="skip the Magnetic Tile images")
     args = parser.parse_args()
-    settings = parse_settings(args.setting)
+    settings = bench_tiles.parse_settings(args.setting)
     n_defective = 6 if args.quick else 20
     refs = [np.clip(surface(s), 0, 255).astype(np.uint8) for s in (1, 2, 3)]
     start = time.perf_counter()

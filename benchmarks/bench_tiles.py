@@ -377,6 +377,21 @@ def clean(value):
     return value
 
 
+def parse_settings(items):
+    """--setting KEY=VALUE items as Inspector settings (numbers converted)."""
+    settings = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        for convert in (int, float):
+            try:
+                text = convert(text)
+                break
+            except ValueError:
+                pass
+        settings[key] = text
+    return settings
+
+
 def main(argv=None):
     """Run the benchmark; ``argv`` as on the command line (default: sys.argv)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -389,16 +404,7 @@ def main(argv=None):
     parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
                         help="an Inspector setting for gmmseg-default (repeatable), e.g. k_criterion=bic")
     args = parser.parse_args(argv)
-    args.settings = {}
-    for item in args.setting:
-        key, _, text = item.partition("=")
-        for convert in (int, float):
-            try:
-                text = convert(text)
-                break
-            except ValueError:
-                pass
-        args.settings[key] = text
+    args.settings = parse_settings(args.setting)
     gmmseg.Inspector(**args.settings)  # unknown or bad settings: one clear error before any work
 
     wall = time.perf_counter()
