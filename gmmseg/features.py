@@ -276,17 +276,18 @@ def unique_colors(colors, bit_depth):
     return colors[first], counts.astype(np.float64), inverse.ravel().astype(np.int64)
 
 
-def position_features(mask, spatial_weight, step=1, full_shape=None):
+def position_features(mask, spatial_weight, step=1, full_shape=None, first_row=0):
     """(x, y) of the masked-in pixels, divided by the longer side, times
     weight; float32 of shape (n_used, 2), in row-major pixel order.
 
-    ``mask`` may be every ``step``-th pixel of an image of ``full_shape``:
-    positions are then those of the pixels in the whole image.
+    ``mask`` may be every ``step``-th pixel of an image of ``full_shape``,
+    or (with ``step=1``) its rows from ``first_row`` on: positions are then
+    those of the pixels in the whole image.
     """
     h, w = mask.shape if full_shape is None else full_shape
     scale = spatial_weight * step / max(h, w)
     xs = (np.arange(mask.shape[1]) * scale).astype(np.float32)
-    ys = (np.arange(mask.shape[0]) * scale).astype(np.float32)
+    ys = ((np.arange(mask.shape[0]) + first_row) * scale).astype(np.float32)  # first_row: with step 1
     out = np.empty((int(np.count_nonzero(mask)), 2), dtype=np.float32)
     if out.shape[0] == mask.size:  # every pixel: no index arrays needed
         out[:, 0] = np.tile(xs, mask.shape[0])
@@ -395,6 +396,22 @@ def texture_features(lightness, scales=(1, 2, 4, 8, 16), illumination_sigma=8.0,
                 rows(lambda r0, r1, index=index, column=column: _texture.put_column(
                     smoothed[column], out, index, column != "smoothed", r0, r1))
     return out
+
+
+def texture_reach(scales, illumination_sigma, filters=TEXTURE_FILTER_SETS[0]) -> int:
+    """Rows (or columns) of context on each side that :func:`texture_features`
+    reads to compute a pixel: its features computed on a part of an image
+    with this many more rows around it equal those computed on the whole
+    image (a strip of a large image can be processed alone)."""
+    def radius(sigma):
+        return _texture.gaussian_weights(float(sigma)).shape[0] - 1
+
+    reach = max((radius(s) for s in scales), default=0)
+    if "gradient_x" in texture_filter_columns(filters):
+        reach += 1  # the derivatives read the neighbouring rows
+    if illumination_sigma > 0:
+        reach += radius(illumination_sigma)
+    return reach
 
 
 def image_lightness(pixels):

@@ -113,7 +113,7 @@ def _error(path, problem):
     return ImageLoadError(f"{path}: {problem}")
 
 
-def load_image(source: "str | os.PathLike | ImageData | np.ndarray", *, max_pixels: int = MAX_PIXELS) -> ImageData:
+def load_image(source: "str | os.PathLike | ImageData | np.ndarray", *, max_pixels: int | None = None) -> ImageData:
     """Load an image from a path, an ``ImageData`` or a NumPy array.
 
     Parameters
@@ -146,6 +146,8 @@ def load_image(source: "str | os.PathLike | ImageData | np.ndarray", *, max_pixe
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"Expected a path, an ImageData or a NumPy array, got {type(source).__name__}.")
     path = Path(source)
+    if max_pixels is None:
+        max_pixels = MAX_PIXELS
     if not path.exists():
         raise _error(path, "file not found")
     if path.is_dir():

@@ -1,5 +1,6 @@
 """Segmenting images with a Gaussian mixture over colour features."""
 
+import copy
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -27,6 +28,7 @@ from .features import (
     luminance,
     position_features,
     texture_features,
+    texture_reach,
     unique_colors,
 )
 from .io import ImageData, load_image
@@ -47,8 +49,65 @@ _MAP_SWEEPS = 3
 _START_SAMPLE = 20_000
 
 
+# Rows of an image are segmented in strips of about this many pixels (with
+# the rows of context that texture features and smoothing need around each):
+# the per-pixel feature table, the mixture's table and the mean-field maps
+# then exist for one strip at a time, not for the whole image.
+_STRIP_PIXELS = 1 << 21
+MAP_NAMES = ("labels", "probabilities", "log_likelihood")
+
+
+def _row_chunks(height: int, width: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """Row ranges of about ``_STRIP_PIXELS`` pixels covering ``height`` rows;
+    every boundary but the last is a multiple of ``multiple``."""
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    rows = max(multiple, rows // multiple * multiple)
+    return [(r, min(height, r + rows)) for r in range(0, height, rows)]
+
+
+class _TableMaps:
+    """Maps gathered from per-row results (one row per distinct colour) and
+    the (H, W) map of each pixel's row."""
+
+    def __init__(self, index: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, log_likelihood: np.ndarray):
+        self.index = index
+        self.values = {"labels": labels, "probabilities": probabilities, "log_likelihood": log_likelihood}
+
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        index = self.index[start:stop]
+        values = self.values[name]
+        masked = {"labels": -1, "probabilities": 0.0, "log_likelihood": np.nan}[name]
+        inside = index >= 0
+        if inside.all():
+            return values[index.ravel()].reshape(index.shape + values.shape[1:])
+        out = np.full(index.shape + values.shape[1:], masked, dtype=values.dtype)
+        out[inside] = values[index[inside]]
+        return out
+
+
+class _StripMaps:
+    """Maps computed strip by strip by the segmenter that made them (a copy,
+    so that refitting it later does not change this result)."""
+
+    def __init__(self, segmenter: "Segmenter", image: ImageData):
+        self.segmenter = segmenter
+        self.image = image
+
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self.segmenter._strip_maps(self.image, start, stop, (name,))[name]
+
+
 class Segmentation:
     """The result of segmenting one image.
+
+    The maps are computed once and kept where they are cheap (labels and
+    log-likelihood), and on demand otherwise: without per-pixel features
+    (colour only, no smoothing) every map is gathered from a per-colour table
+    through an index map, and with per-pixel features the probability maps
+    are recomputed strip by strip when asked for (unless ``predict`` was
+    asked to keep them). So no (H, W, K) array exists unless a caller reads
+    :attr:`probabilities`; :meth:`map_rows` and :meth:`probability_map` read
+    parts of the maps without it.
 
     Attributes
     ----------
@@ -56,7 +115,7 @@ class Segmentation:
         Most probable component; -1 where the pixel is masked out.
     probabilities : ndarray (H, W, K), float32
         Probability of each component; sums to 1 over K on used pixels, 0
-        where masked out.
+        where masked out. Built when first read (and then kept).
     log_likelihood : ndarray (H, W), float32
         Log density of each pixel's features under the mixture (NaN where
         masked out). With smoothing it is still the mixture's own density.
@@ -68,25 +127,83 @@ class Segmentation:
         Mixture weights.
     """
 
-    def __init__(self, labels: np.ndarray, probabilities: np.ndarray, log_likelihood: np.ndarray, mask: np.ndarray,
-                 component_colors: np.ndarray, weights: np.ndarray, names: list[str] | None = None):
-        self.labels = labels
-        self.probabilities = probabilities
-        self.log_likelihood = log_likelihood
+    def __init__(self, labels: np.ndarray | None, probabilities: np.ndarray | None, log_likelihood: np.ndarray | None,
+                 mask: np.ndarray, component_colors: np.ndarray, weights: np.ndarray, names: list[str] | None = None,
+                 *, source: "_TableMaps | _StripMaps | None" = None):
+        if source is None and (labels is None or probabilities is None or log_likelihood is None):
+            raise ValueError("a Segmentation without a source of maps needs all three maps")
+        self._maps = {"labels": labels, "probabilities": probabilities, "log_likelihood": log_likelihood}
+        self._source = source
         self.mask = mask
         self.component_colors = np.asarray(component_colors, dtype=np.float64)
         self.weights = np.asarray(weights, dtype=np.float64)
-        K = self.probabilities.shape[2]
+        K = self.weights.shape[0]
         self.names = list(names) if names is not None else [f"Component {k}" for k in range(K)]
         self._uncertainty = None
 
+    def _whole(self, name: str) -> np.ndarray:
+        if self._maps[name] is None:
+            H, W = self.mask.shape
+            first = self._source.rows(name, 0, min(H, 1))
+            out = np.empty((H, W) + first.shape[2:], dtype=first.dtype)
+            for start, stop in _row_chunks(H, W):
+                out[start:stop] = self._source.rows(name, start, stop)
+            self._maps[name] = out
+        return self._maps[name]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._whole("labels")
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self._whole("probabilities")
+
+    @property
+    def log_likelihood(self) -> np.ndarray:
+        return self._whole("log_likelihood")
+
+    def has_map(self, name: str) -> bool:
+        """Whether map ``name`` (one of ``MAP_NAMES``) is held whole (reading
+        it costs nothing more)."""
+        return self._maps[name] is not None
+
+    def map_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of map ``name`` ('labels', 'probabilities' or
+        'log_likelihood'), without building the whole map when it is not
+        held: what writing a large result tile by tile reads."""
+        if name not in MAP_NAMES:
+            raise ValueError(f"name must be one of {', '.join(MAP_NAMES)}, got {name!r}.")
+        H = self.mask.shape[0]
+        start, stop = max(0, int(start)), min(H, int(stop))
+        if self._maps[name] is not None:
+            return self._maps[name][start:stop]
+        return self._source.rows(name, start, stop)
+
+    def row_chunks(self, multiple: int = 1) -> list[tuple[int, int]]:
+        """Row ranges to read a map in with :meth:`map_rows` (a few million
+        pixels each; boundaries but the last are multiples of ``multiple``)."""
+        return _row_chunks(*self.mask.shape, multiple=multiple)
+
+    def probability_map(self, k: int) -> np.ndarray:
+        """Probability of component ``k`` at every pixel, (H, W) float32,
+        without building the (H, W, K) map when it is not held."""
+        if not 0 <= k < self.n_components:
+            raise ValueError(f"k must be in 0..{self.n_components - 1}, got {k}.")
+        if self._maps["probabilities"] is not None:
+            return self._maps["probabilities"][..., k]
+        out = np.empty(self.mask.shape, dtype=np.float32)
+        for start, stop in self.row_chunks():
+            out[start:stop] = self._source.rows("probabilities", start, stop)[..., k]
+        return out
+
     @property
     def n_components(self) -> int:
-        return self.probabilities.shape[2]
+        return self.weights.shape[0]
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.labels.shape
+        return self.mask.shape
 
     @property
     def uncertainty(self) -> np.ndarray:
@@ -97,15 +214,17 @@ class Segmentation:
         """
         if self._uncertainty is None:
             K = self.n_components
-            out = np.full(self.labels.shape, np.nan, dtype=np.float32)
-            if K == 1:
-                out[self.mask] = 0.0
-            else:
-                p = self.probabilities[self.mask]
+            out = np.full(self.mask.shape, np.nan, dtype=np.float32)
+            for start, stop in self.row_chunks():
+                mask = self.mask[start:stop]
+                if K == 1:
+                    out[start:stop][mask] = 0.0
+                    continue
+                p = self.map_rows("probabilities", start, stop)[mask]
                 with np.errstate(divide="ignore", invalid="ignore"):
                     terms = np.where(p > 0, p * np.log(p), 0.0)
                 entropy = -terms.sum(axis=1) / np.log(K)
-                out[self.mask] = np.clip(entropy, 0.0, 1.0)
+                out[start:stop][mask] = np.clip(entropy, 0.0, 1.0)
             self._uncertainty = out
         return self._uncertainty
 
@@ -154,6 +273,14 @@ def _every(image: ImageData, step: int) -> ImageData:
     if step == 1:
         return image
     return ImageData(pixels=image.pixels[::step, ::step], mask=image.mask[::step, ::step], bit_depth=image.bit_depth,
+                     source=image.source, mode=image.mode, value_range=image.value_range)
+
+
+def _rows(image: ImageData, start: int, stop: int) -> ImageData:
+    """Rows ``start:stop`` of an image (views)."""
+    if start == 0 and stop >= image.mask.shape[0]:
+        return image
+    return ImageData(pixels=image.pixels[start:stop], mask=image.mask[start:stop], bit_depth=image.bit_depth,
                      source=image.source, mode=image.mode, value_range=image.value_range)
 
 
@@ -658,16 +785,36 @@ class Segmenter:
         key = (id(image), step)
         if kept is not None and key in kept:
             return kept[key]
-        grid = self._texture_features(image)[::step, ::step]
+        H, W = image.mask.shape
+        if step == 1 and H * W <= _STRIP_PIXELS:
+            grid = self._texture_rows(image, 0, H)
+        else:
+            # Strip by strip (with their context rows), keeping every
+            # step-th row and column: the whole image's filter bank never
+            # exists at once.
+            grid = np.concatenate([self._texture_rows(image, start, stop, step)
+                                   for start, stop in _row_chunks(H, W, multiple=step)])
         if kept is not None:
-            kept[key] = grid = np.ascontiguousarray(grid)  # not a view that keeps every pixel's features alive
+            kept[key] = grid
         return grid
+
+    def _texture_rows(self, image: ImageData, start: int, stop: int, step: int = 1) -> np.ndarray:
+        """The filter bank at rows ``start:stop:step`` and every ``step``-th
+        column, (h, w, T) float32: computed on those rows and the rows of
+        context the filters reach, so that it equals the whole image's."""
+        config = self.features
+        H = image.mask.shape[0]
+        reach = texture_reach(config.texture_scales, config.illumination_sigma, config.texture_filters)
+        first, last = max(0, start - reach), min(H, stop + reach)
+        bank = texture_features(image_lightness(image.pixels[first:last]), config.texture_scales,
+                                config.illumination_sigma, config.texture_filters)
+        if step == 1 and first == start and last == stop:
+            return bank
+        return bank[start - first : stop - first : step, ::step].copy()  # not a view that keeps the context alive
 
     def _texture_features(self, image: ImageData) -> np.ndarray:
         """The filter bank on every pixel of an image, (H, W, T) float32."""
-        config = self.features
-        return texture_features(image_lightness(image.pixels), config.texture_scales, config.illumination_sigma,
-                                config.texture_filters)
+        return self._texture_rows(image, 0, image.mask.shape[0])
 
     def _fit_limit(self, max_samples: bool = True) -> int | None:
         """The most pixels the spatial fit's grid may hold (None: no limit)."""
@@ -1067,16 +1214,21 @@ class Segmenter:
         return qs, objective
 
     def _feature_table(self, image: ImageData, channels: int, step: int = 1,
-                       texture_stats: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       texture_stats: tuple | None = None, rows: tuple[int, int] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """A feature table and the (H, W) int32 map of each pixel's row in it
-        (-1 where masked out), for every ``step``-th pixel in both directions.
+        (-1 where masked out), for every ``step``-th pixel in both directions,
+        or (with ``rows=(start, stop)``) for the pixels of those rows.
 
         Colour-only features: one row per distinct colour. With texture or
         position features, one float32 row per used pixel (positions in the
         whole image's scale whatever the step; texture columns standardised
         with ``texture_stats``, by default the fitted model's).
         """
-        part = _every(image, step)
+        if rows is not None and step != 1:
+            raise ValueError("a feature table of some rows is one of every pixel (step 1)")
+        first_row = 0 if rows is None else rows[0]
+        part = _every(image, step) if rows is None else _rows(image, *rows)
         mask = part.mask
         config = self.features
         index = np.full(mask.shape, -1, dtype=np.int32)
@@ -1099,12 +1251,13 @@ class Segmenter:
             c += table.shape[1]
         if config.uses_texture:
             stats = self.texture_stats_ if texture_stats is None else texture_stats
-            grid = self._texture_grid(image, step)
+            grid = self._texture_grid(image, step) if rows is None else self._texture_rows(image, *rows)
             for j in range(grid.shape[2]):  # standardised column by column (no (N, T) temporary)
                 X[:, c + j] = (grid[:, :, j][mask] - np.float32(stats[0][j])) * np.float32(1.0 / stats[1][j])
             c += grid.shape[2]
         if config.uses_position:
-            X[:, c:] = position_features(mask, config.spatial_weight, step=step, full_shape=image.mask.shape)
+            X[:, c:] = position_features(mask, config.spatial_weight, step=step, full_shape=image.mask.shape,
+                                         first_row=first_row)
         index[mask] = np.arange(n, dtype=np.int32)
         return X, index
 
@@ -1140,20 +1293,30 @@ class Segmenter:
             raise ValueError(f"give {self.gmm_.n_components} names, got {len(names)}.")
         self.component_names_ = names
 
-    def predict(self, image: ImageLike) -> "Segmentation":
+    def predict(self, image: ImageLike, *, probabilities: bool = False, max_pixels: int | None = None
+                ) -> "Segmentation":
         """Segment an image with the fitted model (with the spatial prior of
         ``smoothing`` when it is above 0).
+
+        Parameters
+        ----------
+        image : path, ImageData or array
+        probabilities : bool, default=False
+            Compute the (H, W, K) probability maps now and keep them. By
+            default they are built when first read (or read in parts with
+            :meth:`Segmentation.map_rows`), which with per-pixel features
+            (positions, texture or smoothing) runs the maps again.
+        max_pixels : int, optional
+            Largest image accepted (see :func:`gmmseg.load_image`).
 
         Returns
         -------
         Segmentation
         """
         self._check_fitted()
-        image = load_image(image)
-        X, index = self._feature_table(image, self.channels_)
-        return self._maps(image, X, index)
+        return self._segment(load_image(image, max_pixels=max_pixels), keep_probabilities=probabilities)
 
-    def log_likelihood_map(self, image: ImageLike) -> np.ndarray:
+    def log_likelihood_map(self, image: ImageLike, *, max_pixels: int | None = None) -> np.ndarray:
         """The log-density of every pixel under the fitted mixture, as in
         :meth:`predict`'s ``log_likelihood`` but without labels and
         probabilities (what inspection needs, at a fraction of the cost).
@@ -1164,66 +1327,117 @@ class Segmenter:
             NaN where the image is masked (transparent or not finite).
         """
         self._check_fitted()
-        image = load_image(image)
-        X, index = self._feature_table(image, self.channels_)
-        mask = image.mask
-        out = np.full(index.shape, np.nan, dtype=np.float32)
-        if X.shape[0]:
-            per_row = self.gmm_.score_samples(X).astype(np.float32)  # once per distinct colour (or pixel)
-            if mask.all():
-                out = per_row[index.ravel()].reshape(index.shape)
-            else:
-                out[mask] = per_row[index[mask]]
+        image = load_image(image, max_pixels=max_pixels)
+        H, W = image.mask.shape
+        if not self.features.per_pixel:
+            return self._strip_maps(image, 0, H, ("log_likelihood",))["log_likelihood"]
+        out = np.empty((H, W), dtype=np.float32)
+        for start, stop in _row_chunks(H, W):
+            out[start:stop] = self._strip_maps(image, start, stop, ("log_likelihood",))["log_likelihood"]
         return out
 
-    def _maps(self, image: ImageData, X: np.ndarray, index: np.ndarray) -> "Segmentation":
-        """The segmentation of an image from its feature table and index map.
+    def _segment(self, image: ImageData, keep_probabilities: bool = False, table: tuple | None = None
+                 ) -> "Segmentation":
+        """The segmentation of a loaded image. ``table``: its colour table and
+        index map when the fit already has them (colour-only features)."""
+        gm = self.gmm_
+        mask = image.mask
+        H, W = mask.shape
+        K = gm.means_.shape[0]
+        if not self.features.per_pixel and self.smoothing == 0:
+            # One row per distinct colour: every map is gathered from the
+            # per-colour results on demand.
+            X, index = self._feature_table(image, self.channels_) if table is None else table
+            if X.shape[0]:
+                labels_u, proba_u, ll_u = gm.estimate(X, proba_dtype=np.float32)
+            else:
+                labels_u, proba_u, ll_u = (np.empty(0, np.int32), np.empty((0, K), np.float32),
+                                           np.empty(0, np.float32))
+            source = _TableMaps(index, labels_u.astype(np.int32, copy=False), proba_u,
+                                ll_u.astype(np.float32, copy=False))
+            return Segmentation(None, None, None, mask.copy(), self.component_colors_, gm.weights_,
+                                self.component_names_, source=source)
+        labels = np.empty((H, W), dtype=np.int32)
+        log_likelihood = np.empty((H, W), dtype=np.float32)
+        probabilities = np.empty((H, W, K), dtype=np.float32) if keep_probabilities else None
+        names = MAP_NAMES if keep_probabilities else ("labels", "log_likelihood")
+        for start, stop in _row_chunks(H, W):
+            part = self._strip_maps(image, start, stop, names)
+            labels[start:stop] = part["labels"]
+            log_likelihood[start:stop] = part["log_likelihood"]
+            if keep_probabilities:
+                probabilities[start:stop] = part["probabilities"]
+        # A copy of this segmenter computes the probabilities on demand, so
+        # that refitting this one later does not change the result.
+        source = _StripMaps(copy.copy(self), image)
+        return Segmentation(labels, probabilities, log_likelihood, mask.copy(), self.component_colors_, gm.weights_,
+                            self.component_names_, source=source)
+
+    def _strip_maps(self, image: ImageData, start: int, stop: int, names: Iterable[str]) -> dict[str, np.ndarray]:
+        """Maps ``names`` (of ``MAP_NAMES``) of rows ``start:stop`` of an image.
+
+        The features are computed on those rows and the rows of context
+        around them that the texture filters and the spatial prior's sweeps
+        reach, so the result equals the whole image's: the mean-field sweeps
+        are synchronous, each reading the neighbours' previous values, so
+        after ``_MAP_SWEEPS`` sweeps a pixel depends on pixels at most that
+        many rows away.
 
         Without smoothing, labels and probabilities are the mixture's
         posteriors (computed once per row of the table). With smoothing,
         they are the mean-field distributions of the Potts model with the
-        fitted mixture: its posteriors, then ``_MAP_SWEEPS`` sweeps.
-        The log-likelihood is the mixture's own density either way.
+        fitted mixture: its posteriors, then ``_MAP_SWEEPS`` sweeps. The
+        log-likelihood is the mixture's own density either way.
         """
         gm = self.gmm_
-        H, W = index.shape
+        names = tuple(names)
+        H, W = image.mask.shape
         K = gm.means_.shape[0]
-        mask = image.mask
-        log_likelihood = np.full((H, W), np.nan, dtype=np.float32)
-        labels = np.full((H, W), -1, dtype=np.int32)
-        if X.shape[0] == 0:
-            probabilities = np.zeros((H, W, K), dtype=np.float32)
-        elif self.smoothing > 0:
-            log_likelihood[mask] = gm.score_samples(X)[index[mask]]
-            probabilities = potts_posteriors(gm, X, index, self.smoothing, _MAP_SWEEPS, labels=labels)
-        else:
+        maps_wanted = any(name != "log_likelihood" for name in names)
+        smoothing = maps_wanted and self.smoothing > 0
+        halo = _MAP_SWEEPS if smoothing else 0
+        first, last = max(0, start - halo), min(H, stop + halo)
+        X, index = self._feature_table(image, self.channels_, rows=(first, last))
+        inner = slice(start - first, stop - first)
+        out = {}
+        if X.shape[0] == 0:  # every pixel masked
+            shape = (stop - start, W)
+            defaults = {"labels": np.full(shape, -1, np.int32), "probabilities": np.zeros(shape + (K,), np.float32),
+                        "log_likelihood": np.full(shape, np.nan, np.float32)}
+            return {name: defaults[name] for name in names}
+        if smoothing:
+            labels = np.full(index.shape, -1, dtype=np.int32)
+            q = potts_posteriors(gm, X, index, self.smoothing, _MAP_SWEEPS, labels=labels)
+            out["labels"], out["probabilities"] = labels[inner], q[inner]
+            if "log_likelihood" in names:
+                out["log_likelihood"] = _TableMaps(index[inner], None, None, gm.score_samples(X).astype(np.float32)
+                                                   ).rows("log_likelihood", 0, stop - start)
+            return {name: out[name] for name in names}
+        if maps_wanted:
             labels_u, proba_u, ll_u = gm.estimate(X, proba_dtype=np.float32)
-            rows = index[mask]
-            log_likelihood[mask] = ll_u[rows]
-            labels[mask] = labels_u[rows]
-            if mask.all():
-                probabilities = proba_u[index.ravel()].reshape(H, W, K)
-            else:
-                probabilities = np.zeros((H, W, K), dtype=np.float32)
-                probabilities[mask] = proba_u[rows]
-        return Segmentation(
-            labels, probabilities, log_likelihood, mask.copy(),
-            self.component_colors_, gm.weights_, self.component_names_,
-        )
+        else:
+            labels_u = proba_u = None
+            ll_u = gm.score_samples(X)
+        table = _TableMaps(index[inner], None if labels_u is None else labels_u.astype(np.int32, copy=False), proba_u,
+                           ll_u.astype(np.float32, copy=False))
+        return {name: table.rows(name, 0, stop - start) for name in names}
 
-    def fit_predict(self, image: ImageLike, callback: Callable[[EMProgress], bool | None] | None = None
-                    ) -> "Segmentation":
+    def fit_predict(self, image: ImageLike, callback: Callable[[EMProgress], bool | None] | None = None, *,
+                    probabilities: bool = False, max_pixels: int | None = None) -> "Segmentation":
         """Fit on an image and segment it; returns a :class:`Segmentation`.
 
-        The same as ``fit(image).predict(image)``, but the image's unique
-        colours and their features are found once, not twice.
+        The same as ``fit(image).predict(image)``, but the image is loaded
+        once, and with colour-only features its distinct colours and their
+        features are found once, not twice. ``probabilities`` and
+        ``max_pixels`` as in :meth:`predict`.
         """
-        image, data = self._fit(load_image(image), callback)
-        if data.pixel_rows is None:
-            return self.predict(image)
-        index = np.full(image.mask.shape, -1, dtype=np.int32)
-        index[image.mask] = data.pixel_rows
-        return self._maps(image, data.X, index)
+        image, data = self._fit(load_image(image, max_pixels=max_pixels), callback)
+        table = None
+        if data.pixel_rows is not None and not self.features.per_pixel:
+            index = np.full(image.mask.shape, -1, dtype=np.int32)
+            index[image.mask] = data.pixel_rows
+            table = (data.X, index)
+        return self._segment(image, keep_probabilities=probabilities, table=table)
 
     # ------------------------------------------------------------------
     # state and model files

@@ -423,3 +423,24 @@ def update_min_sq_dist(X, start, stop, center, min_sq_dist):
             d2 += v * v
         if d2 < min_sq_dist[n]:
             min_sq_dist[n] = d2
+
+
+@kernel
+def column_range(X, start, stop):
+    """Per-column minimum and maximum of rows ``start:stop`` of X, and
+    whether any of them is NaN (which comparisons would skip)."""
+    d = X.shape[1]
+    lo = np.full(d, np.inf)
+    hi = np.full(d, -np.inf)
+    nan = False
+    for i in range(start, stop):
+        row = X[i]
+        for j in range(d):
+            v = row[j]
+            if v < lo[j]:
+                lo[j] = v
+            if v > hi[j]:
+                hi[j] = v
+            if v != v:
+                nan = True
+    return lo, hi, nan

@@ -250,9 +250,8 @@ class GaussianMixture:
         one component, every row has a finite density under that one.
         """
         means, prec, _ = self._kernel_parameters()
+        lo, hi = column_ranges(X)
         with np.errstate(over="ignore", invalid="ignore"):
-            lo = X.min(axis=0).astype(np.float64)
-            hi = X.max(axis=0).astype(np.float64)
             reach = np.maximum(np.abs(hi - means), np.abs(lo - means))  # (K, d)
             if prec.shape[1] == 1:  # diagonal factors
                 terms = reach * np.abs(prec[:, 0, :])
@@ -737,6 +736,18 @@ def _check_fit_range(X, total_weight):
         f"X spans {spread:.3g} in one feature: with a total sample weight of {total_weight:.3g} the sums of squares "
         f"EM accumulates would overflow float64. Rescale the data (e.g. divide X by {spread:.0e}) before fitting."
     )
+
+
+def column_ranges(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column minimum and maximum of a 2-D array as float64 (NaN in both
+    when the array holds a NaN), in parallel: NumPy's ``min(axis=0)`` walks a
+    C-ordered table column by column, many times slower on image-sized data."""
+    parts = map_rows(lambda s, e: _kernels.column_range(X, s, e), X.shape[0])
+    lo = np.min([p[0] for p in parts], axis=0)
+    hi = np.max([p[1] for p in parts], axis=0)
+    if any(p[2] for p in parts):
+        lo[:] = hi[:] = np.nan
+    return lo, hi
 
 
 @contextmanager

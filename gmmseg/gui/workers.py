@@ -159,7 +159,7 @@ class FitWorker(Worker):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            segmentation = segmenter.fit_predict(self.image, callback=callback)
+            segmentation = segmenter.fit_predict(self.image, callback=callback, probabilities=True)  # the soft maps are shown
         self.finished_fit.emit(segmenter, segmentation, bool(segmenter.gmm_.stopped_))
 
 
@@ -173,7 +173,7 @@ class PredictWorker(Worker):
         self.segmenter, self.image = segmenter, image
 
     def work(self):
-        self.finished_predict.emit(self.segmenter, self.segmenter.predict(self.image))
+        self.finished_predict.emit(self.segmenter, self.segmenter.predict(self.image, probabilities=True))
 
 
 class AutoKWorker(Worker):

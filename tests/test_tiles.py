@@ -1,0 +1,114 @@
+"""Large images are segmented strip by strip: the result must not depend on
+the strips (labels identical, probabilities and log-likelihoods equal to
+float32 rounding), and no (H, W, K) map exists unless asked for."""
+
+import numpy as np
+import pytest
+
+import gmmseg
+from gmmseg import segment
+from gmmseg.features import texture_features, texture_reach
+
+
+def _regions(height, width, seed=0, grey=False):
+    """Three colour regions with a diagonal border, a textured band and noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.empty((height, width, 3))
+    img[:] = (0.8, 0.2, 0.2)
+    img[x + y > width] = (0.2, 0.7, 0.3)
+    img[y > 0.6 * height] = (0.2, 0.3, 0.8)
+    stripes = (y > 0.3 * height) & (y < 0.45 * height) & ((x // 2) % 2 == 0)
+    img[stripes] *= 0.6
+    img += rng.normal(scale=0.05, size=img.shape)
+    img = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    return img.mean(axis=2).astype(np.uint8) if grey else img
+
+
+SETTINGS = {
+    "defaults (positions, smoothing)": dict(),
+    "colour only": dict(spatial_weight=0.0, smoothing=0.0),
+    "colour, smoothing": dict(spatial_weight=0.0, smoothing=2.0),
+    "texture, smoothing": dict(feature_set="color+texture", texture_scales=(1, 2), illumination_sigma=2.0,
+                               spatial_weight=0.0),
+    "texture, positions": dict(feature_set="color+texture", texture_scales=(1, 2), illumination_sigma=2.0,
+                               smoothing=0.0),
+}
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_strips_give_the_whole_image_result(name, monkeypatch):
+    img = _regions(150, 40, grey="texture" in name)
+    seg = gmmseg.Segmenter(3, random_state=0, n_starts=2, max_iter=30, **SETTINGS[name]).fit(img)
+    whole = seg.predict(img, probabilities=True)
+    monkeypatch.setattr(segment, "_STRIP_PIXELS", 40 * 7)  # strips of 7 rows, far fewer than the image's 150
+    assert len(segment._row_chunks(150, 40)) > 20
+    strips = seg.predict(img, probabilities=True)
+    np.testing.assert_array_equal(strips.labels, whole.labels)
+    np.testing.assert_allclose(strips.probabilities, whole.probabilities, rtol=0, atol=2e-7)
+    np.testing.assert_allclose(strips.log_likelihood, whole.log_likelihood, rtol=1e-6)
+    # probabilities computed later, strip by strip, are the same
+    lazy = seg.predict(img)
+    assert not lazy.has_map("probabilities")
+    for k in range(3):
+        np.testing.assert_allclose(lazy.probability_map(k), whole.probabilities[..., k], rtol=0, atol=2e-7)
+    np.testing.assert_allclose(lazy.map_rows("probabilities", 33, 71), whole.probabilities[33:71], rtol=0, atol=2e-7)
+    np.testing.assert_allclose(seg.log_likelihood_map(img), whole.log_likelihood, rtol=1e-6)
+
+
+def test_texture_of_a_strip_with_its_context_equals_the_whole_images():
+    rng = np.random.default_rng(1)
+    L = rng.random((260, 30)).astype(np.float32)
+    scales, illumination = (1, 4), 3.0
+    reach = texture_reach(scales, illumination)
+    assert reach == 16 + 1 + 12  # the largest scale's radius, the derivative, the background's radius
+    whole = texture_features(L, scales, illumination)
+    start, stop = 100, 140
+    part = texture_features(L[start - reach : stop + reach], scales, illumination)[reach : reach + stop - start]
+    np.testing.assert_array_equal(part, whole[start:stop])
+    # half the context is not enough (the test would pass without any)
+    half = reach // 2
+    short = texture_features(L[start - half : stop + half], scales, illumination)[half : half + stop - start]
+    assert not np.allclose(short, whole[start:stop], rtol=1e-4, atol=1e-6)
+
+
+def test_fit_grid_texture_built_in_strips_equals_the_whole_filter_bank(monkeypatch):
+    img = _regions(200, 36, grey=True)
+    seg = gmmseg.Segmenter(2, feature_set="texture", texture_scales=(1, 2), illumination_sigma=2.0)
+    image = gmmseg.load_image(img)
+    whole = seg._texture_features(image)
+    monkeypatch.setattr(segment, "_STRIP_PIXELS", 36 * 9)
+    for step in (1, 3):
+        np.testing.assert_array_equal(seg._texture_grid(image, step), whole[::step, ::step])
+
+
+def test_colour_only_results_are_a_table_and_an_index_map():
+    img = _regions(60, 50)
+    seg = gmmseg.Segmenter(3, random_state=0, spatial_weight=0.0, smoothing=0.0).fit(img)
+    result = seg.predict(img)
+    assert not any(result.has_map(name) for name in segment.MAP_NAMES)  # nothing gathered yet
+    labels = result.labels
+    assert result.has_map("labels") and not result.has_map("probabilities")
+    # gathered maps agree with the mixture on each pixel's own features
+    image = gmmseg.load_image(img)
+    X = gmmseg.features.color_features(image.pixels.reshape(-1, 3), "lab")
+    np.testing.assert_array_equal(labels.ravel(), seg.gmm_.predict(X))
+    np.testing.assert_allclose(result.probability_map(1).ravel(), seg.gmm_.predict_proba(X)[:, 1], atol=1e-6)
+    assert not result.has_map("probabilities")
+    np.testing.assert_allclose(result.log_likelihood.ravel(), seg.gmm_.score_samples(X), rtol=1e-6)
+
+
+def test_masked_pixels_in_strips(monkeypatch):
+    img = _regions(80, 30)
+    alpha = np.full(img.shape[:2], 255, dtype=np.uint8)
+    alpha[20:45] = 0  # whole strips transparent
+    alpha[60:, :10] = 0
+    rgba = np.dstack([img, alpha])
+    seg = gmmseg.Segmenter(3, random_state=0).fit(rgba)
+    whole = seg.predict(rgba, probabilities=True)
+    monkeypatch.setattr(segment, "_STRIP_PIXELS", 30 * 5)
+    strips = seg.predict(rgba, probabilities=True)
+    np.testing.assert_array_equal(strips.labels, whole.labels)
+    assert (strips.labels[20:45] == -1).all() and np.isnan(strips.log_likelihood[20:45]).all()
+    assert (strips.probabilities[20:45] == 0).all()
+    np.testing.assert_allclose(strips.probabilities, whole.probabilities, rtol=0, atol=2e-7)
