@@ -10,7 +10,7 @@ defect-free reference images. Every setting of both is declared once, in
 from ._version import __version__
 from .engine import ConvergenceWarning, EMProgress, GaussianMixture, NotFittedError
 from .inspection import InspectionResult, Inspector, Region
-from .io import ImageData, ImageLoadError, load_image
+from .io import ImageData, ImageLoadError, ImageTooLargeError, load_image
 from .params import InspectionParams, SegmenterParams
 from .persistence import ModelFileError
 from .segment import KSelection, Segmentation, Segmenter, select_k
@@ -21,6 +21,7 @@ __all__ = [
     "GaussianMixture",
     "ImageData",
     "ImageLoadError",
+    "ImageTooLargeError",
     "InspectionParams",
     "InspectionResult",
     "Inspector",

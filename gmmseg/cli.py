@@ -23,15 +23,16 @@ from pathlib import Path
 from ._fileio import OutputExistsError, abandon_staging, atomic_write, remove_stale_staging
 from ._version import __version__
 from .engine import set_num_threads
-from .export import REPORT_FIELDS
+from .export import OUTPUTS, REPORT_FIELDS
 from .inspection import Inspector
-from .io import list_images, load_image
+from .io import ImageTooLargeError, list_images, load_image
 from .params import INSPECTOR_MODEL_DEFAULTS, InspectionParams, SegmenterParams, Setting
 from .plot import criterion_chart
 from .segment import Segmenter, select_k
 from .workflows import (
     SEGMENT_FIELDS,
     Task,
+    auto_jobs,
     default_message,
     failed_row,
     killed_message,
@@ -81,6 +82,45 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _jobs(text):
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+
+
+def _megapixels(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of megapixels, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of megapixels, got {text!r}")
+    return value
+
+
+def _outputs(text):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in OUTPUTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(OUTPUTS)}; got {text!r}")
+    return tuple(name for name in OUTPUTS if name in names)  # in the usual order, without repeats
+
+
+def _max_pixels(args):
+    """--max-megapixels in pixels (None: the default, from the memory available)."""
+    value = getattr(args, "max_megapixels", None)
+    return None if value is None else int(value * 1e6)
+
+
+def _add_size_option(p):
+    p.add_argument("--max-megapixels", type=_megapixels, default=None, metavar="N",
+                   help="accept images up to N megapixels (default: as large as the memory available can segment, "
+                        "at least 89.5; the header is checked before decoding)")
 
 
 def _percentile(text):
@@ -149,9 +189,14 @@ def _add_batch_options(p, out_required=True):
     g.add_argument("--out", required=out_required, metavar="DIR",
                    help="output folder; each image's files go to DIR/<image name>/"
                         + ("" if out_required else " (optional)"))
+    if out_required:  # segment and apply
+        g.add_argument("--outputs", type=_outputs, default=OUTPUTS, metavar="LIST",
+                       help="the files to write, comma-separated, from " + ",".join(OUTPUTS) + " (default: all)")
     g.add_argument("--recursive", action="store_true", help="look for images in sub-folders of folder inputs")
-    g.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
-                   help="images processed in parallel (default: the number of cores)")
+    g.add_argument("--jobs", type=_jobs, default="auto", metavar="N|auto",
+                   help="images processed in parallel (default auto: one per core, fewer when the memory available "
+                        "cannot hold that many of the largest image)")
+    _add_size_option(g)
     g.add_argument("--force", action="store_true", help="overwrite existing outputs")
     g.add_argument("--anomaly-percentile", type=_percentile, default=1.0, metavar="P",
                    help="anomaly.png flags the P %% least likely pixels of each image (default 1)")
@@ -186,6 +231,7 @@ def build_parser():
                    metavar="FIRST-LAST", dest="sweep", help="values of K to try (default 1-10)")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the criterion's curve into a PNG")
     p.add_argument("--force", action="store_true", help="overwrite an existing plot")
+    _add_size_option(p)
     _add_model_options(p, skip=("n_components",))
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -199,6 +245,7 @@ def build_parser():
     p.add_argument("--save-model", required=True, metavar="MODEL.json", help="where to write the model")
     p.add_argument("--force", action="store_true", help="overwrite an existing model file")
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders of folder inputs")
+    _add_size_option(p)
     _add_settings(p.add_argument_group("inspection"), InspectionParams)
     _add_model_options(p, default_text={"n_components": "chosen by --criterion over --k-range", "smoothing": "0",
                                         "spatial_weight": "0", "feature_set": INSPECTOR_MODEL_DEFAULTS.feature_set})
@@ -275,6 +322,8 @@ def _one_line(exc):
     """An error as one line, in the command line's words."""
     if isinstance(exc, OutputExistsError):
         return f"{exc.what}; not overwriting it (use --force)"
+    if isinstance(exc, ImageTooLargeError):
+        return default_message(exc).replace(exc.allow_hint, exc.command_line_hint).replace("max_pixels", "--max-megapixels")
     if isinstance(exc, MemoryError):
         text = default_message(exc)
         if not text.startswith("out of memory"):
@@ -348,7 +397,32 @@ class Progress:
 
     def _clear(self):
         if self.tty and not self.quiet:
-            self.stream.write("\r" + " " * 78 + "\r")
+            self.stream.write("\r\033[K")  # to the end of the line, whatever its length
+
+    def phase_reporter(self, name):
+        """A function that shows what the current image is doing on the
+        status line (at most a few times a second)."""
+        last = [0.0, ""]
+        name = Path(name).name
+
+        def show(text):
+            now = time.perf_counter()
+            if now - last[0] < 0.2 and text.split(":")[0] == last[1].split(":")[0]:
+                return  # the same phase again within 0.2 s (an iteration): not worth a redraw
+            last[0], last[1] = now, text
+            elapsed = now - self.start
+            self._clear()
+            self.stream.write(f"[{self.done + 1}/{self.total}] {elapsed:5.1f}s {name[:30]}: {text}"[:self._columns()])
+            self.stream.flush()
+
+        return show
+
+    def _columns(self):
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            columns = 0
+        return columns - 1 if columns >= 40 else 79  # a terminal that does not say its width: 80 columns
 
     def note(self, text):
         """A line about the run (not about one image), unless quiet."""
@@ -400,7 +474,8 @@ def run_batch(args, mode):
     model = str(Path(args.model).resolve()) if mode != "segment" else None
     tasks = [
         Task(mode, str(f), str(o) if o is not None else None, settings=settings, model=model,
-             anomaly_percentile=args.anomaly_percentile, overwrite=args.force, debug=args.debug)
+             anomaly_percentile=args.anomaly_percentile, overwrite=args.force, debug=args.debug,
+             outputs=getattr(args, "outputs", OUTPUTS), max_pixels=_max_pixels(args))
         for f, o in zip(files, outputs)
     ]
     if out_dir is not None:
@@ -409,14 +484,16 @@ def run_batch(args, mode):
         if stale and not args.quiet:
             print(f"gmmseg: removed {len(stale)} unfinished output folder(s) of earlier runs that were killed",
                   file=sys.stderr)
-    jobs = min(args.jobs or _cores(), len(tasks))
+    jobs = auto_jobs(tasks, _cores()) if args.jobs == "auto" else min(args.jobs, len(tasks))
     progress = Progress(len(tasks), quiet=args.quiet)
     results = [None] * len(tasks)
     started = time.perf_counter()
     try:
         if jobs <= 1:
             for i, task in enumerate(tasks):
-                results[i] = run_task(task, _one_line)
+                # In this process, what each image is doing shows on a terminal.
+                phase = progress.phase_reporter(task.input) if progress.tty and not progress.quiet else None
+                results[i] = run_task(task, _one_line, phase)
                 progress.update(results[i])
         else:
             unfinished = _run_in_pool(tasks, range(len(tasks)), jobs, results, progress)
@@ -521,7 +598,7 @@ def cmd_select_k(args):
     params = params_from_args(args)
     if args.plot and Path(args.plot).exists() and not args.force:
         raise UsageError(f"{args.plot} already exists; not overwriting it (use --force)")
-    image = load_image(args.image)
+    image = load_image(args.image, max_pixels=_max_pixels(args))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the edge of the range is said below
         result = select_k(image, k_range=args.sweep, params=params)
@@ -561,7 +638,7 @@ def cmd_fit(args):
     # it, so many references never sit in memory together.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the edge of the K range and one reference: said below
-        inspector = Inspector(params=params, inspection=inspection).fit(files)
+        inspector = Inspector(params=params, inspection=inspection).fit(files, max_pixels=_max_pixels(args))
     inspector.save(args.save_model, overwrite=args.force)
     gm = inspector.segmenter_.gmm_
     chosen = "given"

@@ -5,15 +5,20 @@ Per image, :func:`export_segmentation` writes into one folder:
 * ``labels.png``: palette PNG, pixel value = component index, palette =
   component colours; masked-out pixels are index 255 (transparent).
 * ``mask_<k>.png``: 8-bit, 255 where the label is k, else 0.
-* ``probabilities.tif``: float32, H x W x K.
-* ``loglik.tif``: float32, H x W, log density per pixel (NaN if masked).
+* ``probabilities.tif``: float32, H x W x K (tiled, 256 x 256; BigTIFF when
+  larger than 4 GB).
+* ``loglik.tif``: float32, H x W, log density per pixel (NaN if masked;
+  tiled).
 * ``anomaly.png``: 8-bit, 255 where the log-likelihood is below the
   anomaly threshold.
 * ``overlay.png``: the image with the label colours blended over it.
 * ``summary.json``: image, settings, components and anomaly statistics.
 
 All writes are atomic (temporary file + rename) and nothing is written when
-any target exists, unless ``overwrite`` is true.
+any target exists, unless ``overwrite`` is true. Each file is made when it
+is written, from the segmentation's maps read a few million pixels at a
+time: a large image never has all its outputs, or an (H, W, K) map, in
+memory at once.
 """
 
 import csv
@@ -40,54 +45,96 @@ def _colors_uint8(colors):
     return (np.clip(np.asarray(colors, dtype=np.float64), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+# PNG's optimize option tries every filter and compression setting: a few
+# per cent smaller files, at several times the time. Above this many pixels
+# the standard setting is used.
+_OPTIMIZE_PNG_PIXELS = 4_000_000
+TIFF_TILE = 256  # tile side of the float TIFFs (a multiple of 16, as TIFF asks)
+# Classic TIFF addresses 4 GB; tifffile's own margin below it for the tags.
+_BIGTIFF_BYTES = 2**32 - 2**25
+
+
+def _png_options(shape):
+    return {"optimize": True} if shape[0] * shape[1] <= _OPTIMIZE_PNG_PIXELS else {"compress_level": 6}
+
+
+def _label_index(labels):
+    """labels.png's uint8 values: components, MASKED_INDEX where masked."""
+    return np.where(labels >= 0, labels, MASKED_INDEX).astype(np.uint8)
+
+
 def label_png_writer(labels, colors):
-    """Writer of a palette PNG: value = component, palette = colours."""
+    """Writer of a palette PNG: value = component, palette = colours.
+    ``labels`` is an (H, W) array or a function that returns one."""
     K = len(colors)
     if K > MASKED_INDEX:
         raise ValueError(f"labels.png holds at most {MASKED_INDEX} components, got {K}.")
-    index = np.where(labels >= 0, labels, MASKED_INDEX).astype(np.uint8)
     palette = np.zeros((256, 3), dtype=np.uint8)
     palette[:K] = _colors_uint8(colors)
 
     def write(tmp):
+        index = labels() if callable(labels) else _label_index(labels)
         img = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())
         img.putpalette(palette.ravel().tolist())
-        img.save(tmp, format="PNG", transparency=MASKED_INDEX, optimize=True)
+        img.save(tmp, format="PNG", transparency=MASKED_INDEX, **_png_options(index.shape))
 
     return write
 
 
 def gray_png_writer(array):
-    """Writer of an 8-bit greyscale PNG."""
-    data = np.ascontiguousarray(array, dtype=np.uint8)
-
+    """Writer of an 8-bit greyscale PNG (``array``, or a function that
+    returns it when the file is written)."""
     def write(tmp):
-        Image.fromarray(data).save(tmp, format="PNG", optimize=True)
+        data = np.ascontiguousarray(array() if callable(array) else array, dtype=np.uint8)
+        Image.fromarray(data).save(tmp, format="PNG", **_png_options(data.shape))
 
     return write
 
 
 def rgb_png_writer(array):
-    """Writer of an 8-bit RGB PNG."""
-    data = np.ascontiguousarray(array, dtype=np.uint8)
-
+    """Writer of an 8-bit RGB PNG (``array``, or a function that returns it)."""
     def write(tmp):
+        data = np.ascontiguousarray(array() if callable(array) else array, dtype=np.uint8)
         Image.fromarray(data).save(tmp, format="PNG")
 
     return write
 
 
-def float_tiff_writer(array):
-    """Writer of a float32 TIFF (H x W or H x W x K, samples interleaved)."""
+def float_tiff_writer(array=None, *, shape=None, read_rows=None, chunks=None):
+    """Writer of a float32 TIFF (H x W or H x W x K, samples interleaved),
+    tiled (``TIFF_TILE`` square), as BigTIFF when larger than classic TIFF
+    allows.
+
+    Give ``array``, or its ``shape`` with ``read_rows(start, stop)`` and the
+    row ``chunks`` to read it in (boundaries multiples of ``TIFF_TILE``):
+    the file is then written tile by tile without the whole array.
+    """
     import tifffile
 
-    data = np.ascontiguousarray(array, dtype=np.float32)
+    if array is not None:
+        array = np.asarray(array, dtype=np.float32)
+        shape = array.shape
+        chunks = [(start, min(shape[0], start + 16 * TIFF_TILE)) for start in range(0, shape[0], 16 * TIFF_TILE)]
+
+        def read_rows(start, stop):
+            return array[start:stop]
+
+    shape = tuple(int(n) for n in shape)
+    big = int(np.prod(shape)) * 4 > _BIGTIFF_BYTES
+
+    def tiles():
+        for start, stop in chunks:
+            if start % TIFF_TILE:
+                raise ValueError("row chunks must start at multiples of the tile size")
+            rows = np.asarray(read_rows(start, stop), dtype=np.float32)
+            for y in range(0, stop - start, TIFF_TILE):
+                for x in range(0, shape[1], TIFF_TILE):
+                    yield np.ascontiguousarray(rows[y:y + TIFF_TILE, x:x + TIFF_TILE])
 
     def write(tmp):
         tifffile.imwrite(
-            tmp, data, photometric="minisblack",
-            planarconfig="contig" if data.ndim == 3 else None,
-            compression="zlib", metadata=None,
+            tmp, tiles(), shape=shape, dtype=np.float32, tile=(TIFF_TILE, TIFF_TILE), photometric="minisblack",
+            planarconfig="contig" if len(shape) == 3 else None, compression="zlib", metadata=None, bigtiff=big,
         )
 
     return write
@@ -98,10 +145,15 @@ def overlay_image(rgb_uint8: np.ndarray, labels: np.ndarray, colors: np.ndarray,
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}.")
     palette = _colors_uint8(colors).astype(np.float32)
-    out = rgb_uint8.astype(np.float32)
-    valid = labels >= 0
-    out[valid] = (1.0 - opacity) * out[valid] + opacity * palette[labels[valid]]
-    return (out + 0.5).astype(np.uint8)
+    result = np.empty(rgb_uint8.shape, dtype=np.uint8)
+    step = max(1, (1 << 20) // max(rgb_uint8.shape[1], 1))  # rows at a time: float32 copies of a strip only
+    for start in range(0, rgb_uint8.shape[0], step):
+        out = rgb_uint8[start:start + step].astype(np.float32)
+        part = labels[start:start + step]
+        valid = part >= 0
+        out[valid] = (1.0 - opacity) * out[valid] + opacity * palette[part[valid]]
+        result[start:start + step] = out + 0.5
+    return result
 
 
 def plan_outputs(out_dir: str | os.PathLike, n_components: int, outputs: Iterable[str] = OUTPUTS) -> dict[str, Path]:
@@ -172,21 +224,26 @@ def export_segmentation(
     refuse_existing(paths.values(), overwrite)
     threshold = anomaly_threshold if anomaly_threshold is not None else seg.anomaly_threshold(anomaly_percentile)
     anomaly = seg.anomaly_mask(threshold=threshold)
+    # Each file's pixels are made when it is written (see the module's notes).
     writers = {}
+    chunks = seg.row_chunks(multiple=TIFF_TILE)
     for key in paths:
         if key == "labels":
-            writers[key] = label_png_writer(seg.labels, seg.component_colors)
+            writers[key] = label_png_writer(lambda: _label_index(seg.labels), seg.component_colors)
         elif key.startswith("mask_"):
             k = int(key.split("_")[1])
-            writers[key] = gray_png_writer(np.where(seg.labels == k, 255, 0))
+            writers[key] = gray_png_writer(lambda k=k: np.multiply(seg.labels == k, 255, dtype=np.uint8))
         elif key == "probabilities":
-            writers[key] = float_tiff_writer(seg.probabilities)
+            writers[key] = float_tiff_writer(shape=seg.shape + (seg.n_components,), chunks=chunks,
+                                             read_rows=lambda a, b: seg.map_rows("probabilities", a, b))
         elif key == "loglik":
-            writers[key] = float_tiff_writer(seg.log_likelihood)
+            writers[key] = float_tiff_writer(shape=seg.shape, chunks=chunks,
+                                             read_rows=lambda a, b: seg.map_rows("log_likelihood", a, b))
         elif key == "anomaly":
-            writers[key] = gray_png_writer(np.where(anomaly, 255, 0))
+            writers[key] = gray_png_writer(lambda: np.multiply(anomaly, 255, dtype=np.uint8))
         elif key == "overlay":
-            writers[key] = rgb_png_writer(overlay_image(image.to_uint8(), seg.labels, seg.component_colors, overlay_opacity))
+            writers[key] = rgb_png_writer(
+                lambda: overlay_image(image.to_uint8(), seg.labels, seg.component_colors, overlay_opacity))
     written = []
     for key, path in paths.items():
         if key == "summary":
@@ -276,7 +333,7 @@ def export_inspection(result: InspectionResult, image: ImageData, out_dir: str |
     out_dir = Path(out_dir)
     paths = {name: out_dir / name for name in ("anomaly.png", "overlay.png", "regions.csv", "score.tif", "summary.json")}
     refuse_existing(paths.values(), overwrite)
-    atomic_write(paths["anomaly.png"], gray_png_writer(np.where(result.mask, 255, 0)), overwrite=overwrite)
+    atomic_write(paths["anomaly.png"], gray_png_writer(np.multiply(result.mask, 255, dtype=np.uint8)), overwrite=overwrite)
     atomic_write(paths["overlay.png"], rgb_png_writer(inspection_overlay(image.to_uint8(), result)), overwrite=overwrite)
     atomic_write(paths["regions.csv"], csv_writer([r.as_dict() for r in result.regions], REGION_FIELDS), overwrite=overwrite)
     atomic_write(paths["score.tif"], float_tiff_writer(result.score), overwrite=overwrite)

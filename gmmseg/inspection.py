@@ -496,7 +496,7 @@ class Inspector:
 
     # ------------------------------------------------------------------
     # fitting and calibration
-    def fit(self, references: ImageLike | list[ImageLike]) -> "Inspector":
+    def fit(self, references: ImageLike | list[ImageLike], *, max_pixels: int | None = None) -> "Inspector":
         """Fit on defect-free references (paths, ImageData or arrays).
 
         With two or more references, both thresholds are calibrated on
@@ -508,6 +508,8 @@ class Inspector:
         :meth:`Segmenter.fit` and loaded one at a time for scoring. With one
         reference the thresholds come from the image the model was fitted
         on, which makes them optimistic (a ``UserWarning`` says so).
+        ``max_pixels``: the largest reference accepted (see
+        :func:`gmmseg.load_image`).
         """
         refs = list(references) if isinstance(references, (list, tuple)) else [references]
         if not refs:
@@ -516,19 +518,20 @@ class Inspector:
         pixels, smoothed, statistics = _ScoreSample(seed), _ScoreSample(seed), []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model = self.params.replace(n_components=self._choose_k(refs))
+            model = self.params.replace(n_components=self._choose_k(refs, max_pixels))
             folds = min(len(refs), MAX_FOLDS)
             if folds > 1:
                 for fold in range(folds):
                     # Dealt round-robin, so folds differ in size by one at most.
                     train = [r for i, r in enumerate(refs) if i % folds != fold]
-                    segmenter = Segmenter(params=model).fit(train if len(train) > 1 else train[0])
+                    segmenter = Segmenter(params=model).fit(train if len(train) > 1 else train[0], max_pixels=max_pixels)
                     for ref in refs[fold::folds]:
-                        self._calibrate_on(load_image(ref), segmenter, pixels, smoothed, statistics)
-                final = Segmenter(params=model).fit(refs)
+                        self._calibrate_on(load_image(ref, max_pixels=max_pixels), segmenter, pixels, smoothed,
+                                           statistics)
+                final = Segmenter(params=model).fit(refs, max_pixels=max_pixels)
             else:
-                final = Segmenter(params=model).fit(refs[0])
-                self._calibrate_on(load_image(refs[0]), final, pixels, smoothed, statistics)
+                final = Segmenter(params=model).fit(refs[0], max_pixels=max_pixels)
+                self._calibrate_on(load_image(refs[0], max_pixels=max_pixels), final, pixels, smoothed, statistics)
         statistics = np.asarray([s for s in statistics if math.isfinite(s)])
         if statistics.size == 0:
             raise ValueError(f"Every reference has fewer than min_area={self.inspection.min_area} usable pixels; "
@@ -552,14 +555,15 @@ class Inspector:
             )
         return self
 
-    def _choose_k(self, refs: list) -> int:
+    def _choose_k(self, refs: list, max_pixels: int | None = None) -> int:
         """K: given, or chosen over k_range by the K criterion (warned at the
         edge of the range: a K outside it may be better)."""
         if not self.inspection.auto_k:
             return self.params.n_components
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="select_k:", category=UserWarning)  # said below, in our words
-            selection = select_k(refs if len(refs) > 1 else refs[0], k_range=self.inspection.k_range, params=self.params)
+            selection = select_k(refs if len(refs) > 1 else refs[0], k_range=self.inspection.k_range, params=self.params,
+                                 max_pixels=max_pixels)
         self.k_selection_ = selection
         if selection.at_edge:
             k_range = self.inspection.k_range
@@ -597,7 +601,8 @@ class Inspector:
         self.image_threshold_ = threshold
         return threshold
 
-    def threshold_for(self, false_alarm_rate: float, references: list[ImageLike] | None = None) -> float:
+    def threshold_for(self, false_alarm_rate: float, references: list[ImageLike] | None = None, *,
+                      max_pixels: int | None = None) -> float:
         """The pixel threshold for another false-alarm rate: from the
         calibration of this fit (or the calibration curve saved with the
         model), or from the given reference images (loaded one at a time)."""
@@ -606,7 +611,7 @@ class Inspector:
         if references is not None:
             sample = _ScoreSample(self.params.random_state)
             for ref in references:
-                sample.add(self._nll_maps(load_image(ref))[0])
+                sample.add(self._nll_maps(load_image(ref, max_pixels=max_pixels))[0])
             return float(sample.quantiles(rate)[0])
         if getattr(self, "_pixel_sample", None) is not None:
             return float(self._pixel_sample.quantiles(rate)[0])
@@ -637,31 +642,34 @@ class Inspector:
         raw = -(self.segmenter_ if segmenter is None else segmenter).log_likelihood_map(image)  # NaN where masked
         return raw, smooth_scores(raw, image.mask, self.inspection.smoothing_sigma)
 
-    def score_maps(self, image: ImageLike) -> tuple[np.ndarray, np.ndarray]:
+    def score_maps(self, image: ImageLike, *, max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The unsmoothed anomaly score (negative log-likelihood, for the
         pixel threshold) and the calibrated score (for the image threshold)
-        of every pixel, NaN where masked; :meth:`find_regions` takes both."""
+        of every pixel, NaN where masked; :meth:`find_regions` takes both.
+        ``max_pixels``: the largest image accepted (see
+        :func:`gmmseg.load_image`)."""
         self._check_fitted()
-        raw, smoothed = self._nll_maps(load_image(image))
+        raw, smoothed = self._nll_maps(load_image(image, max_pixels=max_pixels))
         return raw, self.score_scale_(smoothed)
 
-    def score_map(self, image: ImageLike) -> np.ndarray:
+    def score_map(self, image: ImageLike, *, max_pixels: int | None = None) -> np.ndarray:
         """Calibrated anomaly score of every pixel (see :meth:`score_maps`)."""
-        return self.score_maps(image)[1]
+        return self.score_maps(image, max_pixels=max_pixels)[1]
 
-    def image_score(self, image: ImageLike) -> float:
+    def image_score(self, image: ImageLike, *, max_pixels: int | None = None) -> float:
         """An image's score: the ``min_area``-th highest calibrated score."""
-        return _order_statistic(self.score_map(image), self.inspection.min_area)
+        return _order_statistic(self.score_map(image, max_pixels=max_pixels), self.inspection.min_area)
 
     def inspect(self, image: ImageLike, threshold: float | None = None, *,
-                image_threshold: float | None = None) -> InspectionResult:
+                image_threshold: float | None = None, max_pixels: int | None = None) -> InspectionResult:
         """Score an image, give its verdict and find its defect regions.
 
         ``threshold`` overrides the calibrated pixel threshold (e.g. from
         :meth:`threshold_for`), ``image_threshold`` the image threshold
-        (e.g. from :meth:`image_threshold_for`).
+        (e.g. from :meth:`image_threshold_for`); ``max_pixels`` is the
+        largest image accepted (see :func:`gmmseg.load_image`).
         """
-        raw, score = self.score_maps(image)
+        raw, score = self.score_maps(image, max_pixels=max_pixels)
         return self.find_regions(score, threshold, raw=raw, image_threshold=image_threshold)
 
     def find_regions(self, score: np.ndarray, threshold: float | None = None, *, raw: np.ndarray | None = None,

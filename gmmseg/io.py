@@ -21,8 +21,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._jit import kernel
 
-# Pillow's own decompression-bomb limit (about 89.5 megapixels) is our default.
+# Pillow's own decompression-bomb limit (about 89.5 megapixels): images up to
+# this size are always accepted; larger ones when the memory available can
+# segment them (see default_max_pixels), up to LARGEST_DEFAULT_PIXELS.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+LARGEST_DEFAULT_PIXELS = 1_000_000_000
+# Bytes of memory per pixel that loading and segmenting an image holds at its
+# peak: float32 pixels (12 for RGB), the decoded file (3), the mask, labels
+# and log-likelihood maps (9), and the strips in work and the written files'
+# buffers. Measured with benchmarks/bench_scale.py (peak RSS over pixels of
+# 12-100 megapixel photos, K = 8, default settings), rounded up.
+SEGMENT_BYTES_PER_PIXEL = 40
 
 # File name endings taken as images when listing a folder.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".tif", ".tiff", ".bmp", ".webp", ".gif",
@@ -38,6 +47,104 @@ _INFLATE_STEP = 1 << 20
 
 class ImageLoadError(ValueError):
     """An image could not be loaded; the message names the file and why."""
+
+
+class ImageTooLargeError(ImageLoadError):
+    """An image has more pixels than allowed (by ``max_pixels``, or by the
+    memory available); ``width``, ``height`` and ``limit`` (pixels) say by
+    how much."""
+
+    def __init__(self, message: str, width: int = 0, height: int = 0, limit: int = 0):
+        super().__init__(message)
+        self.width, self.height, self.limit = width, height, limit
+
+    @property
+    def allow_hint(self) -> str:
+        """How to allow the image, in the library's words (the message's end)."""
+        return f"pass max_pixels={self.width * self.height}"
+
+    @property
+    def command_line_hint(self) -> str:
+        """The same on the command line."""
+        return f"use --max-megapixels {math.ceil(self.width * self.height / 1e6)}"
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still use, about: the system's
+    available memory (``MemAvailable``), or less when a control group (a
+    container's limit) leaves less; None when unknown."""
+    candidates = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    candidates.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if not candidates:
+        try:
+            candidates.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            pass
+    try:  # an address-space limit (ulimit -v) caps this process whatever the system has
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            candidates.append(max(0, limit - used))
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit is not None and usage is not None and limit < 1 << 60:  # "max" or a huge value: no limit
+            candidates.append(max(0, limit - usage))
+    return min(candidates) if candidates else None
+
+
+def default_max_pixels() -> int:
+    """The largest image :func:`load_image` accepts by default: what the
+    memory available can segment (``SEGMENT_BYTES_PER_PIXEL`` per pixel), at
+    least ``MAX_PIXELS`` (Pillow's decompression-bomb limit) and at most
+    ``LARGEST_DEFAULT_PIXELS``."""
+    available = available_memory()
+    if available is None:
+        return MAX_PIXELS
+    return int(min(LARGEST_DEFAULT_PIXELS, max(MAX_PIXELS, available // SEGMENT_BYTES_PER_PIXEL)))
+
+
+def _size_text(n_bytes: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.1f} {unit}"
+    return f"{n_bytes / 1e3:.0f} kB"
+
+
+def _too_large_message(path, width: int, height: int, limit: int, explicit: bool) -> str:
+    pixels = width * height
+    size = f"{width} x {height} = {pixels / 1e6:.1f} megapixels"
+    allow = ImageTooLargeError("", width, height).allow_hint
+    if explicit:
+        return f"{path}: image is too large ({size}; max_pixels allows {limit / 1e6:.1f}). To load it, {allow}."
+    available = available_memory()
+    memory = f"about {_size_text(pixels * SEGMENT_BYTES_PER_PIXEL)} of memory to segment"
+    if available is not None:
+        memory += f", and {_size_text(available)} is available"
+    return (f"{path}: image is too large ({size}; it would need {memory}; images above {limit / 1e6:.1f} megapixels "
+            f"are refused by default, which also stops decompression bombs). To try anyway, {allow}.")
 
 
 @dataclass(eq=False)
@@ -123,8 +230,12 @@ def load_image(source: "str | os.PathLike | ImageData | np.ndarray", *, max_pixe
         grey, grey+alpha, RGB, RGBA, palette or CMYK), an ``ImageData``
         (returned as is) or an (H, W), (H, W, 1), (H, W, 2), (H, W, 3) or
         (H, W, 4) array.
-    max_pixels : int
-        Refuse larger images (decompression-bomb protection).
+    max_pixels : int, optional
+        Refuse images with more pixels (checked from the header, before
+        decoding: decompression-bomb protection). By default
+        :func:`default_max_pixels`: what the memory available can segment,
+        at least about 89.5 megapixels; a refused image's message names the
+        memory it would need and how to allow it.
 
     Returns
     -------
@@ -146,8 +257,8 @@ def load_image(source: "str | os.PathLike | ImageData | np.ndarray", *, max_pixe
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"Expected a path, an ImageData or a NumPy array, got {type(source).__name__}.")
     path = Path(source)
-    if max_pixels is None:
-        max_pixels = MAX_PIXELS
+    explicit = max_pixels is not None
+    max_pixels = int(max_pixels) if explicit else default_max_pixels()
     if not path.exists():
         raise _error(path, "file not found")
     if path.is_dir():
@@ -167,6 +278,9 @@ def load_image(source: "str | os.PathLike | ImageData | np.ndarray", *, max_pixe
             image = _load_png(path, max_pixels)
         else:
             image = _load_with_pillow(path, max_pixels)
+    except ImageTooLargeError as exc:
+        raise ImageTooLargeError(_too_large_message(path, exc.width, exc.height, exc.limit, explicit),
+                                 exc.width, exc.height, exc.limit) from None
     except ImageLoadError:
         raise
     except MemoryError:
@@ -215,12 +329,7 @@ def _check_size(path, width, height, max_pixels):
     if width <= 0 or height <= 0:
         raise _error(path, f"image has no pixels ({width} x {height})")
     if width * height > max_pixels:
-        raise _error(
-            path,
-            f"image is too large ({width} x {height} = {width * height / 1e6:.1f} megapixels; "
-            f"the limit is {max_pixels / 1e6:.1f} megapixels to protect against "
-            "decompression bombs). Pass max_pixels=... to load it anyway.",
-        )
+        raise ImageTooLargeError(f"{path}: image is too large ({width} x {height})", width, height, max_pixels)
 
 
 def _load_with_pillow(path, max_pixels):

@@ -703,10 +703,10 @@ class Segmenter:
         if isinstance(image, (list, tuple)):
             if not image:
                 raise ValueError("No images to fit.")
-            first = load_image(image[0])
+            first = self._load(image[0])
             image = [first, *image[1:]]
         else:
-            first = image = load_image(image)
+            first = image = self._load(image)
         self._fit_channels = first.pixels.shape[2]
         return image
 
@@ -748,7 +748,8 @@ class Segmenter:
             return np.repeat(colors, 3, axis=1)
         return luminance(colors)[:, None]  # colour image, grey model
 
-    def color_table(self, image: ImageLike, channels: int | None = None) -> ColorTable:
+    def color_table(self, image: ImageLike, channels: int | None = None, *, max_pixels: int | None = None
+                    ) -> ColorTable:
         """The distinct colours of an image with their features, counts and
         pixel positions, under this segmenter's colour settings.
 
@@ -756,7 +757,7 @@ class Segmenter:
         fit); position features are not part of it. ``channels`` defaults to
         the fitted model's, else the image's own.
         """
-        image = load_image(image)
+        image = load_image(image, max_pixels=max_pixels)
         if channels is None:
             channels = getattr(self, "channels_", image.pixels.shape[2])
         colors = self._colors_for_model(image, channels)
@@ -854,7 +855,7 @@ class Segmenter:
                                      "describe one image's layout, and positions of different images do not mix.")
                 return None, *self._streamed_training_data(list(image), grid, grid_max_samples)
             image = image[0]
-        image = load_image(image)
+        image = self._load(image)
         channels = image.pixels.shape[2]
         step = self._fit_step([image], grid_max_samples) if grid else 1
         part = _every(image, step)
@@ -1004,16 +1005,19 @@ class Segmenter:
         sample.add(grid, grid.texture)
         return grid
 
-    @staticmethod
-    def _load_reference(source: ImageLike, i: int, count: int) -> ImageData:
+    def _load(self, source: ImageLike) -> ImageData:
+        """An image to fit, loaded with the fit's ``max_pixels``."""
+        return load_image(source, max_pixels=self.__dict__.get("_max_pixels"))
+
+    def _load_reference(self, source: ImageLike, i: int, count: int) -> ImageData:
         """Image ``i`` of a list of ``count``, which must have a usable pixel."""
-        image = load_image(source)
+        image = self._load(source)
         if not image.mask.any():
             raise ValueError(f"{image.name} (image {i + 1} of {count}): no usable pixels (all transparent or not finite).")
         return image
 
-    def fit(self, image: ImageLike | list[ImageLike], callback: Callable[[EMProgress], bool | None] | None = None
-            ) -> "Segmenter":
+    def fit(self, image: ImageLike | list[ImageLike], callback: Callable[[EMProgress], bool | None] | None = None, *,
+            max_pixels: int | None = None) -> "Segmenter":
         """Fit the mixture to an image (path, ImageData or array), or to the
         pixels of several images together (a list).
 
@@ -1036,18 +1040,21 @@ class Segmenter:
             (and every k-means step of the initialisation, with ``phase ==
             "init"``); returning True stops the fit, and the model stays
             usable.
+        max_pixels : int, optional
+            Largest image accepted (see :func:`gmmseg.load_image`).
 
         Returns
         -------
         Segmenter
             self, fitted.
         """
-        self._fit(image, callback)
+        self._fit(image, callback, max_pixels)
         return self
 
-    def _fit(self, image, callback):
+    def _fit(self, image, callback, max_pixels=None):
         """Fit; returns the (loaded) image and its training data."""
         self.__dict__.pop("_fit_channels", None)
+        self._max_pixels = max_pixels  # for every image the fit loads (see _load)
         try:
             image = self._resolve_auto(image)
             if self.smoothing > 0 and self.features.uses_texture:
@@ -1056,6 +1063,7 @@ class Segmenter:
         finally:
             self.__dict__.pop("_grid_textures", None)
             self.__dict__.pop("_fit_channels", None)
+            self.__dict__.pop("_max_pixels", None)
 
     def _fit_body(self, image, callback):
         image, channels, data = self._training_data(image, grid=self.smoothing > 0)
@@ -1431,7 +1439,7 @@ class Segmenter:
         features are found once, not twice. ``probabilities`` and
         ``max_pixels`` as in :meth:`predict`.
         """
-        image, data = self._fit(load_image(image, max_pixels=max_pixels), callback)
+        image, data = self._fit(load_image(image, max_pixels=max_pixels), callback, max_pixels)
         table = None
         if data.pixel_rows is not None and not self.features.per_pixel:
             index = np.full(image.mask.shape, -1, dtype=np.int32)
@@ -1598,6 +1606,7 @@ def select_k(
     *,
     params: SegmenterParams | None = None,
     callback: Callable[[dict], bool | None] | None = None,
+    max_pixels: int | None = None,
     **settings: Any,
 ) -> KSelection:
     """Fit a mixture for every K (and covariance type) and pick the best.
@@ -1631,6 +1640,8 @@ def select_k(
     callback : callable, optional
         Called with each finished row (a dict); returning True stops the
         sweep early (the rows so far are kept).
+    max_pixels : int, optional
+        Largest image accepted (see :func:`gmmseg.load_image`).
 
     Returns
     -------
@@ -1660,6 +1671,7 @@ def select_k(
     # and max_samples draws from it as in a fit without the prior.
     # Several images are read one at a time (Segmenter.fit's streamed rows);
     # the sweep keeps only the rows, not the image(s) or the pixel map.
+    template._max_pixels = max_pixels  # for every image loaded (see Segmenter._load)
     image = template._resolve_auto(image)
     _, channels, data = template._training_data(image, grid=template.features.uses_position, grid_max_samples=False)
     template._check_auto(channels)

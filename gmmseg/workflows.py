@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from ._fileio import atomic_write, refuse_existing, staged_folder, write_json
-from .engine import ConvergenceWarning
+from .engine import ConvergenceWarning, EMProgress
 from .export import OUTPUTS, REPORT_FIELDS, csv_writer, export_inspection, export_segmentation
 from .inspection import InspectionResult, Inspector
-from .io import ImageData, image_size, load_image
+from .io import SEGMENT_BYTES_PER_PIXEL, ImageData, available_memory, image_size, load_image
 from .params import SegmenterParams
 from .persistence import read_segmenter_state
-from .segment import ImageLike, Segmentation, Segmenter
+from .segment import _STRIP_PIXELS, ImageLike, Segmentation, Segmenter
 
 #: Columns of ``run_summary.csv`` for segment and apply runs.
 SEGMENT_FIELDS = ("input", "output", "status", "error", "seconds", "n_components", "converged")
@@ -63,6 +63,10 @@ class Task:
         Replace an existing output folder.
     debug : bool
         Keep the traceback of a failure in the result.
+    outputs : tuple of str
+        The files 'segment' and 'apply' write (see :data:`gmmseg.export.OUTPUTS`).
+    max_pixels : int or None
+        The largest image accepted (None: :func:`gmmseg.io.default_max_pixels`).
     """
 
     mode: str
@@ -73,6 +77,8 @@ class Task:
     anomaly_percentile: float = 1.0
     overwrite: bool = False
     debug: bool = False
+    outputs: tuple = OUTPUTS
+    max_pixels: int | None = None
 
 
 def default_message(exc: BaseException) -> str:
@@ -126,17 +132,46 @@ def segmentation_settings(segmenter: Segmenter, model: str | os.PathLike | None 
     return settings
 
 
-def segment_file(source: ImageLike, params: SegmenterParams, *, callback=None
-                 ) -> tuple[ImageData, Segmenter, Segmentation]:
-    """Fit a new Segmenter with ``params`` on an image and segment it."""
-    image = load_image(source)
+def fit_phase_text(progress: EMProgress) -> str:
+    """A running fit's progress in words (e.g. for a status line)."""
+    if progress.phase == "init":
+        return f"fitting: initialisation {progress.init + 1}"
+    if progress.phase == "spatial":
+        return f"spatial fit: iteration {progress.iteration}, objective {progress.lower_bound:.4f}"
+    return f"fitting: iteration {progress.iteration}, log-likelihood {progress.lower_bound:.4f}"
+
+
+def segment_file(source: ImageLike, params: SegmenterParams, *, callback=None, max_pixels: int | None = None,
+                 phase: Callable[[str], Any] | None = None) -> tuple[ImageData, Segmenter, Segmentation]:
+    """Fit a new Segmenter with ``params`` on an image and segment it
+    (``max_pixels``: the largest image accepted, see :func:`gmmseg.load_image`).
+    ``phase(text)`` hears what it is doing: loading, fitting (every
+    iteration), maps."""
+    if phase is not None:
+        phase("loading")
+    image = load_image(source, max_pixels=max_pixels)
     segmenter = Segmenter(params=params)
-    return image, segmenter, segmenter.fit_predict(image, callback=callback)
+    if phase is None:
+        return image, segmenter, segmenter.fit_predict(image, callback=callback)
+
+    def report(progress):
+        phase(fit_phase_text(progress))
+        return callback(progress) if callback is not None else None
+
+    phase("fitting")
+    segmenter.fit(image, callback=report)
+    phase("maps")
+    return image, segmenter, segmenter.predict(image)
 
 
-def apply_model(source: ImageLike, segmenter: Segmenter) -> tuple[ImageData, Segmentation]:
+def apply_model(source: ImageLike, segmenter: Segmenter, *, max_pixels: int | None = None,
+                phase: Callable[[str], Any] | None = None) -> tuple[ImageData, Segmentation]:
     """Segment an image with a fitted Segmenter (e.g. a loaded model)."""
-    image = load_image(source)
+    if phase is not None:
+        phase("loading")
+    image = load_image(source, max_pixels=max_pixels)
+    if phase is not None:
+        phase("maps")
     return image, segmenter.predict(image)
 
 
@@ -170,13 +205,16 @@ def write_segmentation(
     overwrite: bool = False,
     anomaly_percentile: float = 1.0,
     model: str | os.PathLike | None = None,
+    outputs: Iterable[str] = OUTPUTS,
+    progress: Callable[[int, int, str], Any] | None = None,
 ) -> Path:
-    """Write every output of a segmentation into the folder ``target``,
-    which appears only when complete (an existing one is replaced only with
-    ``overwrite``)."""
+    """Write the chosen outputs (default: every one) of a segmentation into
+    the folder ``target``, which appears only when complete (an existing one
+    is replaced only with ``overwrite``). ``progress`` as in
+    :func:`gmmseg.export.export_segmentation`."""
     with staged_folder(target, overwrite=overwrite) as staging:
-        export_files(segmentation, image, staging, segmenter, overwrite=True,
-                     anomaly_percentile=anomaly_percentile, model=model)
+        export_files(segmentation, image, staging, segmenter, overwrite=True, outputs=outputs,
+                     anomaly_percentile=anomaly_percentile, model=model, progress=progress)
     return Path(target)
 
 
@@ -197,12 +235,13 @@ def inspection_row(
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
     model: str | os.PathLike | None = None,
+    max_pixels: int | None = None,
 ) -> dict[str, Any]:
     """Inspect one image and return its report row (see
     :data:`gmmseg.export.REPORT_FIELDS`); with ``output``, also write its
     files there. Raises for an unreadable image (:func:`run_task` and the
     application turn that into a failed row)."""
-    image = load_image(source)
+    image = load_image(source, max_pixels=max_pixels)
     result = inspector.inspect(image, threshold=threshold)
     row: dict[str, Any] = {"input": str(source), "output": str(output or ""), "status": "ok", "error": ""}
     row.update(result.report_row())
@@ -218,12 +257,15 @@ def failed_row(source: ImageLike, exc: BaseException, explain: Callable[[BaseExc
     return {"input": str(source), "output": "", "status": "failed", "error": explain(exc)}
 
 
-def run_task(task: Task, explain: Callable[[BaseException], str] = default_message) -> dict[str, Any]:
+def run_task(task: Task, explain: Callable[[BaseException], str] = default_message,
+             phase: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Process one image of a batch and return its result row.
 
     A bad input gives a row with ``status == "failed"`` and ``error`` (worded
     by ``explain``); it never raises, except KeyboardInterrupt. Outputs go to
-    a staged folder that appears only when complete.
+    a staged folder that appears only when complete. ``phase(text)``, when
+    given, hears what is being done (loading, fitting with each iteration,
+    maps, writing each file): a status line for one large image.
     """
     start = time.perf_counter()
     target = Path(task.output) if task.output else None
@@ -235,19 +277,28 @@ def run_task(task: Task, explain: Callable[[BaseException], str] = default_messa
         if target is not None:
             refuse_existing([target], task.overwrite)  # before any work is spent on it
         if task.mode == "inspect":
+            if phase is not None:
+                phase("inspecting")
             result.update(inspection_row(task.input, Inspector.load(task.model), output=target,
-                                         overwrite=task.overwrite, model=task.model))
+                                         overwrite=task.overwrite, model=task.model, max_pixels=task.max_pixels))
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
                 if task.mode == "apply":
                     segmenter = Segmenter.load(task.model)
-                    image, seg = apply_model(task.input, segmenter)
+                    image, seg = apply_model(task.input, segmenter, max_pixels=task.max_pixels, phase=phase)
                 else:
-                    image, segmenter, seg = segment_file(task.input, SegmenterParams.from_dict(task.settings or {}))
-            write_segmentation(seg, image, target, segmenter, overwrite=task.overwrite,
-                               anomaly_percentile=task.anomaly_percentile,
-                               model=task.model if task.mode == "apply" else None)
+                    image, segmenter, seg = segment_file(task.input, SegmenterParams.from_dict(task.settings or {}),
+                                                         max_pixels=task.max_pixels, phase=phase)
+
+            def writing(done, total, name):
+                if phase is not None and name:
+                    phase(f"writing {name} ({done + 1} of {total})")
+
+            if target is not None:
+                write_segmentation(seg, image, target, segmenter, overwrite=task.overwrite, outputs=task.outputs,
+                                   anomaly_percentile=task.anomaly_percentile,
+                                   model=task.model if task.mode == "apply" else None, progress=writing)
             result["n_components"] = seg.n_components
             result["converged"] = bool(segmenter.gmm_.converged_)
             if any(issubclass(w.category, ConvergenceWarning) for w in caught):
@@ -269,19 +320,20 @@ def run_task(task: Task, explain: Callable[[BaseException], str] = default_messa
 
 # ---------------------------------------------------------------------------
 # memory
-# Bytes per pixel that processing one image holds at its peak, besides the
-# per-component maps: the decoded file and its float32 pixels, the display
-# copy, the mask, the index and label maps, the log-likelihood map and the
-# temporaries of the exports (overlay in float32, a mask as int64).
-_BYTES_PER_PIXEL = 64
-_BYTES_PER_PIXEL_AND_COMPONENT = 4  # a float32 probability map per component
+# Bytes per strip pixel (gmmseg.segment works in strips of about
+# _STRIP_PIXELS pixels) per feature, per component and per texture column:
+# the strip's float32 feature table, its mixture table and mean-field maps
+# (two sets), and its filter bank with the context rows around it.
+_STRIP_BYTES_PER_FEATURE = 4
+_STRIP_BYTES_PER_COMPONENT = 12
+_STRIP_BYTES_PER_TEXTURE_COLUMN = 12
 
 
 def memory_needed(task: Task) -> tuple[int, int, int] | None:
     """About how many bytes processing ``task``'s image needs, with its
     width and height: ``(bytes, width, height)``, or None when its header
     cannot be read. An estimate (from the image size, K and the features),
-    for error messages."""
+    for ``--jobs auto`` and error messages."""
     size = image_size(task.input)
     if size is None:
         return None
@@ -293,10 +345,28 @@ def memory_needed(task: Task) -> tuple[int, int, int] | None:
             params = read_segmenter_state(task.model).params
     except (ValueError, OSError):
         params = SegmenterParams()
-    maps = params.n_components * (2 if params.smoothing > 0 else 1)  # mean-field keeps a second set
-    per_pixel = (_BYTES_PER_PIXEL + _BYTES_PER_PIXEL_AND_COMPONENT * maps
-                 + 8 * params.features.n_texture_features)  # filter bank in float32, and its sample
-    return width * height * per_pixel, width, height
+    features = params.features
+    strip = min(width * height, _STRIP_PIXELS) * (
+        _STRIP_BYTES_PER_FEATURE * features.n_features(3) + _STRIP_BYTES_PER_COMPONENT * params.n_components
+        + _STRIP_BYTES_PER_TEXTURE_COLUMN * features.n_texture_features)
+    return width * height * SEGMENT_BYTES_PER_PIXEL + strip, width, height
+
+
+def auto_jobs(tasks: Sequence[Task], cores: int) -> int:
+    """How many images to process at once (``--jobs auto``): one per core,
+    fewer when the memory available cannot hold that many of the largest
+    image (estimated by :func:`memory_needed` from the headers), at least one."""
+    jobs = max(1, min(cores, len(tasks)))
+    available = available_memory()
+    if available is None or jobs == 1:
+        return jobs
+    largest = max((needed[0] for needed in map(memory_needed, tasks) if needed is not None), default=0)
+    # each worker process also holds the interpreter, NumPy, SciPy and the kernels (about 200 MB)
+    per_job = largest + _PROCESS_BYTES
+    return max(1, min(jobs, int(available // max(per_job, 1))))
+
+
+_PROCESS_BYTES = 200_000_000
 
 
 def _bytes_text(n: float) -> str:

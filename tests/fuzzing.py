@@ -182,7 +182,12 @@ def _outcome(call, *args):
         call(*args)
         result = {"outcome": "ok"}
     except BaseException as exc:  # everything is reported; the parent judges
-        result = {"outcome": type(exc).__name__, "module": type(exc).__module__, "message": str(exc)[:300]}
+        from gmmseg.io import ImageLoadError
+        from gmmseg.persistence import ModelFileError
+
+        # A subclass of a documented error (e.g. ImageTooLargeError) is that error.
+        kind = next((c for c in (ImageLoadError, ModelFileError) if isinstance(exc, c)), type(exc))
+        result = {"outcome": kind.__name__, "module": type(exc).__module__, "message": str(exc)[:300]}
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result
 

@@ -577,3 +577,22 @@ def test_out_of_memory_names_the_image_and_the_memory_it_needs(tmp_path, monkeyp
     assert (width, height) == (300, 300) and 300 * 300 * 8 * 4 < needed < 300 * 300 * 1000
     assert workflows.killed_message(task).startswith("out of memory: the worker process processing it was killed; "
                                                      "this 300 x 300 image needs about ")
+
+
+def test_outputs_and_max_megapixels(tmp_path):
+    img = tmp_path / "a.png"
+    write_image(img)
+    out = run("segment", img, "--out", tmp_path / "out", "-k", "3", "--outputs", "summary,labels", "--jobs", "auto")
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "a").iterdir()) == ["labels.png", "summary.json"]
+    summary = json.loads((tmp_path / "out" / "a" / "summary.json").read_text())
+    assert summary["files"] == ["labels.png", "summary.json"]
+    out = run("segment", img, "--out", tmp_path / "out2", "--outputs", "labels,pdf")
+    assert out.returncode == 2 and "--outputs" in out.stderr and "pdf" in out.stderr
+    # 48 x 48 pixels against a limit of 0.001 megapixels: refused, with the option named
+    out = run("segment", img, "--out", tmp_path / "out3", "--max-megapixels", "0.001")
+    assert out.returncode == 1
+    assert "too large (48 x 48" in out.stderr and "use --max-megapixels 1" in out.stderr
+    assert not (tmp_path / "out3" / "a").exists()
+    out = run("select-k", img, "--k-range", "1-2", "--max-megapixels", "0.001")
+    assert out.returncode == 1 and "use --max-megapixels 1" in out.stderr

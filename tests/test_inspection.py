@@ -154,13 +154,13 @@ def test_references_given_as_paths_are_loaded_one_at_a_time(tmp_path, monkeypatc
     fitted_on, alive = [], []
     real_fit, real_load = Segmenter.fit, inspection_module.load_image
 
-    def fit(self, image, callback=None):
+    def fit(self, image, callback=None, **options):
         fitted_on.append(image)
-        return real_fit(self, image, callback)
+        return real_fit(self, image, callback, **options)
 
-    def load(source):
+    def load(source, **options):
         assert all(ref() is None for ref in alive), "an earlier reference is still loaded"
-        image = real_load(source)
+        image = real_load(source, **options)
         alive.append(weakref.ref(image))
         return image
 

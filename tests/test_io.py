@@ -236,8 +236,9 @@ def _truncated_jpeg(tmp_path):
 
 
 def _huge_png(tmp_path):
-    # A valid 8-bit PNG header announcing 20000 x 20000 pixels.
-    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    # A valid 8-bit PNG header announcing 40000 x 40000 pixels: more than any
+    # default limit (which follows the memory available, up to 1000 megapixels).
+    ihdr = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
     def chunk(k, b):
         return struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b) & 0xFFFFFFFF)
     path = tmp_path / "bomb.png"

@@ -112,3 +112,114 @@ def test_masked_pixels_in_strips(monkeypatch):
     assert (strips.labels[20:45] == -1).all() and np.isnan(strips.log_likelihood[20:45]).all()
     assert (strips.probabilities[20:45] == 0).all()
     np.testing.assert_allclose(strips.probabilities, whole.probabilities, rtol=0, atol=2e-7)
+
+
+# ---------------------------------------------------------------------------
+# writing large results, size limits, outputs and jobs
+def test_float_tiff_is_written_tile_by_tile_and_as_bigtiff_when_large(tmp_path, monkeypatch):
+    import tifffile
+
+    from gmmseg import export
+
+    rng = np.random.default_rng(0)
+    data = rng.random((600, 300, 3)).astype(np.float32)
+    reads = []
+
+    def read_rows(start, stop):
+        reads.append((start, stop))
+        return data[start:stop]
+
+    write = export.float_tiff_writer(shape=data.shape, read_rows=read_rows, chunks=[(0, 512), (512, 600)])
+    write(tmp_path / "a.tif")
+    assert reads == [(0, 512), (512, 600)]  # read in the given chunks, never whole
+    with tifffile.TiffFile(tmp_path / "a.tif") as tif:
+        assert tif.pages[0].is_tiled and not tif.is_bigtiff
+        np.testing.assert_array_equal(tif.asarray(), data)
+    monkeypatch.setattr(export, "_BIGTIFF_BYTES", 1000)  # as if the map were larger than 4 GB
+    export.float_tiff_writer(data[..., 0])(tmp_path / "b.tif")
+    with tifffile.TiffFile(tmp_path / "b.tif") as tif:
+        assert tif.is_bigtiff
+        np.testing.assert_array_equal(tif.asarray(), data[..., 0])
+
+
+def test_export_reads_probabilities_in_strips(tmp_path, monkeypatch):
+    import tifffile
+
+    img = _regions(90, 40)
+    seg = gmmseg.Segmenter(3, random_state=0).fit(img)
+    whole = seg.predict(img, probabilities=True)
+    monkeypatch.setattr(segment, "_STRIP_PIXELS", 40 * 6)
+    result = seg.predict(img)
+    gmmseg.export.export_segmentation(result, gmmseg.load_image(img), tmp_path, outputs=("probabilities", "loglik"))
+    assert not result.has_map("probabilities")  # written from strips, never built whole
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "probabilities.tif"), whole.probabilities, atol=2e-7, rtol=0)
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "loglik.tif"), whole.log_likelihood, rtol=1e-6)
+
+
+def _header_only_png(path, width, height):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_too_large_image_names_the_memory_it_needs_and_how_to_allow_it(tmp_path, monkeypatch):
+    from gmmseg import io
+
+    path = _header_only_png(tmp_path / "big.png", 20_000, 10_000)  # 200 megapixels
+    monkeypatch.setattr(io, "available_memory", lambda: 2_000_000_000)
+    assert io.default_max_pixels() == io.MAX_PIXELS  # 2 GB segments less than Pillow's limit: that stays
+    with pytest.raises(gmmseg.ImageTooLargeError) as caught:
+        gmmseg.load_image(path)
+    message = str(caught.value)
+    assert "200.0 megapixels" in message and "8.0 GB of memory" in message and "2.0 GB is available" in message
+    assert "max_pixels=200000000" in message
+    monkeypatch.setattr(io, "available_memory", lambda: 16_000_000_000)  # now 400 megapixels fit
+    with pytest.raises(gmmseg.ImageLoadError) as caught:  # accepted: the (empty) pixel data fails to decode
+        gmmseg.load_image(path)
+    assert not isinstance(caught.value, gmmseg.ImageTooLargeError)
+    with pytest.raises(gmmseg.ImageTooLargeError, match="max_pixels allows 1.0"):
+        gmmseg.load_image(path, max_pixels=1_000_000)
+    with pytest.raises(gmmseg.ImageTooLargeError):  # every entry point takes it
+        gmmseg.Segmenter(2).fit_predict(path, max_pixels=1_000_000)
+
+
+def test_auto_jobs_follow_the_memory_available(tmp_path, monkeypatch):
+    from gmmseg import workflows
+
+    path = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(_regions(100, 100)).save(path)
+    tasks = [workflows.Task("segment", str(path), settings={"n_components": 8})] * 6
+    needed = workflows.memory_needed(tasks[0])[0]
+    monkeypatch.setattr(workflows, "available_memory", lambda: 10**12)
+    assert workflows.auto_jobs(tasks, cores=4) == 4
+    assert workflows.auto_jobs(tasks[:2], cores=4) == 2
+    monkeypatch.setattr(workflows, "available_memory", lambda: 3 * (needed + workflows._PROCESS_BYTES))
+    assert workflows.auto_jobs(tasks, cores=8) == 3
+    monkeypatch.setattr(workflows, "available_memory", lambda: 1000)
+    assert workflows.auto_jobs(tasks, cores=8) == 1
+
+
+def test_run_task_reports_its_phases(tmp_path):
+    from PIL import Image
+
+    from gmmseg import workflows
+
+    path = tmp_path / "a.png"
+    Image.fromarray(_regions(40, 40)).save(path)
+    phases = []
+    task = workflows.Task("segment", str(path), str(tmp_path / "out"), settings={"n_components": 2},
+                          outputs=("labels", "summary"))
+    row = workflows.run_task(task, phase=phases.append)
+    assert row["status"] == "ok", row
+    assert phases[0] == "loading" and "fitting" in phases and "maps" in phases
+    assert any(p.startswith("fitting: iteration 1, log-likelihood") for p in phases)
+    assert phases[-2:] == ["writing labels.png (1 of 2)", "writing summary.json (2 of 2)"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["labels.png", "summary.json"]
