@@ -730,6 +730,17 @@ class Segmenter:
         object.__setattr__(self, "params", self.params.replace(**settings))
         return self
 
+    def __sklearn_clone__(self) -> "Segmenter":
+        """An unfitted Segmenter with the same settings (used by ``sklearn.base.clone``).
+
+        scikit-learn's default clone rebuilds the object from ``get_params``
+        and then requires the constructor to have stored every value
+        unchanged; the settings are checked and normalised instead (e.g. the
+        list of texture scales becomes a tuple). The settings object is
+        immutable, so the clone shares it.
+        """
+        return type(self)(params=self.params)
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"Segmenter({params})"

@@ -92,7 +92,7 @@ def test_bad_sample_weight(weights, match):
 def test_predict_checks_feature_count(blobs):
     X, _, _ = blobs
     gm = GaussianMixture(2, random_state=0).fit(X)
-    with pytest.raises(ValueError, match="has 2 features, but the model was fitted with 3"):
+    with pytest.raises(ValueError, match="has 2 features, but GaussianMixture is expecting 3 features as input"):
         gm.predict(X[:, :2])
 
 

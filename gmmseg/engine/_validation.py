@@ -4,6 +4,8 @@ import numbers
 
 import numpy as np
 
+from ._exceptions import NonNumericDataError
+
 
 def check_random_state(seed):
     """Turn ``None``, an int or a RandomState into a ``np.random.RandomState``.
@@ -51,20 +53,35 @@ def check_choice(value, name, choices):
     return value
 
 
-def check_array(X, name="X", n_features=None):
+def check_array(X, name="X", n_features=None, owner="the model"):
     """A finite 2-D float32/float64 C-contiguous array (other numbers -> float64).
 
     The caller's array is never modified; it is copied only when its dtype or
-    memory layout must change.
+    memory layout must change. ``owner`` names the fitted model in the
+    message about a wrong number of features. The messages contain the
+    phrases scikit-learn's estimator checks look for ("Complex data not
+    supported", "0 feature(s) ... while a minimum of 1 is required",
+    "is expecting N features as input"), so tools written for
+    scikit-learn recognise them.
     """
-    if np.iscomplexobj(X):
-        raise ValueError(f"{name} must hold real numbers; complex data is not supported.")
+    if _is_sparse(X):
+        raise ValueError(
+            f"{name} is a sparse matrix; sparse input is not supported: a Gaussian mixture uses every entry, "
+            f"so convert it to a dense array first ({name}.toarray())."
+        )
     try:
         arr = np.asarray(X)
-        if arr.dtype not in (np.float32, np.float64):
+    except (TypeError, ValueError) as exc:  # e.g. ragged nested lists
+        raise NonNumericDataError(f"{name} must be a numeric array: {exc}") from None
+    # Checked on the array, not on X: array-likes that only convert through
+    # __array__ must not meet other NumPy functions.
+    if arr.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} holds complex numbers; give real ones (e.g. {name}.real or abs({name})).")
+    if arr.dtype not in (np.float32, np.float64):
+        try:
             arr = arr.astype(np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+        except (TypeError, ValueError) as exc:  # strings, dicts, None in an object array
+            raise NonNumericDataError(f"{name} must be a numeric array: {exc}") from None
     if arr.ndim != 2:
         hint = ""
         if arr.ndim == 1:
@@ -75,10 +92,14 @@ def check_array(X, name="X", n_features=None):
         raise ValueError(f"Expected a 2-D array for {name}, got {arr.ndim}-D with shape {arr.shape}.{hint}")
     n, d = arr.shape
     if n == 0 or d == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); at least one sample and one feature are needed.")
+        what = "sample" if n == 0 else "feature"
+        raise ValueError(
+            f"{name} is empty: 0 {what}(s) (shape={arr.shape}) while a minimum of 1 is required."
+        )
     if n_features is not None and d != n_features:
         raise ValueError(
-            f"{name} has {d} features, but the model was fitted with {n_features} features."
+            f"{name} has {d} features, but {owner} is expecting {n_features} features as input "
+            "(the number it was fitted with)."
         )
     if not np.isfinite(arr).all():
         bad = int(np.count_nonzero(~np.isfinite(arr).all(axis=1)))
@@ -87,6 +108,12 @@ def check_array(X, name="X", n_features=None):
             "impute those rows before fitting."
         )
     return np.ascontiguousarray(arr)
+
+
+def _is_sparse(X):
+    """True for a SciPy (or pydata) sparse matrix or array, told by its
+    attributes: the engine does not import SciPy."""
+    return hasattr(X, "nnz") and (hasattr(X, "toarray") or hasattr(X, "todense"))
 
 
 def check_sample_weight(sample_weight, n_samples):

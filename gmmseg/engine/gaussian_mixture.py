@@ -6,12 +6,13 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from . import _covariance as cov
 from . import _kernels, _wide
-from ._exceptions import ConvergenceWarning, NotFittedError
+from ._exceptions import ConvergenceWarning, not_fitted_error
 from ._kmeans import kmeans, kmeans_plusplus
 from ._parallel import map_rows
 from ._validation import (
@@ -170,18 +171,50 @@ class GaussianMixture:
         self.verbose_interval = verbose_interval
 
     # ------------------------------------------------------------------
-    # scikit-learn estimator protocol
+    # scikit-learn estimator protocol, without inheriting from (or importing)
+    # scikit-learn: the engine is NumPy + Numba only.
     @classmethod
-    def _param_names(cls):
+    def _param_names(cls) -> list[str]:
         signature = inspect.signature(cls.__init__)
         return [p for p in signature.parameters if p != "self"]
 
-    def get_params(self, deep=True):
-        """Constructor parameters as a dict (scikit-learn protocol)."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Get the constructor parameters (scikit-learn protocol).
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Ignored: no parameter is itself an estimator.
+
+        Returns
+        -------
+        params : dict
+            Every ``__init__`` parameter with its current value, as given
+            (never copied or converted), so ``sklearn.base.clone`` can build
+            an equal unfitted model.
+        """
         return {name: getattr(self, name) for name in self._param_names()}
 
-    def set_params(self, **params):
-        """Set constructor parameters (scikit-learn protocol)."""
+    def set_params(self, **params: Any) -> "GaussianMixture":
+        """Set constructor parameters (scikit-learn protocol).
+
+        Values are stored as given and checked by the next ``fit``, as in
+        scikit-learn. A fitted model keeps its parameters until then.
+
+        Parameters
+        ----------
+        **params
+            Any of the ``__init__`` parameters.
+
+        Returns
+        -------
+        self : GaussianMixture
+
+        Raises
+        ------
+        ValueError
+            For a name that is not an ``__init__`` parameter.
+        """
         valid = self._param_names()
         for name, value in params.items():
             if name not in valid:
@@ -191,6 +224,34 @@ class GaussianMixture:
                 )
             setattr(self, name, value)
         return self
+
+    def __sklearn_tags__(self):
+        """Estimator tags for scikit-learn (called only by scikit-learn).
+
+        A density estimator, as ``sklearn.mixture.GaussianMixture``: fitted
+        on dense 2-D numeric X without NaN, no target (``y`` is ignored),
+        deterministic for a fixed ``random_state``, ``predict`` and friends
+        need a fitted model.
+
+        Returns
+        -------
+        tags : sklearn.utils.Tags
+        """
+        # Imported here: only scikit-learn calls this method, so scikit-learn
+        # is loaded by then, and ``import gmmseg`` never imports it.
+        from sklearn.utils import InputTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="density_estimator",
+            target_tags=TargetTags(required=False),
+            input_tags=InputTags(two_d_array=True, sparse=False, allow_nan=False),
+            requires_fit=True,
+            non_deterministic=False,
+        )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether ``fit`` has run (used by ``sklearn.utils.validation.check_is_fitted``)."""
+        return hasattr(self, "means_")
 
     def __repr__(self):
         defaults = GaussianMixture().get_params()
@@ -228,14 +289,14 @@ class GaussianMixture:
 
     def _check_is_fitted(self):
         if not hasattr(self, "means_"):
-            raise NotFittedError(
+            raise not_fitted_error(
                 "This GaussianMixture instance is not fitted yet. Call 'fit' "
                 "with appropriate arguments before using this estimator."
             )
 
     def _check_X(self, X):
         self._check_is_fitted()
-        X = check_array(X, n_features=self.means_.shape[1])
+        X = check_array(X, n_features=self.means_.shape[1], owner=type(self).__name__)
         self._check_densities(X)
         return X
 
