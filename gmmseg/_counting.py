@@ -77,3 +77,44 @@ def color_codes(colors, bits):
             code = (code << bits) | level
         codes[i] = code
     return codes, True
+
+
+@kernel
+def number_codes(keys, size):
+    """Number the distinct values of ``keys`` (non-negative int64 below
+    ``size``) in order of first appearance: returns ``(values, inverse)``
+    with ``values[inverse] == keys`` (inverse int32).
+
+    One pass through a ``size``-entry table, so for 24-bit colour codes
+    (a 64 MB table) it costs a few nanoseconds per key instead of a sort;
+    meant for keys that need a row number each but not sorted rows (a
+    feature table of some rows of an image). The table is reset by walking
+    the values found, not by clearing it.
+    """
+    n = keys.shape[0]
+    table = np.full(size, -1, dtype=np.int32)
+    values = np.empty(n, dtype=np.int64)
+    inverse = np.empty(n, dtype=np.int32)
+    distinct = 0
+    for i in range(n):
+        key = keys[i]
+        row = table[key]
+        if row < 0:
+            row = distinct
+            table[key] = row
+            values[row] = key
+            distinct += 1
+        inverse[i] = row
+    return values[:distinct].copy(), inverse
+
+
+@kernel
+def gather_columns(table, rows, out, column, start, stop):
+    """out[i, column + j] = table[rows[i], j] for i in [start, stop): the
+    per-colour features of each pixel, written into its feature row."""
+    width = table.shape[1]
+    for i in range(start, stop):
+        source = table[rows[i]]
+        target = out[i]
+        for j in range(width):
+            target[column + j] = source[j]

@@ -276,6 +276,23 @@ def unique_colors(colors, bit_depth):
     return colors[first], counts.astype(np.float64), inverse.ravel().astype(np.int64)
 
 
+def numbered_colors(colors, bit_depth):
+    """The distinct colours of 8-bit colours (or grey levels) in order of
+    first appearance and each colour's row: ``(unique, inverse)`` with
+    ``unique[inverse] == colors``; ``None`` for other data (use
+    :func:`unique_colors`). Cheaper than :func:`unique_colors` (no sort, no
+    counts) where only a row per pixel is needed."""
+    n, c = colors.shape
+    if bit_depth > 8 or c > 3:
+        return None
+    keys, exact = _counting.color_codes(np.ascontiguousarray(colors, dtype=np.float32), 8)
+    if not exact:
+        return None
+    present, inverse = _counting.number_codes(keys, 1 << (8 * c))
+    unique = np.column_stack([(present >> (8 * (c - 1 - i))) & 255 for i in range(c)]).astype(np.float32)
+    return unique / np.float32(255.0), inverse
+
+
 def position_features(mask, spatial_weight, step=1, full_shape=None, first_row=0):
     """(x, y) of the masked-in pixels, divided by the longer side, times
     weight; float32 of shape (n_used, 2), in row-major pixel order.

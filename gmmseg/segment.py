@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _counting
 from ._validation import check_int_list
 from .engine import (
     ConvergenceWarning,
@@ -17,6 +18,7 @@ from .engine import (
     GaussianMixture,
     NotFittedError,
     fit_potts,
+    map_rows,
     mixture_from_grid,
     potts_posteriors,
 )
@@ -26,6 +28,7 @@ from .features import (
     image_lightness,
     lab_lightness,
     luminance,
+    numbered_colors,
     position_features,
     texture_features,
     texture_reach,
@@ -231,7 +234,10 @@ class Segmentation:
     def component_stats(self) -> list[dict[str, Any]]:
         """One dict per component: index, name, color, weight, pixel_count,
         area_fraction (of the used pixels)."""
-        counts = np.bincount(self.labels[self.mask].ravel(), minlength=self.n_components)
+        counts = np.zeros(self.n_components, dtype=np.int64)
+        for start, stop in self.row_chunks():  # a strip at a time: no copy of every label
+            counts += np.bincount(self.map_rows("labels", start, stop)[self.mask[start:stop]],
+                                  minlength=self.n_components)
         total = max(int(self.mask.sum()), 1)
         return [
             {
@@ -249,10 +255,16 @@ class Segmentation:
         """The log-likelihood below which ``percentile`` % of used pixels lie."""
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"percentile must be in [0, 100], got {percentile}.")
-        values = self.log_likelihood[self.mask]
+        values = self.log_likelihood[self.mask]  # a copy, ordered in place below
         if values.size == 0:
             return float("nan")
-        return float(np.percentile(values, percentile))
+        # numpy.percentile's linear interpolation between the two order
+        # statistics around the rank, without its second copy of the values.
+        rank = percentile / 100.0 * (values.size - 1)
+        below, above = int(np.floor(rank)), int(np.ceil(rank))
+        values.partition([below, above] if above != below else below)
+        low, high = float(values[below]), float(values[above])
+        return low + (high - low) * (rank - below)
 
     def anomaly_mask(self, threshold: float | None = None, percentile: float | None = None) -> np.ndarray:
         """Pixels whose log-likelihood is below a threshold.
@@ -1253,7 +1265,10 @@ class Segmenter:
         index = np.full(mask.shape, -1, dtype=np.int32)
         if config.uses_color:
             colors = self._colors_for_model(part, channels)
-            unique, _, inverse = unique_colors(colors, image.bit_depth)
+            # A row per pixel is all that is needed here: with per-pixel
+            # features the colours need not be sorted or counted.
+            numbered = numbered_colors(colors, image.bit_depth) if config.per_pixel else None
+            unique, inverse = numbered if numbered is not None else unique_colors(colors, image.bit_depth)[::2]
             feats = color_features(unique, config.color_space)
         if not config.per_pixel:
             index[mask] = inverse
@@ -1265,8 +1280,7 @@ class Segmenter:
         c = 0
         if config.uses_color:
             table = feats.astype(np.float32)
-            for j in range(table.shape[1]):
-                X[:, c + j] = table[inverse, j]
+            map_rows(lambda a, b: _counting.gather_columns(table, inverse, X, c, a, b), n)
             c += table.shape[1]
         if config.uses_texture:
             stats = self.texture_stats_ if texture_stats is None else texture_stats

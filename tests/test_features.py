@@ -124,3 +124,18 @@ def test_unique_colors_of_values_between_codes_use_the_exact_float_path():
     unique, counts, inverse = unique_colors(colors, 8)  # 0.5 is not k / 255
     np.testing.assert_array_equal(unique[inverse], colors)
     assert sorted(counts.tolist()) == [1.0, 2.0]
+
+
+def test_numbered_colors_number_in_order_of_appearance():
+    from gmmseg.features import numbered_colors, unique_colors
+
+    rng = np.random.default_rng(3)
+    colors = (rng.integers(0, 6, size=(5000, 3)) * 51 / 255).astype(np.float32)
+    unique, inverse = numbered_colors(colors, 8)
+    np.testing.assert_array_equal(unique[inverse], colors)
+    assert inverse.dtype == np.int32 and inverse[0] == 0
+    first = [int(np.flatnonzero(inverse == r)[0]) for r in range(len(unique))]
+    assert first == sorted(first)  # numbered by first appearance
+    assert len(unique) == len(unique_colors(colors, 8)[0])
+    assert numbered_colors(colors, 16) is None  # deeper data: the sorting path
+    assert numbered_colors(colors + np.float32(1e-3), 8) is None  # not 8-bit levels

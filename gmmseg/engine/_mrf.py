@@ -83,7 +83,9 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
     cell's log-potential, n_k its neighbours' sum), and the number of cells.
     A non-empty ``labels`` (H, W) receives each updated cell's most probable
     component. Rows are processed component-major (``[k, x]`` buffers) so that the loops
-    over a row vectorise.
+    over a row vectorise. The objective is summed only with ``want_stats``
+    (a fit's sweep; the maps' sweeps need neither), and with ``beta == 0``
+    (the mixture's own posteriors) the neighbours are not read at all.
     """
     H, W = index.shape
     K = table.shape[1]
@@ -105,10 +107,14 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
     objective = 0.0
     count = 0
     want_labels = labels.shape[0] > 0
-    _load_row(above, 0, prev)
-    _load_row(q, r0, cur)
+    neighbours = beta != 0.0
+    if neighbours:
+        _load_row(above, 0, prev)
+        _load_row(q, r0, cur)
     for y in range(r0, r1):
-        if y + 1 < r1:
+        if not neighbours:
+            pass
+        elif y + 1 < r1:
             _load_row(q, y + 1, nxt)
         else:
             _load_row(below, 0, nxt)
@@ -124,7 +130,12 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
             else:
                 rows[x] = last
                 used[x] = 0.0
-        if n_used > 0:
+        if n_used > 0 and not neighbours:
+            for k in range(K):
+                ek = expo[k]
+                for x in range(W):
+                    ek[x] = table[rows[x], k]
+        elif n_used > 0:
             for k in range(K):
                 pk = prev[k]
                 ck = cur[k]
@@ -146,6 +157,7 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
                 ek = expo[k]
                 for x in range(W):
                     ek[x] = table[rows[x], k] + beta * vk[x]
+        if n_used > 0:
             _exponentiate(expo, W, mx, total)
             for x in range(W):
                 total[x] = 1.0 / total[x]
@@ -153,10 +165,14 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
             for k in range(K):
                 ek = expo[k]
                 vk = pot[k]
-                for x in range(W):
-                    p = ek[x] * total[x]
-                    ek[x] = p
-                    agree[x] += p * vk[x]
+                if neighbours and want_stats:
+                    for x in range(W):
+                        p = ek[x] * total[x]
+                        ek[x] = p
+                        agree[x] += p * vk[x]
+                else:
+                    for x in range(W):
+                        ek[x] *= total[x]
             qy = q[y]
             for x in range(W):
                 if used[x] > 0.0:
@@ -166,7 +182,8 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
                         qy[x, k] = p
                         if p > expo[best, x]:
                             best = k
-                    objective += mx[x] - math.log(total[x]) - 0.5 * beta * agree[x]
+                    if want_stats:
+                        objective += mx[x] - math.log(total[x]) - 0.5 * beta * agree[x]
                     if want_labels:
                         labels[y, x] = best
             count += n_used
@@ -176,7 +193,8 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
                     for f in range(d):
                         xt[f, x] = X[r, f]
                 _accumulate(xt, W, expo, used, shift, diagonal, stats, scratch[0], scratch[1])
-        prev, cur, nxt = cur, nxt, prev
+        if neighbours:
+            prev, cur, nxt = cur, nxt, prev
     return stats, objective, count
 
 
