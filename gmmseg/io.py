@@ -59,6 +59,11 @@ class ImageTooLargeError(ImageLoadError):
         self.width, self.height, self.limit = width, height, limit
 
     @property
+    def bytes_needed(self) -> int:
+        """About how much memory segmenting the image needs."""
+        return self.width * self.height * SEGMENT_BYTES_PER_PIXEL
+
+    @property
     def allow_hint(self) -> str:
         """How to allow the image, in the library's words (the message's end)."""
         return f"pass max_pixels={self.width * self.height}"
@@ -126,7 +131,8 @@ def default_max_pixels() -> int:
     return int(min(LARGEST_DEFAULT_PIXELS, max(MAX_PIXELS, available // SEGMENT_BYTES_PER_PIXEL)))
 
 
-def _size_text(n_bytes: float) -> str:
+def size_text(n_bytes: float) -> str:
+    """A number of bytes in words (e.g. ``"3.2 GB"``)."""
     for unit, size in (("GB", 1e9), ("MB", 1e6)):
         if n_bytes >= size:
             return f"{n_bytes / size:.1f} {unit}"
@@ -140,9 +146,9 @@ def _too_large_message(path, width: int, height: int, limit: int, explicit: bool
     if explicit:
         return f"{path}: image is too large ({size}; max_pixels allows {limit / 1e6:.1f}). To load it, {allow}."
     available = available_memory()
-    memory = f"about {_size_text(pixels * SEGMENT_BYTES_PER_PIXEL)} of memory to segment"
+    memory = f"about {size_text(pixels * SEGMENT_BYTES_PER_PIXEL)} of memory to segment"
     if available is not None:
-        memory += f", and {_size_text(available)} is available"
+        memory += f", and {size_text(available)} is available"
     return (f"{path}: image is too large ({size}; it would need {memory}; images above {limit / 1e6:.1f} megapixels "
             f"are refused by default, which also stops decompression bombs). To try anyway, {allow}.")
 
@@ -442,11 +448,26 @@ def from_array(array, *, mode=None):
     return image
 
 
+@kernel
+def _levels_to_float(values, lut, out):
+    """out = lut[values] for 8-bit values, element by element."""
+    flat_in, flat_out = values.ravel(), out.ravel()
+    for i in range(flat_in.shape[0]):
+        flat_out[i] = lut[flat_in[i]]
+
+
 def _scale(colour):
     """Scale colour values to [0, 1]; returns (bit_depth, value_range, array)."""
     kind = colour.dtype.kind
     if kind == "b":
         return 1, (0.0, 1.0), colour.astype(np.float32)
+    if colour.dtype == np.uint8:
+        # One pass through a 256-entry table (the same float32 values as
+        # dividing by 255), without a float copy of the image in between.
+        lut = np.arange(256, dtype=np.float32) / np.float32(255.0)
+        out = np.empty(colour.shape, dtype=np.float32)
+        _levels_to_float(np.ascontiguousarray(colour), lut, out)
+        return 8, (0.0, 255.0), out
     if kind in "iu":
         lo, hi = int(colour.min()), int(colour.max())
         if colour.dtype == np.uint16:

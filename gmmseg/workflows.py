@@ -31,7 +31,7 @@ from ._fileio import atomic_write, refuse_existing, staged_folder, write_json
 from .engine import ConvergenceWarning, EMProgress
 from .export import OUTPUTS, REPORT_FIELDS, csv_writer, export_inspection, export_segmentation
 from .inspection import InspectionResult, Inspector
-from .io import SEGMENT_BYTES_PER_PIXEL, ImageData, available_memory, image_size, load_image
+from .io import SEGMENT_BYTES_PER_PIXEL, ImageData, available_memory, image_size, load_image, size_text
 from .params import SegmenterParams
 from .persistence import read_segmenter_state
 from .segment import _STRIP_PIXELS, ImageLike, Segmentation, Segmenter
@@ -369,14 +369,6 @@ def auto_jobs(tasks: Sequence[Task], cores: int) -> int:
 _PROCESS_BYTES = 200_000_000
 
 
-def _bytes_text(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
 def memory_message(task: Task, exc: MemoryError) -> str:
     """What an out-of-memory failure of ``task`` says: the memory its image
     needs (estimated) and the allocation that failed (NumPy names it)."""
@@ -385,7 +377,7 @@ def memory_message(task: Task, exc: MemoryError) -> str:
     text = "out of memory"
     if needed is not None:
         total, width, height = needed
-        text += f": processing this {width} x {height} image needs about {_bytes_text(total)}"
+        text += f": processing this {width} x {height} image needs about {size_text(total)}"
     if detail:
         text += f" ({detail})"
     return text
@@ -398,7 +390,7 @@ def killed_message(task: Task) -> str:
     needed = memory_needed(task)
     if needed is not None:
         total, width, height = needed
-        text += f"; this {width} x {height} image needs about {_bytes_text(total)}"
+        text += f"; this {width} x {height} image needs about {size_text(total)}"
     return text
 
 

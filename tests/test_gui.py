@@ -141,6 +141,25 @@ def test_corrupt_file_leaves_the_current_image(qtbot, window, tmp_path, monkeypa
     assert "file not found" in shown[-1]
 
 
+def test_image_larger_than_memory_allows_is_opened_only_when_confirmed(qtbot, window, tmp_path, monkeypatch):
+    from PIL import Image
+
+    import gmmseg.io
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.full((30, 40, 3), 200, dtype=np.uint8)).save(path)
+    window.open_image(SAMPLE)
+    monkeypatch.setattr(gmmseg.io, "default_max_pixels", lambda: 1000)  # as if memory held 1000 pixels
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Cancel)
+    assert window.open_image(path) is False
+    assert "40 x 30" in asked[0]
+    assert "max_pixels" not in asked[0] and "Open it anyway?" in asked[0]
+    assert window.image_path == SAMPLE
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Open)
+    assert window.open_image(path) is True and window.image.width == 40
+
+
 def test_export_and_read_back(qtbot, window, tmp_path):
     window.open_image(SAMPLE)
     window.k_spin.setValue(3)

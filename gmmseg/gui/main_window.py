@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 from .._fileio import atomic_write
 from .._version import __version__
 from ..features import color_features, unique_colors
-from ..io import ImageLoadError, load_image
+from ..io import ImageLoadError, ImageTooLargeError, available_memory, load_image, size_text
 from ..params import SegmenterParams
 from ..paths import resource, sample_images_dir
 from ..plot import criterion_series
@@ -396,7 +396,23 @@ class MainWindow(QMainWindow):
             self.cancel_work()
             self._wait_workers()
         try:
-            image = load_image(path)
+            try:
+                image = load_image(path)
+            except ImageTooLargeError as exc:
+                # Larger than the memory available can segment (by the
+                # estimate): the person decides, knowing what it needs.
+                available = available_memory()
+                text = (f"{Path(path).name} is {exc.width} x {exc.height} pixels "
+                        f"({exc.width * exc.height / 1e6:.1f} megapixels). Segmenting it needs about "
+                        f"{size_text(exc.bytes_needed)} of memory"
+                        + (f", and {size_text(available)} is available." if available is not None else "."))
+                answer = QMessageBox.question(
+                    self, "Very large image", f"{text}\n\nOpen it anyway?",
+                    QMessageBox.StandardButton.Open | QMessageBox.StandardButton.Cancel,
+                    QMessageBox.StandardButton.Cancel)
+                if answer != QMessageBox.StandardButton.Open:
+                    return False
+                image = load_image(path, max_pixels=exc.width * exc.height)
         except (ImageLoadError, OSError, ValueError) as exc:
             QMessageBox.critical(self, "Cannot open image", str(exc))
             return False
