@@ -1326,8 +1326,8 @@ class Segmenter:
             raise ValueError(f"give {self.gmm_.n_components} names, got {len(names)}.")
         self.component_names_ = names
 
-    def predict(self, image: ImageLike, *, probabilities: bool = False, max_pixels: int | None = None
-                ) -> "Segmentation":
+    def predict(self, image: ImageLike, *, probabilities: bool = False, max_pixels: int | None = None,
+                progress: Callable[[int, int], Any] | None = None) -> "Segmentation":
         """Segment an image with the fitted model (with the spatial prior of
         ``smoothing`` when it is above 0).
 
@@ -1341,13 +1341,17 @@ class Segmenter:
             (positions, texture or smoothing) runs the maps again.
         max_pixels : int, optional
             Largest image accepted (see :func:`gmmseg.load_image`).
+        progress : callable, optional
+            ``progress(rows_done, rows)`` after each strip of rows (per-pixel
+            features; a colour-only result is ready at once).
 
         Returns
         -------
         Segmentation
         """
         self._check_fitted()
-        return self._segment(load_image(image, max_pixels=max_pixels), keep_probabilities=probabilities)
+        return self._segment(load_image(image, max_pixels=max_pixels), keep_probabilities=probabilities,
+                             progress=progress)
 
     def log_likelihood_map(self, image: ImageLike, *, max_pixels: int | None = None) -> np.ndarray:
         """The log-density of every pixel under the fitted mixture, as in
@@ -1369,8 +1373,8 @@ class Segmenter:
             out[start:stop] = self._strip_maps(image, start, stop, ("log_likelihood",))["log_likelihood"]
         return out
 
-    def _segment(self, image: ImageData, keep_probabilities: bool = False, table: tuple | None = None
-                 ) -> "Segmentation":
+    def _segment(self, image: ImageData, keep_probabilities: bool = False, table: tuple | None = None,
+                 progress: Callable[[int, int], Any] | None = None) -> "Segmentation":
         """The segmentation of a loaded image. ``table``: its colour table and
         index map when the fit already has them (colour-only features)."""
         gm = self.gmm_
@@ -1400,6 +1404,8 @@ class Segmenter:
             log_likelihood[start:stop] = part["log_likelihood"]
             if keep_probabilities:
                 probabilities[start:stop] = part["probabilities"]
+            if progress is not None:
+                progress(stop, H)
         # A copy of this segmenter computes the probabilities on demand, so
         # that refitting this one later does not change the result.
         source = _StripMaps(copy.copy(self), image)

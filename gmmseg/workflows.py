@@ -161,7 +161,14 @@ def segment_file(source: ImageLike, params: SegmenterParams, *, callback=None, m
     phase("fitting")
     segmenter.fit(image, callback=report)
     phase("maps")
-    return image, segmenter, segmenter.predict(image)
+    return image, segmenter, segmenter.predict(image, progress=_maps_progress(phase))
+
+
+def _maps_progress(phase: Callable[[str], Any]) -> Callable[[int, int], None]:
+    def report(done, total):
+        phase(f"maps: {100 * done // max(total, 1)} %")
+
+    return report
 
 
 def apply_model(source: ImageLike, segmenter: Segmenter, *, max_pixels: int | None = None,
@@ -170,9 +177,10 @@ def apply_model(source: ImageLike, segmenter: Segmenter, *, max_pixels: int | No
     if phase is not None:
         phase("loading")
     image = load_image(source, max_pixels=max_pixels)
-    if phase is not None:
-        phase("maps")
-    return image, segmenter.predict(image)
+    if phase is None:
+        return image, segmenter.predict(image)
+    phase("maps")
+    return image, segmenter.predict(image, progress=_maps_progress(phase))
 
 
 def export_files(

@@ -219,7 +219,7 @@ def test_run_task_reports_its_phases(tmp_path):
                           outputs=("labels", "summary"))
     row = workflows.run_task(task, phase=phases.append)
     assert row["status"] == "ok", row
-    assert phases[0] == "loading" and "fitting" in phases and "maps" in phases
+    assert phases[0] == "loading" and "fitting" in phases and "maps" in phases and "maps: 100 %" in phases
     assert any(p.startswith("fitting: iteration 1, log-likelihood") for p in phases)
     assert phases[-2:] == ["writing labels.png (1 of 2)", "writing summary.json (2 of 2)"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["labels.png", "summary.json"]
