@@ -12,6 +12,7 @@ import os
 import struct
 import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -466,7 +467,16 @@ def _scale(colour):
         # dividing by 255), without a float copy of the image in between.
         lut = np.arange(256, dtype=np.float32) / np.float32(255.0)
         out = np.empty(colour.shape, dtype=np.float32)
-        _levels_to_float(np.ascontiguousarray(colour), lut, out)
+        colour = np.ascontiguousarray(colour)
+        # Row blocks on every core (the kernel releases the GIL): most of
+        # the time is the first touch of the new array's pages.
+        blocks = np.array_split(np.arange(colour.shape[0]), min(os.cpu_count() or 1, 8, max(1, colour.shape[0])))
+        jobs = [(colour[b[0]:b[-1] + 1], out[b[0]:b[-1] + 1]) for b in blocks if b.size]
+        if len(jobs) > 1 and colour.size > 1 << 20:
+            with ThreadPoolExecutor(len(jobs)) as pool:
+                list(pool.map(lambda job: _levels_to_float(job[0], lut, job[1]), jobs))
+        else:
+            _levels_to_float(colour, lut, out)
         return 8, (0.0, 255.0), out
     if kind in "iu":
         lo, hi = int(colour.min()), int(colour.max())
