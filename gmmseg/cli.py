@@ -631,7 +631,7 @@ def _run_on_cluster(client, tasks, results, progress):
         results[i] = row
         progress.update(row)
 
-    run_tasks(client, tasks, explain=_one_line, on_result=record)
+    run_tasks(client, tasks, explain=_one_line, on_result=record, note=progress.note)
 
 
 def _write_tables(out_dir, report, results, started, interrupted=False, overwrite=False):

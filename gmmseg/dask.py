@@ -184,6 +184,7 @@ def run_tasks(
     *,
     explain: Callable[[BaseException], str] = default_message,
     on_result: Callable[[int, dict], Any] | None = None,
+    note: Callable[[str], Any] | None = None,
 ) -> list[dict | None]:
     """Run a batch's tasks on a Dask cluster; returns their result rows, in
     task order.
@@ -207,41 +208,85 @@ def run_tasks(
     on_result : callable, optional
         ``on_result(i, row)`` as soon as task ``i`` is done, in the order
         they finish.
+    note : callable, optional
+        ``note(text)`` with news about the run as a whole.
 
     Returns
     -------
     list of dict
-        One row per task. On KeyboardInterrupt the tasks not finished are
-        cancelled (images that workers are processing finish there, in
-        complete folders) before it propagates.
+        One row per task (None for tasks cancelled by an interrupt).
+
+    Raises
+    ------
+    KeyboardInterrupt
+        After an interrupt: the images the workers had been given finish
+        (and reach ``on_result``), the others are cancelled; a second
+        interrupt cancels those too.
     """
     distributed = _distributed()
     sent = [_for_workers(t) for t in tasks]
     run = uuid.uuid4().hex[:8]
     keys = [f"gmmseg-{t.mode}-{run}-{i}" for i, t in enumerate(tasks)]
     futures = client.map(run_task, sent, key=keys, pure=False, explain=explain)
-    index = {f.key: i for i, f in enumerate(futures)}
+    # Only unfinished futures are kept: a result row held on a worker that
+    # dies later would otherwise be computed again (the image processed
+    # twice, and failing the second time on its own finished folder).
+    pending = {f.key: f for f in futures}
+    index = {key: i for i, key in enumerate(keys)}
+    del futures
     rows: list[dict | None] = [None] * len(tasks)
+
+    def finish(future):
+        i = index[future.key]
+        try:
+            row = _as_given(future.result(), tasks[i], sent[i])
+        except distributed.KilledWorker as exc:
+            row = _killed_row(tasks[i], exc, explain)
+        except Exception as exc:  # the cluster could not run it (e.g. lost the scheduler): this image fails
+            row = failed_row(tasks[i].input, RuntimeError(f"the Dask cluster could not process it "
+                                                          f"({type(exc).__name__}: {default_message(exc)})"), explain)
+        del pending[future.key]
+        future.release()
+        row.setdefault("seconds", 0.0)
+        rows[i] = row
+        if on_result is not None:
+            on_result(i, row)
+
     try:
-        for future in distributed.as_completed(futures, loop=client.loop):
-            i = index[future.key]
-            try:
-                row = _as_given(future.result(), tasks[i], sent[i])
-            except distributed.KilledWorker as exc:
-                row = _killed_row(tasks[i], exc, explain)
-            except Exception as exc:  # the cluster could not run it (e.g. lost the scheduler): this image fails
-                row = failed_row(tasks[i].input, RuntimeError(f"the Dask cluster could not process it "
-                                                              f"({type(exc).__name__}: {default_message(exc)})"), explain)
-            row.setdefault("seconds", 0.0)
-            rows[i] = row
-            if on_result is not None:
-                on_result(i, row)
+        for future in distributed.as_completed(list(pending.values()), loop=client.loop):
+            finish(future)
+            del future
+    except KeyboardInterrupt:
+        # As in a local run: the images being processed finish (complete,
+        # and in the rows), the others are cancelled. A second interrupt
+        # stops the wait.
+        busy = _processing(client, set(pending))
+        client.cancel([f for key, f in pending.items() if key not in busy])
+        if busy and note is not None:
+            note(f"stopping: waiting for the {len(busy)} image(s) the workers are processing (Ctrl+C again stops at once)")
+        try:
+            for future in distributed.as_completed([pending[key] for key in busy], loop=client.loop):
+                finish(future)
+                del future
+        except KeyboardInterrupt:
+            pass
+        client.cancel(list(pending.values()))
+        raise KeyboardInterrupt from None
     except BaseException:
-        client.cancel([f for f in futures if not f.done()])
+        client.cancel(list(pending.values()))
         raise
     finally:
         _remove_stale_staging(client, {os.path.dirname(t.output) for t in sent if t.output})
     return rows
+
+
+def _processing(client: Any, keys: set[str]) -> set[str]:
+    """Which of ``keys`` the scheduler has given to workers."""
+    try:
+        given = client.processing()
+    except Exception:  # the scheduler is gone: nothing to wait for
+        return set()
+    return {key for worker_keys in given.values() for key in worker_keys if key in keys}
 
 
 def _remove_stale_staging(client: Any, folders: set[str]) -> None:
