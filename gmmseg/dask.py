@@ -172,9 +172,9 @@ def _as_given(row: dict, task: Task, sent: Task) -> dict:
 def _killed_row(task: Task, exc: BaseException, explain: Callable[[BaseException], str]) -> dict:
     """The row of an image whose workers kept dying (Dask's KilledWorker)."""
     tries = getattr(exc, "allowed_failures", None)
-    times = f"{tries + 1} times" if isinstance(tries, int) else "repeatedly"
-    text = (f"{killed_message(task)}; its Dask workers died {times} and the scheduler gave up on it "
-            "(give the workers more memory, e.g. dask worker --memory-limit)")
+    times = "repeatedly" if not isinstance(tries, int) else "once" if tries == 0 else f"{tries + 1} times"
+    text = (f"{killed_message(task)}; the Dask workers processing it alone died {times} and the scheduler gave up "
+            "on it (give the workers more memory: dask worker --memory-limit)")
     return failed_row(task.input, RuntimeError(text), explain)
 
 
@@ -193,8 +193,10 @@ def run_tasks(
     writes the image's outputs into a staged folder that appears only when
     complete. A worker that dies (killed, out of memory) has its images run
     again by the scheduler on other workers; an image whose workers keep
-    dying (``distributed.scheduler.allowed-failures``, 3 by default) gets a
-    failed row that says so, and the batch goes on.
+    dying (``distributed.scheduler.allowed-failures``, 3 by default) is
+    run again alone once the others are done (the images a dying worker
+    held are given up on with it), and fails with a row that says so if its
+    workers die again; the batch goes on.
 
     Parameters
     ----------
@@ -236,11 +238,18 @@ def run_tasks(
     del futures
     rows: list[dict | None] = [None] * len(tasks)
 
-    def finish(future):
+    killed = []  # images given up on because their workers died: run again one at a time
+
+    def finish(future, alone=False):
         i = index[future.key]
         try:
             row = _as_given(future.result(), tasks[i], sent[i])
         except distributed.KilledWorker as exc:
+            if not alone:
+                killed.append(i)
+                del pending[future.key]
+                future.release()
+                return
             row = _killed_row(tasks[i], exc, explain)
         except Exception as exc:  # the cluster could not run it (e.g. lost the scheduler): this image fails
             row = failed_row(tasks[i].input, RuntimeError(f"the Dask cluster could not process it "
@@ -255,6 +264,17 @@ def run_tasks(
     try:
         for future in distributed.as_completed(list(pending.values()), loop=client.loop):
             finish(future)
+            del future
+        if killed and note is not None:
+            note(f"Dask workers died while processing {len(killed)} image(s); they run again one at a time")
+        for i in killed:
+            # Alone on the cluster: a worker that died may have held other,
+            # innocent images of the batch, which the scheduler gave up on
+            # as well; alone, only an image that cannot be processed fails.
+            key = f"{keys[i]}-alone"
+            index[key] = i
+            pending[key] = future = client.submit(run_task, sent[i], key=key, pure=False, explain=explain)
+            finish(future, alone=True)  # waits for it
             del future
     except KeyboardInterrupt:
         # As in a local run: the images being processed finish (complete,
