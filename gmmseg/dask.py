@@ -314,8 +314,8 @@ def _remove_stale_staging(client: Any, folders: set[str]) -> None:
     those of dead processes on its own host (a folder's marker names them)."""
     for folder in sorted(folders):
         try:
-            client.run(remove_stale_staging, folder)
-        except Exception:  # cleaning up is best effort; the next run's cleanup does it too
+            client.run(remove_stale_staging, folder, on_error="ignore")
+        except Exception:  # cleaning up is best effort (the scheduler may be gone); the next run's does it too
             pass
 
 
