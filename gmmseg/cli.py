@@ -45,6 +45,9 @@ from .workflows import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFECTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# The optional extra that --scheduler needs (gmmseg.dask says the same; that
+# module is imported only with --scheduler).
+DASK_INSTALL_HINT = "pip install 'gmmseg[dask]'"
 
 
 class UsageError(Exception):
@@ -196,6 +199,10 @@ def _add_batch_options(p, out_required=True):
     g.add_argument("--jobs", type=_jobs, default="auto", metavar="N|auto",
                    help="images processed in parallel (default auto: one per core, fewer when the memory available "
                         "cannot hold that many of the largest image)")
+    g.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                   help="process the images on a Dask cluster: the address its 'dask scheduler' prints. The workers "
+                        "need gmmseg installed and the same paths to the images, the model and --out (a shared "
+                        f"filesystem). Needs the dask extra: {DASK_INSTALL_HINT}")
     _add_size_option(g)
     g.add_argument("--force", action="store_true", help="overwrite existing outputs")
     g.add_argument("--anomaly-percentile", type=_percentile, default=1.0, metavar="P",
@@ -470,6 +477,14 @@ def run_batch(args, mode):
             (Inspector if mode == "inspect" else Segmenter).load(args.model)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    client = None
+    if args.scheduler is not None:
+        if args.jobs != "auto":
+            raise UsageError("--jobs and --scheduler do not go together: on a cluster its workers decide how many "
+                             "images run at once")
+        client = _cluster_client(args.scheduler, quiet=args.quiet)
+        if client is None:
+            return EXIT_USAGE
     outputs = output_dirs(files, out_dir) if out_dir is not None else [None] * len(files)
     model = str(Path(args.model).resolve()) if mode != "segment" else None
     tasks = [
@@ -484,12 +499,19 @@ def run_batch(args, mode):
         if stale and not args.quiet:
             print(f"gmmseg: removed {len(stale)} unfinished output folder(s) of earlier runs that were killed",
                   file=sys.stderr)
-    jobs = auto_jobs(tasks, _cores()) if args.jobs == "auto" else min(args.jobs, len(tasks))
+    if client is not None:
+        jobs = None  # the cluster's workers decide
+    else:
+        jobs = auto_jobs(tasks, _cores()) if args.jobs == "auto" else min(args.jobs, len(tasks))
     progress = Progress(len(tasks), quiet=args.quiet)
     results = [None] * len(tasks)
     started = time.perf_counter()
     try:
-        if jobs <= 1:
+        if client is not None:
+            _run_on_cluster(client, tasks, results, progress)
+            if out_dir is not None:
+                remove_stale_staging(out_dir)  # anything killed workers on this host left
+        elif jobs <= 1:
             for i, task in enumerate(tasks):
                 # In this process, what each image is doing shows on a terminal.
                 phase = progress.phase_reporter(task.input) if progress.tty and not progress.quiet else None
@@ -522,6 +544,9 @@ def run_batch(args, mode):
         print("gmmseg: interrupted; finished images are complete, the rest were not written", file=sys.stderr)
         _write_tables(out_dir, report, [r for r in results if r], started, interrupted=True, overwrite=args.force)
         return EXIT_INTERRUPTED
+    finally:
+        if client is not None:
+            client.close()
     progress.finish()
     summary = _write_tables(out_dir, report, results, started, overwrite=args.force)
     failed = sum(r["status"] != "ok" for r in results) + len(problems)
@@ -565,6 +590,48 @@ def _run_in_pool(tasks, indices, jobs, results, progress):
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return [i for i in indices if results[i] is None]
+
+
+def _cluster_client(address, quiet=False):
+    """A client of the Dask scheduler at ``address`` whose workers run
+    gmmseg, or None after saying on stderr why there is none."""
+    from .dask import check_workers, connect  # imports Dask itself only when called
+
+    try:
+        client = connect(address)
+    except ImportError:
+        print(f"gmmseg: error: --scheduler needs the dask extra, which is not installed: {DASK_INSTALL_HINT}",
+              file=sys.stderr)
+        return None
+    except (OSError, ValueError) as exc:
+        print(f"gmmseg: error: {exc}", file=sys.stderr)
+        return None
+    try:
+        versions = check_workers(client)
+    except OSError as exc:
+        client.close()
+        print(f"gmmseg: error: {exc}", file=sys.stderr)
+        return None
+    if not quiet:
+        if not versions:
+            print(f"gmmseg: the scheduler at {address} has no workers yet; the images wait for one (Ctrl+C stops)",
+                  file=sys.stderr)
+        others = sorted({v for v in versions.values() if v != __version__})
+        if others:
+            print(f"gmmseg: warning: workers run gmmseg {', '.join(others)}, this is {__version__}: results may differ",
+                  file=sys.stderr)
+    return client
+
+
+def _run_on_cluster(client, tasks, results, progress):
+    """Run the tasks on the Dask cluster of ``client``, filling ``results``."""
+    from .dask import run_tasks
+
+    def record(i, row):
+        results[i] = row
+        progress.update(row)
+
+    run_tasks(client, tasks, explain=_one_line, on_result=record, note=progress.note)
 
 
 def _write_tables(out_dir, report, results, started, interrupted=False, overwrite=False):

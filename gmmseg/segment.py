@@ -1559,6 +1559,94 @@ class Segmenter:
         except ValueError as exc:
             raise ModelFileError(f"{path}: invalid model: {exc}") from None
 
+    # ------------------------------------------------------------------
+    # windows of a larger image (gmmseg.dask predicts chunked arrays this way)
+    def prediction_halo(self) -> int:
+        """How far (in pixels) the prediction of one pixel looks at others.
+
+        A window of a larger image, predicted by :meth:`predict_window` with
+        this many more pixels on every side that is not a side of the whole
+        image, gives its inner pixels the whole image's result. Colour and
+        position features look at the pixel alone; texture features as far
+        as :func:`gmmseg.features.texture_reach` (each Gaussian of the bank
+        reaches ``int(4 * sigma + 0.5)`` pixels: the illumination
+        background's, one more for the gradient filters' differences, and
+        the largest scale's add up); with ``smoothing > 0`` each of the
+        maps' ``_MAP_SWEEPS`` synchronous mean-field sweeps reaches one
+        pixel further (its 8 neighbours' previous distributions), on top of
+        the features.
+
+        Returns
+        -------
+        int
+        """
+        self._check_fitted()  # feature_set='auto' is resolved by the model's channels
+        config = self.features
+        reach = 0
+        if config.uses_texture:
+            reach = texture_reach(config.texture_scales, config.illumination_sigma, config.texture_filters)
+        if self.smoothing > 0:
+            reach += _MAP_SWEEPS
+        return reach
+
+    def predict_window(self, image: ImageLike, origin: tuple[int, int] = (0, 0),
+                       full_shape: tuple[int, int] | None = None) -> "Segmentation":
+        """Segment a window of a larger image.
+
+        Parameters
+        ----------
+        image : path, ImageData or array
+            The window's pixels.
+        origin : (int, int)
+            Row and column of the window's first pixel in the whole image.
+        full_shape : (int, int), optional
+            Height and width of the whole image (default: the window ends
+            where the image does).
+
+        Returns
+        -------
+        Segmentation
+            Of the window, with all three maps. Position features are the
+            pixels' positions in the whole image; texture features and the
+            spatial prior see the window only, so pixels within
+            :meth:`prediction_halo` of a side of the window inside the image
+            may differ from the whole image's result, and the others equal it.
+        """
+        self._check_fitted()
+        image = load_image(image)
+        h, w = image.mask.shape
+        y0, x0 = (int(v) for v in origin)
+        H, W = (y0 + h, x0 + w) if full_shape is None else (int(v) for v in full_shape)
+        if y0 < 0 or x0 < 0 or y0 + h > H or x0 + w > W:
+            raise ValueError(f"a {h} x {w} window at {(y0, x0)} does not fit in an image of shape {(H, W)}.")
+        gm = self.gmm_
+        K = gm.means_.shape[0]
+        mask = image.mask
+        X, index = self._feature_table(image, self.channels_)
+        config = self.features
+        if config.uses_position and X.shape[0]:
+            # Positions are the last two columns; the same arithmetic as
+            # position_features on the whole image, from the window's origin.
+            scale = config.spatial_weight / max(H, W)
+            xs = (np.arange(x0, x0 + w) * scale).astype(np.float32)
+            ys = (np.arange(y0, y0 + h) * scale).astype(np.float32)
+            X[:, -2] = np.broadcast_to(xs[None, :], (h, w))[mask]
+            X[:, -1] = np.broadcast_to(ys[:, None], (h, w))[mask]
+        if X.shape[0] == 0:
+            labels = np.full((h, w), -1, np.int32)
+            probabilities = np.zeros((h, w, K), np.float32)
+            log_likelihood = np.full((h, w), np.nan, np.float32)
+        elif self.smoothing > 0:
+            labels = np.full((h, w), -1, dtype=np.int32)
+            probabilities = potts_posteriors(gm, X, index, self.smoothing, _MAP_SWEEPS, labels=labels)
+            log_likelihood = _TableMaps(index, None, None, gm.score_samples(X).astype(np.float32)
+                                        ).rows("log_likelihood", 0, h)
+        else:
+            labels_u, proba_u, ll_u = gm.estimate(X, proba_dtype=np.float32)
+            table = _TableMaps(index, labels_u.astype(np.int32, copy=False), proba_u, ll_u.astype(np.float32, copy=False))
+            labels, probabilities, log_likelihood = (table.rows(name, 0, h) for name in MAP_NAMES)
+        return Segmentation(labels, probabilities, log_likelihood, mask.copy(), self.component_colors_, gm.weights_,
+                            self.component_names_)
 
 #: The effective sample size of the 'bic-300' criterion, in pixels.
 EFFECTIVE_PIXELS = 300

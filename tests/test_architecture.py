@@ -19,7 +19,7 @@ PACKAGE = ROOT / "gmmseg"
 
 # The model layer: what a Segmenter or Inspector is made of.
 MODELS = ("gmmseg.segment", "gmmseg.inspection", "gmmseg.features", "gmmseg.params", "gmmseg.persistence")
-FRONT_ENDS = ("gmmseg.cli", "gmmseg.gui", "gmmseg.workflows")
+FRONT_ENDS = ("gmmseg.cli", "gmmseg.gui", "gmmseg.workflows", "gmmseg.dask")
 LEAVES = ("gmmseg._fileio", "gmmseg._jit", "gmmseg._validation", "gmmseg._version")
 
 # Imports inside functions, each for a reason other than dodging a cycle.
@@ -30,6 +30,8 @@ DEFERRED_ALLOWED = {
     # Qt is imported only after the display check (no bare Qt abort).
     ("gmmseg.gui", "gmmseg.gui.app"): "no Qt until 'gmmseg gui' runs",
     ("gmmseg.gui.app", "gmmseg.gui.main_window"): "no Qt before the display check",
+    # Dask is an optional extra: only --scheduler needs it.
+    ("gmmseg.cli", "gmmseg.dask"): "the CLI starts without Dask",
 }
 
 
@@ -191,6 +193,24 @@ def test_import_gmmseg_pulls_in_neither_qt_nor_scikit_learn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_only_gmmseg_dask_imports_dask_and_only_when_used():
+    for module, imports in GRAPH.items():
+        found = [(n, inside) for n, inside in imports if n.split(".")[0] in ("dask", "distributed")]
+        if found:
+            assert module == "gmmseg.dask", f"{module} imports {found}"
+            assert all(inside for _, inside in found), f"gmmseg.dask imports {found} at module level"
+
+
+def test_import_gmmseg_and_the_cli_pull_in_no_dask():
+    code = ("import sys, gmmseg, gmmseg.cli, gmmseg.dask\n"
+            "try:\n    gmmseg.cli.main(['segment', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('dask', 'distributed') if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "--scheduler" in out.stdout
+    assert out.stderr.strip() == "[]"
 
 
 def test_ruff_is_clean():
