@@ -16,14 +16,27 @@ Sections (``--section``, default ``all``):
   images (their start is printed apart: a cluster's workers outlive a
   batch). With ``--repeat N`` the three runs take turns N times and the
   table shows medians.
-- ``large``: large photos (not written yet).
+- ``large``: photos of ``--megapixels`` (default 12 and 100): a JPEG made
+  from ``skimage.data.astronaut()`` resized (bilinear) to the size with
+  +-2 levels of noise (4:3). For each: ``gmmseg segment -k 8`` (default
+  settings: positions and the spatial prior) with ``--outputs
+  labels,summary`` and with every output, each in a fresh process: wall
+  seconds and the process's peak RSS (``ru_maxrss`` of the child, read by
+  a small parent process made for each measurement). For photos up to 20
+  megapixels also the API: ``Segmenter(8).fit(image)`` then
+  ``predict(image, probabilities=True)`` and reading labels and
+  probabilities (median of 3 after one warm-up call), with the default
+  settings and colour only (``spatial_weight=0, smoothing=0``: the
+  per-colour table). ``--megapixels 400`` makes a 400-megapixel photo (about
+  13 GB of memory, several minutes).
 
 Usage:
     python benchmarks/bench_scale.py [--section batch|large|all] [--count 200] [--size 256] [--repeat 1]
-                                     [--keep DIR]
+                                     [--megapixels 12 100] [--keep DIR]
 """
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -158,8 +171,100 @@ def section_batch(args, work):
         print(f"| {name} | {seconds:.1f} | {args.count / seconds:.1f} |")
 
 
+# ---------------------------------------------------------------------------
+# large
+# A parent made for each measurement runs the command and reports its
+# child's peak RSS, so that each peak is that command's alone.
+_MEASURE = (
+    "import json, resource, subprocess, sys, time\n"
+    "start = time.perf_counter()\n"
+    "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "print(json.dumps({'seconds': time.perf_counter() - start, 'status': done.returncode,\n"
+    "                  'stderr': done.stderr[-2000:], 'stdout': done.stdout[-2000:],\n"
+    "                  'rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))\n"
+)
+
+# The API in a fresh process: fit, then the maps with probabilities.
+_API = (
+    "import json, sys, time\n"
+    "import gmmseg\n"
+    "path, k, colour_only = sys.argv[1], int(sys.argv[2]), sys.argv[3] == '1'\n"
+    "settings = dict(spatial_weight=0.0, smoothing=0.0) if colour_only else {}\n"
+    "image = gmmseg.load_image(path, max_pixels=2_000_000_000)\n"
+    "seg = gmmseg.Segmenter(k, **settings).fit(image)\n"
+    "seg.predict(image, probabilities=True)  # the first call compiles what predict needs\n"
+    "times = []\n"
+    "for _ in range(3):\n"
+    "    start = time.perf_counter()\n"
+    "    result = seg.predict(image, probabilities=True)\n"
+    "    result.labels, result.probabilities\n"
+    "    times.append(time.perf_counter() - start)\n"
+    "print(json.dumps({'predict': sorted(times)[1]}))\n"
+)
+
+
+def make_photo(path, megapixels, seed=0):
+    """A photo-like JPEG of about ``megapixels`` (4:3): skimage's astronaut
+    resized (bilinear) with +-2 levels of noise, built in strips."""
+    from skimage import data
+
+    width = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
+    height = int(round(megapixels * 1e6 / width))
+    arr = np.asarray(Image.fromarray(data.astronaut()).resize((width, height), Image.BILINEAR)).copy()
+    rng = np.random.default_rng(seed)
+    step = max(1, 4_000_000 // width)
+    for y in range(0, height, step):
+        noisy = arr[y:y + step].astype(np.int16) + rng.integers(-2, 3, size=arr[y:y + step].shape, dtype=np.int16)
+        arr[y:y + step] = np.clip(noisy, 0, 255)
+    Image.fromarray(arr).save(path, quality=92)
+    return width, height
+
+
+def _measured(cmd):
+    done = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, cmd)], capture_output=True, text=True, env=_env())
+    result = json.loads(done.stdout)
+    if result["status"] != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({result['status']}): {result['stderr']}")
+    return result
+
+
 def section_large(args, work):
-    print("large: not written yet")
+    rows = []
+    for megapixels in args.megapixels:
+        photo = work / f"photo-{megapixels:g}.jpg"
+        width, height = make_photo(photo, megapixels)
+        row = {"size": f"{width} x {height} ({width * height / 1e6:.0f} MP)"}
+        for name, extra in (("labels,summary", ["--outputs", "labels,summary"]), ("all outputs", [])):
+            cmd = _command("gmmseg") + ["segment", photo, "-k", "8", "--out", work / "out", "--quiet", "--force",
+                                        "--max-megapixels", "2000", *extra]
+            row[name] = _measured(cmd)
+            shutil.rmtree(work / "out")
+        if megapixels <= 20:
+            for name, colour_only in (("API defaults", "0"), ("API colour only", "1")):
+                done = subprocess.run([sys.executable, "-c", _API, str(photo), "8", colour_only], capture_output=True,
+                                      text=True, env=_env())
+                if done.returncode != 0:
+                    raise RuntimeError(done.stderr[-2000:])
+                row[name] = json.loads(done.stdout)["predict"]
+        photo.unlink()
+        rows.append(row)
+        print(f"large: {row['size']} done", file=sys.stderr)
+    print("large: gmmseg segment -k 8 (default settings) in a fresh process: wall seconds, peak RSS")
+    print()
+    print("| photo | labels,summary: s | peak MB | all outputs: s | peak MB |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        a, b = row["labels,summary"], row["all outputs"]
+        print(f"| {row['size']} | {a['seconds']:.1f} | {a['rss_mb']:.0f} | {b['seconds']:.1f} | {b['rss_mb']:.0f} |")
+    api = [row for row in rows if "API defaults" in row]
+    if api:
+        print()
+        print("Segmenter(8).predict(image, probabilities=True), labels and probabilities read (median of 3):")
+        print()
+        print("| photo | default settings: s | colour only: s |")
+        print("|---|---|---|")
+        for row in api:
+            print(f"| {row['size']} | {row['API defaults']:.2f} | {row['API colour only']:.2f} |")
 
 
 SECTIONS = {"batch": section_batch, "large": section_large}
@@ -171,6 +276,7 @@ def main(argv=None):
     parser.add_argument("--count", type=int, default=200, help="batch: number of images")
     parser.add_argument("--size", type=int, default=256, help="batch: side of each image in pixels")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each configuration (medians shown)")
+    parser.add_argument("--megapixels", type=float, nargs="+", default=[12, 100], help="large: photo sizes")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")
     args = parser.parse_args(argv)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="gmmseg-bench-scale-"))

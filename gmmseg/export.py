@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from ._fileio import atomic_write, refuse_existing, write_json
+from .engine import get_num_threads
 from .inspection import InspectionResult
 from .io import ImageData
 from .params import MAX_COMPONENTS
@@ -135,6 +136,9 @@ def float_tiff_writer(array=None, *, shape=None, read_rows=None, chunks=None):
         tifffile.imwrite(
             tmp, tiles(), shape=shape, dtype=np.float32, tile=(TIFF_TILE, TIFF_TILE), photometric="minisblack",
             planarconfig="contig" if len(shape) == 3 else None, compression="zlib", metadata=None, bigtiff=big,
+            # tiles compressed on as many threads as the kernels use (one in
+            # a batch's worker processes, which already fill the cores)
+            maxworkers=get_num_threads(),
         )
 
     return write
