@@ -28,6 +28,9 @@ added in strip order: results do not depend on the number of threads.
 import math
 
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from .._jit import FASTMATH, kernel
 from . import _covariance as cov
@@ -69,6 +72,151 @@ def _load_row(q, y, buf):
     for x in range(W):
         for k in range(K):
             buf[k, x] = q[y, x, k]
+
+
+@kernel(fastmath=FASTMATH)
+def _neighbour_sums(prev, cur, nxt, pot):
+    """pot[k, x] = sum of the 8 neighbours' old values around column x of
+    the middle row (``[k, x]`` rows above, at and below; zero beyond the ends)."""
+    K, W = cur.shape
+    zero = pot.dtype.type(0.0)
+    for k in range(K):
+        pk = prev[k]
+        ck = cur[k]
+        nk = nxt[k]
+        vk = pot[k]
+        for x in range(W):  # vertical sums of the three old rows
+            vk[x] = pk[x] + ck[x] + nk[x]
+    for k in range(K):
+        vk = pot[k]
+        ck = cur[k]
+        left = zero
+        for x in range(W):  # neighbours = 3x3 box - centre, in place
+            here = vk[x]
+            right = vk[x + 1] if x + 1 < W else zero
+            vk[x] = left + here + right - ck[x]
+            left = here
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, bits):
+    """Reinterpret an int32 bit pattern as float32 (no conversion)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+_F32_EXP_MIN = np.float32(-87.0)  # below this exp() in float32 is subnormal; we return 0
+_F32_LOG2E = np.float32(1.4426950408889634)
+_F32_LN2_HI = np.float32(0.693359375)  # ln 2 in two parts (Cody-Waite), float32
+_F32_LN2_LO = np.float32(-2.12194440e-4)
+_F32_HALF = np.float32(0.5)
+_F32_ONE = np.float32(1.0)
+
+
+@kernel(fastmath={"contract"})
+def _exp32(v):
+    """exp(v) in float32, vectorisable (8 lanes where the float64 kernels
+    have 4): Cody-Waite reduction to |r| <= ln(2)/2 and a degree-7 Taylor
+    polynomial (truncation below 1e-8 relative, under float32's rounding);
+    exact zero below -87."""
+    c = max(v, _F32_EXP_MIN)
+    m = np.floor(c * _F32_LOG2E + _F32_HALF)
+    r = (c - m * _F32_LN2_HI) - m * _F32_LN2_LO
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + _F32_HALF
+    p = p * r + _F32_ONE
+    p = p * r + _F32_ONE
+    e = p * _int32_bits_as_float32((np.int32(m) + np.int32(127)) << np.int32(23))
+    return e if v >= _F32_EXP_MIN else np.float32(0.0)
+
+
+@kernel(fastmath=FASTMATH)
+def potts_map_sweep(table, index, q, above, below, r0, r1, beta, labels):
+    """One synchronous mean-field update of grid rows [r0, r1) of ``q`` for
+    the maps (no statistics, no objective), in float32 throughout: ``q``
+    and the table are float32, so the float64 arithmetic of
+    :func:`potts_sweep` (which a fit needs for its statistics) would buy
+    nothing here but half the vector width. ``beta == 0`` gives the
+    mixture's own posteriors without reading the neighbours. A non-empty
+    ``labels`` receives each updated cell's most probable component."""
+    H, W = index.shape
+    K = table.shape[1]
+    last = table.shape[0] - 1
+    prev = np.empty((K, W), dtype=np.float32)
+    cur = np.empty((K, W), dtype=np.float32)
+    nxt = np.empty((K, W), dtype=np.float32)
+    pot = np.empty((K, W), dtype=np.float32)
+    expo = np.empty((K, W), dtype=np.float32)
+    mx = np.empty(W, dtype=np.float32)
+    total = np.empty(W, dtype=np.float32)
+    rows = np.empty(W, dtype=np.int64)
+    weight = np.float32(beta)
+    neighbours = beta != 0.0
+    want_labels = labels.shape[0] > 0
+    if neighbours:
+        _load_row(above, 0, prev)
+        _load_row(q, r0, cur)
+    for y in range(r0, r1):
+        if not neighbours:
+            pass
+        elif y + 1 < r1:
+            _load_row(q, y + 1, nxt)
+        else:
+            _load_row(below, 0, nxt)
+        n_used = 0
+        for x in range(W):
+            i = index[y, x]
+            rows[x] = i if i >= 0 else last  # outside cells read a valid row and are not written
+            n_used += i >= 0
+        if n_used > 0:
+            if neighbours:
+                _neighbour_sums(prev, cur, nxt, pot)
+                for k in range(K):
+                    vk = pot[k]
+                    ek = expo[k]
+                    for x in range(W):
+                        ek[x] = table[rows[x], k] + weight * vk[x]
+            else:
+                for k in range(K):
+                    ek = expo[k]
+                    for x in range(W):
+                        ek[x] = table[rows[x], k]
+            for x in range(W):
+                mx[x] = expo[0, x]
+                total[x] = np.float32(0.0)
+            for k in range(1, K):
+                ek = expo[k]
+                for x in range(W):
+                    mx[x] = max(mx[x], ek[x])
+            for k in range(K):
+                ek = expo[k]
+                for x in range(W):
+                    e = _exp32(ek[x] - mx[x])
+                    ek[x] = e
+                    total[x] += e
+            for x in range(W):
+                total[x] = _F32_ONE / total[x]
+            qy = q[y]
+            for x in range(W):
+                if index[y, x] >= 0:
+                    best = 0
+                    for k in range(K):
+                        p = expo[k, x] * total[x]
+                        qy[x, k] = p
+                        if p > expo[best, x] * total[x]:
+                            best = k
+                    if want_labels:
+                        labels[y, x] = best
+        if neighbours:
+            prev, cur, nxt = cur, nxt, prev
 
 
 @kernel(fastmath=FASTMATH)
@@ -136,22 +284,7 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
                 for x in range(W):
                     ek[x] = table[rows[x], k]
         elif n_used > 0:
-            for k in range(K):
-                pk = prev[k]
-                ck = cur[k]
-                nk = nxt[k]
-                vk = pot[k]
-                for x in range(W):  # vertical sums of the three old rows
-                    vk[x] = pk[x] + ck[x] + nk[x]
-            for k in range(K):
-                vk = pot[k]
-                ck = cur[k]
-                left = 0.0
-                for x in range(W):  # neighbours = 3x3 box - centre, in place
-                    here = vk[x]
-                    right = vk[x + 1] if x + 1 < W else 0.0
-                    vk[x] = left + here + right - ck[x]
-                    left = here
+            _neighbour_sums(prev, cur, nxt, pot)
             for k in range(K):
                 vk = pot[k]
                 ek = expo[k]
@@ -203,12 +336,14 @@ def rows_per_task(width):
     return max(2, _CELLS_PER_TASK // max(int(width), 1))
 
 
-def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None):
+def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None, maps_only=False):
     """One synchronous mean-field update of the whole map ``q`` (in place).
 
     With ``X`` and ``shift`` also returns the packed moments of the new
     distributions; returns ``(stats or None, objective, count)``. With
-    ``labels`` (H, W) int32, writes the most probable components too.
+    ``labels`` (H, W) int32, writes the most probable components too. With
+    ``maps_only`` (no ``X``): the float32 map kernel, and neither objective
+    nor count (0).
     """
     H, W = index.shape
     K = q.shape[2]
@@ -227,6 +362,9 @@ def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None
 
     def run(r0, r1):
         above, below = halos[r0]
+        if maps_only:
+            potts_map_sweep(table, index, q, above, below, r0, r1, float(beta), out_labels)
+            return None, 0.0, 0
         return potts_sweep(table, index, q, above, below, r0, r1, float(beta), X, shift, diagonal, want, out_labels)
 
     with overflow_as_value_error():
@@ -345,9 +483,9 @@ def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None):
         order, index = _first_seen(index, table.shape[0])
         table = table[order]
     sweeps = n_sweeps if beta > 0 else 0
-    sweep(table, index, q, 0.0, labels=labels if sweeps == 0 else None)  # the mixture's posteriors
+    sweep(table, index, q, 0.0, labels=labels if sweeps == 0 else None, maps_only=True)  # the mixture's posteriors
     for i in range(sweeps):
-        sweep(table, index, q, beta, labels=labels if i == sweeps - 1 else None)
+        sweep(table, index, q, beta, labels=labels if i == sweeps - 1 else None, maps_only=True)
     return q
 
 
