@@ -245,7 +245,8 @@ def test_inspection_regions_as_shapes_and_table(viewer_widget, qtbot, tmp_path):
     assert expected.verdict in widget.verdict_label.text()
     widget.region_table.selectRow(0)  # centres the view on the region
     x, y = expected.regions[0].centroid
-    np.testing.assert_allclose(viewer.camera.center[-2:], (y, x))
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    np.testing.assert_allclose(camera.center[-2:], (y, x))
 
     # A reference model fitted in the widget on a selected layer.
     viewer.add_image(good, name="good")

@@ -142,7 +142,8 @@ class SegmentationWidget(QWidget):
         self.inspector: Inspector | None = None
         self.segmentation: Segmentation | None = None  # the last result, and its layer placement
         self._result_source: tuple[str, dict] | None = None
-        self.regions: list = []
+        self.regions: list = []  # of the last inspection, as in the table
+        self._regions_placement: dict = {}
         self.worker = None  # the running napari worker, None when idle
         self.last_traceback = ""  # of the last failure, for bug reports
         self._stop = threading.Event()
@@ -621,7 +622,10 @@ class SegmentationWidget(QWidget):
         scale = np.asarray(self._regions_placement["scale"], dtype=float)
         translate = np.asarray(self._regions_placement["translate"], dtype=float)
         x, y = region.centroid
-        self.viewer.camera.center = tuple(np.array([y, x]) * scale + translate)
+        # napari 0.9 moved the camera to viewer.scene (the old name warns).
+        scene = getattr(self.viewer, "scene", None)
+        camera = scene.camera if scene is not None else self.viewer.camera
+        camera.center = tuple(np.array([y, x]) * scale + translate)
 
     # ------------------------------------------------------------------
     # model files
