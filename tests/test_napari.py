@@ -98,6 +98,21 @@ def test_widget_docks_with_the_settings_table(viewer_widget):
     assert widget.image_layer().name == "b"
     viewer.layers.selection.active = viewer.layers["a"]
     assert widget.image_layer().name == "a"
+    viewer.layers["a"].name = "renamed"
+    assert widget.layer_combo.currentText() == "renamed"
+    assert [widget.layer_combo.itemText(i) for i in range(widget.layer_combo.count())] == ["renamed", "b"]
+
+
+def test_a_removed_widget_leaves_the_viewer_working(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("gmmseg", "GMM segmentation")
+    viewer.window.remove_dock_widget(dock)
+    connected = len(viewer.layers.events.inserted.callbacks)
+    widget.deleteLater()
+    qtbot.wait(50)
+    assert len(viewer.layers.events.inserted.callbacks) == connected - 1  # the widget disconnected itself
+    viewer.add_image(_astronaut(8), name="after")  # the layer events reach no deleted widget
+    viewer.layers["after"].name = "renamed"
 
 
 def test_run_gives_the_labels_of_fit_predict(viewer_widget, qtbot):

@@ -117,6 +117,14 @@ def _inspect_job(image: ImageData, inspector: Inspector) -> InspectionResult:
     return inspector.inspect(image)
 
 
+def _disconnect(connections: list[tuple[Any, Callable]]) -> None:
+    for emitter, callback in connections:
+        try:
+            emitter.disconnect(callback)
+        except (RuntimeError, TypeError, ValueError):
+            pass  # the viewer went first
+
+
 class SegmentationWidget(QWidget):
     """gmmseg in napari: segment the active Image layer with a Gaussian
     mixture, apply a saved model, inspect with a reference model.
@@ -147,7 +155,9 @@ class SegmentationWidget(QWidget):
         self.worker = None  # the running napari worker, None when idle
         self.last_traceback = ""  # of the last failure, for bug reports
         self._stop = threading.Event()
-        self._relay = _Relay(self)
+        # Without a parent: a worker still reporting after the widget is gone
+        # (the viewer closed) must find the relay alive.
+        self._relay = _Relay()
         self._relay.progress.connect(self._on_progress)
         self._task = ""
         self._outcome = ""
@@ -155,10 +165,13 @@ class SegmentationWidget(QWidget):
         self._started = 0.0
         self._build()
         layers = self.viewer.layers
-        layers.events.inserted.connect(self._refresh_layers)
-        layers.events.removed.connect(self._refresh_layers)
-        layers.events.moved.connect(self._refresh_layers)
-        layers.selection.events.active.connect(self._on_active_layer)
+        connections = [(layers.events.inserted, self._refresh_layers), (layers.events.removed, self._refresh_layers),
+                       (layers.events.moved, self._refresh_layers), (layers.events.renamed, self._refresh_layers),
+                       (layers.selection.events.active, self._on_active_layer)]
+        for emitter, callback in connections:
+            emitter.connect(callback)
+        # The viewer outlives a removed widget: it must not call a deleted one.
+        self.destroyed.connect(lambda *_: _disconnect(connections))
         self._refresh_layers()
 
     # ------------------------------------------------------------------
