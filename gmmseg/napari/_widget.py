@@ -68,6 +68,7 @@ MAIN_SETTINGS = ("n_components", "covariance_type", "color_space", "spatial_weig
 #: application sets it with a logarithmic slider).
 INSPECTION_SETTINGS = ("auto_k", "false_reject_rate", "smoothing_sigma", "min_area")
 REGION_COLUMNS = ("region", "area", "x", "y", "width", "height", "mean_score", "max_score")
+PACKAGE = Path(__file__).resolve().parent.parent
 PROGRESS_INTERVAL_S = 0.05  # at most 20 progress reports a second reach the widget
 MODEL_FILTER = "gmmseg model (*.json);;All files (*)"
 
@@ -109,7 +110,10 @@ def _reference_job(references: list[ImageData], params: SegmenterParams, inspect
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)  # e.g. one reference: optimistic thresholds
         inspector = Inspector(params=params, inspection=inspection).fit(references)
-    notes = sorted({str(w.message) for w in caught if not issubclass(w.category, ConvergenceWarning)})
+    # The record is process-wide while it lasts: keep gmmseg's own warnings,
+    # not those the main thread (napari) gave meanwhile.
+    notes = sorted({str(w.message) for w in caught
+                    if not issubclass(w.category, ConvergenceWarning) and Path(w.filename).is_relative_to(PACKAGE)})
     return inspector, notes
 
 
@@ -581,7 +585,8 @@ class SegmentationWidget(QWidget):
             text += f"; EM {'converged' if gm.converged_ else 'stopped'} after {gm.n_iter_} iterations"
         self._outcome = "segmented"
         self._say("; ".join([text, *notes]) + ".")
-        self._describe_model(f"{how} on '{name}'")
+        if how == "fitted":  # an applied model keeps its description (where it was loaded from)
+            self._describe_model(f"fitted on '{name}'")
 
     def _update_anomaly(self) -> None:
         """Re-threshold the shown anomaly layer (the log-likelihood is kept)."""
