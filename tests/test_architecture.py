@@ -114,9 +114,28 @@ def test_engine_imports_nothing_else_of_gmmseg():
 
 def test_only_the_gui_imports_qt():
     for module, imports in GRAPH.items():
-        qt = [n for n, _ in imports if n.split(".")[0] in ("PySide6", "PyQt5", "PyQt6", "shiboken6")]
+        qt = [n for n, _ in imports if n.split(".")[0] in ("PySide6", "PyQt5", "PyQt6", "shiboken6", "qtpy", "superqt")]
         if qt:
             assert _under(module, ["gmmseg.gui", "gmmseg.napari"]), f"{module} imports {qt}"
+
+
+def test_only_the_napari_plugin_imports_napari():
+    for module, imports in GRAPH.items():
+        found = [n for n, _ in imports if n.split(".")[0] in ("napari", "npe2", "magicgui", "vispy")]
+        if found:
+            assert _under(module, ["gmmseg.napari"]), f"{module} imports {found}: napari is an optional extra"
+
+
+def test_the_napari_plugin_is_a_front_end_of_its_own():
+    # It may reuse the application's settings form (built from the settings
+    # table) but nothing else of the desktop application, and nothing of
+    # gmmseg imports it.
+    for module in GRAPH:
+        if _under(module, ["gmmseg.napari"]):
+            gui = [n for n in _internal(module) if _under(n, ["gmmseg.gui"])]
+            assert set(gui) <= {"gmmseg.gui.settings_form"}, f"{module} imports {gui}"
+        else:
+            assert not [n for n in _internal(module) if _under(n, ["gmmseg.napari"])], f"{module} imports the plugin"
 
 
 def test_models_never_import_front_ends_or_exports():
@@ -211,6 +230,14 @@ def test_import_gmmseg_and_the_cli_pull_in_no_dask():
     assert out.returncode == 0, out.stderr
     assert "--scheduler" in out.stdout
     assert out.stderr.strip() == "[]"
+
+
+def test_import_gmmseg_pulls_in_no_napari():
+    code = ("import sys, gmmseg; print(sorted(m for m in ('napari', 'npe2', 'qtpy', 'superqt', 'vispy', 'magicgui') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_ruff_is_clean():
