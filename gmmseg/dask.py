@@ -50,16 +50,6 @@ from .workflows import Task, default_message, failed_row, killed_message, run_ta
 #: What to install for this module.
 INSTALL_HINT = "pip install 'gmmseg[dask]'"
 
-# A colour image's lightness (texture features) comes from a matrix product
-# (gmmseg.features.luminance) whose last bit of rounding depends on where a
-# pixel lies in its row: the BLAS kernel treats the last few columns of a
-# row apart. Measured: a pixel gets the same value in a window as in the
-# whole image when the window's right side is at least 64 columns beyond it
-# (and beyond the features' reach), or when the window ends where the image
-# does and starts at a multiple of 64 columns. Windows are cut that way.
-_ROW_TAIL = 64
-
-
 def _dask():
     """``(dask, dask.array)``, or ImportError saying what to install."""
     try:
@@ -414,7 +404,7 @@ def _core_chunks(chunks: tuple, depth: int) -> tuple:
     return tuple(c - (depth if k > 0 else 0) - (depth if k < len(chunks) - 1 else 0) for k, c in enumerate(chunks))
 
 
-def _predict_block(block, *, block_id, rows, cols, depth, full_shape, segmenter, extremes, align, maps):
+def _predict_block(block, *, block_id, rows, cols, depth, full_shape, segmenter, extremes, maps):
     """The result layers of one chunk from its block extended by ``depth``
     (rows, columns) on its inner sides: labels, then the probabilities and
     the log-likelihood as ``maps`` asks, as float32 (h, w, layers)."""
@@ -423,9 +413,6 @@ def _predict_block(block, *, block_id, rows, cols, depth, full_shape, segmenter,
     top = depth[0] if i > 0 else 0
     left = depth[1] if j > 0 else 0
     wx0 = x0 - left
-    if align and wx0 > 0 and x1 == full_shape[1]:
-        cut = -wx0 % _ROW_TAIL  # the window then starts at a multiple of _ROW_TAIL (see there)
-        block, wx0, left = block[:, cut:], wx0 + cut, left - cut
     seg = segmenter.predict_window(_block_image(block, extremes), (y0 - top, wx0), full_shape)
     core = (slice(top, top + y1 - y0), slice(left, left + x1 - x0))
     with_probabilities, with_log_likelihood = maps
@@ -473,9 +460,7 @@ def predict(segmenter: Segmenter, image: Any, *, probabilities: bool = False,
     own sides are its sides), so every pixel sees what it sees in the whole
     image: labels, probabilities and log-likelihoods equal the in-memory
     ``segmenter.predict(image)``. Colour (and position) features without
-    smoothing need no halo. With texture features on colour images the
-    halo is 64 columns wider, for the rounding of the lightness (see
-    ``_ROW_TAIL`` in the source).
+    smoothing need no halo.
     """
     _, da = _dask()
     if not isinstance(segmenter, Segmenter) or not segmenter.is_fitted:
@@ -484,8 +469,7 @@ def predict(segmenter: Segmenter, image: Any, *, probabilities: bool = False,
     image = _as_image_array(image)
     extremes = _extremes(image)
     halo = segmenter.prediction_halo()
-    align = segmenter.features.uses_texture and image.shape[2] >= 3
-    depth = [halo, halo + (_ROW_TAIL if align else 0)] if halo else [0, 0]
+    depth = [halo, halo] if halo else [0, 0]
     for axis in (0, 1):
         if depth[axis] and image.shape[axis] <= depth[axis] + 1:
             image = image.rechunk({axis: -1})  # the whole axis in one chunk: nothing to borrow from neighbours
@@ -503,7 +487,7 @@ def predict(segmenter: Segmenter, image: Any, *, probabilities: bool = False,
         meta=np.empty((0, 0, 0), dtype=np.float32), name="gmmseg-predict-" + uuid.uuid4().hex,
         rows=np.concatenate([[0], np.cumsum(row_chunks)]).tolist(),
         cols=np.concatenate([[0], np.cumsum(col_chunks)]).tolist(),
-        depth=tuple(depth), full_shape=(H, W), segmenter=segmenter, extremes=extremes, align=align,
+        depth=tuple(depth), full_shape=(H, W), segmenter=segmenter, extremes=extremes,
         maps=(bool(probabilities), bool(log_likelihood)),
     )
     return DaskSegmentation(

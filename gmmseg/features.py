@@ -216,8 +216,13 @@ def color_features(colors, color_space):
 
 
 def luminance(colors):
-    """Rec. 709 luminance of sRGB colours (N, 3), in the colours' dtype."""
-    return colors @ _LUMA_709.astype(colors.dtype)
+    """Rec. 709 luminance of sRGB colours (..., 3), in the colours' dtype.
+
+    Element by element, not a matrix product: BLAS rounds the last bit
+    differently for the last columns of a row, and a pixel must get the same
+    value whether a whole image or a tile of it is converted."""
+    weights = _LUMA_709.astype(colors.dtype)
+    return colors[..., 0] * weights[0] + colors[..., 1] * weights[1] + colors[..., 2] * weights[2]
 
 
 def lab_lightness(colors):

@@ -33,12 +33,14 @@ SETTINGS = {
                                spatial_weight=0.0),
     "texture, positions": dict(feature_set="color+texture", texture_scales=(1, 2), illumination_sigma=2.0,
                                smoothing=0.0),
+    "colour image, texture": dict(feature_set="color+texture", texture_scales=(1, 2), illumination_sigma=2.0,
+                                  spatial_weight=0.0),
 }
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_strips_give_the_whole_image_result(name, monkeypatch):
-    img = _regions(150, 40, grey="texture" in name)
+    img = _regions(150, 40, grey=name.startswith("texture"))  # colour images: lightness from RGB
     seg = gmmseg.Segmenter(3, random_state=0, n_starts=2, max_iter=30, **SETTINGS[name]).fit(img)
     whole = seg.predict(img, probabilities=True)
     monkeypatch.setattr(segment, "_STRIP_PIXELS", 40 * 7)  # strips of 7 rows, far fewer than the image's 150
