@@ -1446,11 +1446,13 @@ class Segmenter:
             return {name: defaults[name] for name in names}
         if smoothing:
             labels = np.full(index.shape, -1, dtype=np.int32)
-            q = potts_posteriors(gm, X, index, self.smoothing, _MAP_SWEEPS, labels=labels)
+            # the mixture's density comes with its posteriors, the maps' first pass
+            log_likelihood = np.full(index.shape, np.nan, dtype=np.float32) if "log_likelihood" in names else None
+            q = potts_posteriors(gm, X, index, self.smoothing, _MAP_SWEEPS, labels=labels,
+                                 log_likelihood=log_likelihood)
             out["labels"], out["probabilities"] = labels[inner], q[inner]
-            if "log_likelihood" in names:
-                out["log_likelihood"] = _TableMaps(index[inner], None, None, gm.score_samples(X).astype(np.float32)
-                                                   ).rows("log_likelihood", 0, stop - start)
+            if log_likelihood is not None:
+                out["log_likelihood"] = log_likelihood[inner]
             return {name: out[name] for name in names}
         if maps_wanted:
             labels_u, proba_u, ll_u = gm.estimate(X, proba_dtype=np.float32)

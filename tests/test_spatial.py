@@ -72,6 +72,15 @@ def test_posteriors_equal_a_numpy_mean_field_reference(beta, n_features):
     assert (labels[~used] == -7).all() and (q[~used] == 0).all()
 
 
+def test_posteriors_give_the_mixtures_log_density_of_every_cell():
+    gm, X, index = _problem()
+    log_likelihood = np.full(index.shape, -7.0, dtype=np.float32)
+    potts_posteriors(gm, X, index, 1.5, 3, log_likelihood=log_likelihood)
+    used = index >= 0
+    np.testing.assert_allclose(log_likelihood[used], gm.score_samples(X)[index[used]], rtol=1e-6, atol=2e-6)
+    assert (log_likelihood[~used] == -7.0).all()
+
+
 def test_one_spatial_em_iteration_equals_the_numpy_reference():
     """E-step: one synchronous mean-field sweep from the mixture's posteriors;
     M-step: weighted means, covariances and weights of those distributions."""

@@ -139,14 +139,16 @@ def _exp32(v):
 
 
 @kernel(fastmath=FASTMATH)
-def potts_map_sweep(table, index, q, above, below, r0, r1, beta, labels):
+def potts_map_sweep(table, index, q, above, below, r0, r1, beta, labels, loglik):
     """One synchronous mean-field update of grid rows [r0, r1) of ``q`` for
     the maps (no statistics, no objective), in float32 throughout: ``q``
     and the table are float32, so the float64 arithmetic of
     :func:`potts_sweep` (which a fit needs for its statistics) would buy
     nothing here but half the vector width. ``beta == 0`` gives the
     mixture's own posteriors without reading the neighbours. A non-empty
-    ``labels`` receives each updated cell's most probable component."""
+    ``labels`` receives each updated cell's most probable component, and
+    with ``beta == 0`` a non-empty ``loglik`` (H, W) each cell's log-density
+    under the mixture (the log of the sum its posteriors normalise)."""
     H, W = index.shape
     K = table.shape[1]
     last = table.shape[0] - 1
@@ -161,6 +163,7 @@ def potts_map_sweep(table, index, q, above, below, r0, r1, beta, labels):
     weight = np.float32(beta)
     neighbours = beta != 0.0
     want_labels = labels.shape[0] > 0
+    want_loglik = loglik.shape[0] > 0 and not neighbours
     if neighbours:
         _load_row(above, 0, prev)
         _load_row(q, r0, cur)
@@ -202,6 +205,10 @@ def potts_map_sweep(table, index, q, above, below, r0, r1, beta, labels):
                     e = _exp32(ek[x] - mx[x])
                     ek[x] = e
                     total[x] += e
+            if want_loglik:
+                for x in range(W):
+                    if index[y, x] >= 0:
+                        loglik[y, x] = mx[x] + math.log(total[x])
             for x in range(W):
                 total[x] = _F32_ONE / total[x]
             qy = q[y]
@@ -336,14 +343,14 @@ def rows_per_task(width):
     return max(2, _CELLS_PER_TASK // max(int(width), 1))
 
 
-def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None, maps_only=False):
+def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None, maps_only=False, loglik=None):
     """One synchronous mean-field update of the whole map ``q`` (in place).
 
     With ``X`` and ``shift`` also returns the packed moments of the new
     distributions; returns ``(stats or None, objective, count)``. With
     ``labels`` (H, W) int32, writes the most probable components too. With
     ``maps_only`` (no ``X``): the float32 map kernel, and neither objective
-    nor count (0).
+    nor count (0); its first sweep (``beta == 0``) also fills ``loglik``.
     """
     H, W = index.shape
     K = q.shape[2]
@@ -352,6 +359,7 @@ def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None
         X = np.zeros((1, 1))
         shift = np.zeros((K, 1))
     out_labels = np.empty((0, 0), dtype=np.int32) if labels is None else labels
+    out_loglik = np.empty((0, 0), dtype=np.float32) if loglik is None else loglik
     step = rows_per_task(W)
     zeros = np.zeros((1, W, K), dtype=q.dtype)
     # The old rows beside every strip, copied before any strip changes them.
@@ -363,7 +371,7 @@ def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None
     def run(r0, r1):
         above, below = halos[r0]
         if maps_only:
-            potts_map_sweep(table, index, q, above, below, r0, r1, float(beta), out_labels)
+            potts_map_sweep(table, index, q, above, below, r0, r1, float(beta), out_labels, out_loglik)
             return None, 0.0, 0
         return potts_sweep(table, index, q, above, below, r0, r1, float(beta), X, shift, diagonal, want, out_labels)
 
@@ -448,7 +456,7 @@ def _first_seen(index, n_rows):
     return order, renumbered
 
 
-def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None):
+def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None, log_likelihood=None):
     """Mean-field label distributions of a grid under a fitted mixture.
 
     Parameters
@@ -465,6 +473,9 @@ def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None):
         Mean-field sweeps after the mixture's posteriors.
     labels : ndarray (H, W) of int32, optional
         Receives the most probable component of every cell that takes part.
+    log_likelihood : ndarray (H, W) of float32, optional
+        Receives the log-density of every cell that takes part under the
+        mixture (from the float32 table the maps use, to about 1e-6).
 
     Returns
     -------
@@ -483,7 +494,8 @@ def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None):
         order, index = _first_seen(index, table.shape[0])
         table = table[order]
     sweeps = n_sweeps if beta > 0 else 0
-    sweep(table, index, q, 0.0, labels=labels if sweeps == 0 else None, maps_only=True)  # the mixture's posteriors
+    sweep(table, index, q, 0.0, labels=labels if sweeps == 0 else None, maps_only=True,
+          loglik=log_likelihood)  # the mixture's posteriors
     for i in range(sweeps):
         sweep(table, index, q, beta, labels=labels if i == sweeps - 1 else None, maps_only=True)
     return q
