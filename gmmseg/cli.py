@@ -194,7 +194,7 @@ def _add_batch_options(p, out_required=True):
                         + ("" if out_required else " (optional)"))
     if out_required:  # segment and apply
         g.add_argument("--outputs", type=_outputs, default=OUTPUTS, metavar="LIST",
-                       help="the files to write, comma-separated, from " + ",".join(OUTPUTS) + " (default: all)")
+                       help="the files to write, comma-separated, from: " + ", ".join(OUTPUTS) + " (default: all)")
     g.add_argument("--recursive", action="store_true", help="look for images in sub-folders of folder inputs")
     g.add_argument("--jobs", type=_jobs, default="auto", metavar="N|auto",
                    help="images processed in parallel (default auto: one per core, fewer when the memory available "
