@@ -145,6 +145,21 @@ def _for_workers(task: Task) -> Task:
     return dataclasses.replace(task, input=absolute(task.input), output=absolute(task.output), model=absolute(task.model))
 
 
+def _tasks_to_send(tasks: Sequence[Task]) -> list[Task]:
+    """The tasks as the workers get them: absolute paths, and permission to
+    replace an output folder that does not exist yet.
+
+    A worker can finish an image (its folder complete) and die before the
+    scheduler hears of it; the image then runs again and would find its own
+    folder. A folder that does not exist now can only come from this run's
+    attempts at the same image (every image has its own), so those tasks
+    may replace it; folders that exist now are refused as in a local run.
+    """
+    sent = [_for_workers(t) for t in tasks]
+    return [dataclasses.replace(t, overwrite=True) if t.output and not t.overwrite and not os.path.exists(t.output)
+            else t for t in sent]
+
+
 def _as_given(row: dict, task: Task, sent: Task) -> dict:
     """A worker's result row with the paths spelled as the user gave them."""
     row = dict(row)
@@ -216,7 +231,7 @@ def run_tasks(
         interrupt cancels those too.
     """
     distributed = _distributed()
-    sent = [_for_workers(t) for t in tasks]
+    sent = _tasks_to_send(tasks)
     run = uuid.uuid4().hex[:8]
     keys = [f"gmmseg-{t.mode}-{run}-{i}" for i, t in enumerate(tasks)]
     futures = client.map(run_task, sent, key=keys, pure=False, explain=explain)

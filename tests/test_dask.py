@@ -133,6 +133,19 @@ def test_a_worker_killed_mid_run_loses_no_image(tmp_path, cluster):
     client.wait_for_workers(2, timeout=120)  # the nanny restarted it
 
 
+def test_a_rerun_image_may_replace_only_the_folder_this_run_made(tmp_path):
+    """An image whose worker died after finishing its folder runs again and
+    must not fail on that folder; folders there before the run are refused."""
+    from gmmseg.workflows import Task
+
+    (tmp_path / "before").mkdir()
+    tasks = [Task("segment", "a.png", str(tmp_path / "before")), Task("segment", "b.png", str(tmp_path / "new")),
+             Task("segment", "c.png", str(tmp_path / "forced"), overwrite=True), Task("inspect", "d.png")]
+    sent = gdask._tasks_to_send(tasks)
+    assert [t.overwrite for t in sent] == [False, True, True, False]
+    assert all(os.path.isabs(t.input) for t in sent)
+
+
 def test_an_image_that_keeps_killing_its_workers_fails_alone(tmp_path):
     """A worker over its memory limit is killed by its nanny; after
     allowed-failures deaths the scheduler gives the image up (KilledWorker)
