@@ -80,19 +80,19 @@ def color_codes(colors, bits):
 
 
 @kernel
-def number_codes(keys, size):
+def number_codes(keys, table):
     """Number the distinct values of ``keys`` (non-negative int64 below
-    ``size``) in order of first appearance: returns ``(values, inverse)``
-    with ``values[inverse] == keys`` (inverse int32).
+    ``table.size``) in order of first appearance: returns ``(values,
+    inverse)`` with ``values[inverse] == keys`` (inverse int32).
 
-    One pass through a ``size``-entry table, so for 24-bit colour codes
-    (a 64 MB table) it costs a few nanoseconds per key instead of a sort;
-    meant for keys that need a row number each but not sorted rows (a
-    feature table of some rows of an image). The table is reset by walking
-    the values found, not by clearing it.
+    One pass through ``table`` (int32, every entry -1, and so again on
+    return), so for 24-bit colour codes (a 64 MB table) it costs a few
+    nanoseconds per key instead of a sort; meant for keys that need a row
+    number each but not sorted rows (a feature table of some rows of an
+    image). The table is reset by walking the values found, not by clearing
+    it, so one table serves many calls.
     """
     n = keys.shape[0]
-    table = np.full(size, -1, dtype=np.int32)
     values = np.empty(n, dtype=np.int64)
     inverse = np.empty(n, dtype=np.int32)
     distinct = 0
@@ -105,6 +105,8 @@ def number_codes(keys, size):
             values[row] = key
             distinct += 1
         inverse[i] = row
+    for row in range(distinct):
+        table[values[row]] = -1
     return values[:distinct].copy(), inverse
 
 

@@ -281,19 +281,26 @@ def unique_colors(colors, bit_depth):
     return colors[first], counts.astype(np.float64), inverse.ravel().astype(np.int64)
 
 
-def numbered_colors(colors, bit_depth):
+def numbered_colors(colors, bit_depth, scratch=None):
     """The distinct colours of 8-bit colours (or grey levels) in order of
     first appearance and each colour's row: ``(unique, inverse)`` with
     ``unique[inverse] == colors``; ``None`` for other data (use
     :func:`unique_colors`). Cheaper than :func:`unique_colors` (no sort, no
-    counts) where only a row per pixel is needed."""
+    counts) where only a row per pixel is needed. ``scratch`` (a dict)
+    keeps the numbering table for the next call."""
     n, c = colors.shape
     if bit_depth > 8 or c > 3:
         return None
     keys, exact = _counting.color_codes(np.ascontiguousarray(colors, dtype=np.float32), 8)
     if not exact:
         return None
-    present, inverse = _counting.number_codes(keys, 1 << (8 * c))
+    size = 1 << (8 * c)
+    table = None if scratch is None else scratch.get("code_table")
+    if table is None or table.size != size:
+        table = np.full(size, -1, dtype=np.int32)
+        if scratch is not None:
+            scratch["code_table"] = table
+    present, inverse = _counting.number_codes(keys, table)
     unique = np.column_stack([(present >> (8 * (c - 1 - i))) & 255 for i in range(c)]).astype(np.float32)
     return unique / np.float32(255.0), inverse
 

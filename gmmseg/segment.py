@@ -21,6 +21,7 @@ from .engine import (
     map_rows,
     mixture_from_grid,
     potts_posteriors,
+    scratch_array,
 )
 from .features import (
     FeatureConfig,
@@ -1245,8 +1246,8 @@ class Segmenter:
         return qs, objective
 
     def _feature_table(self, image: ImageData, channels: int, step: int = 1,
-                       texture_stats: tuple | None = None, rows: tuple[int, int] | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       texture_stats: tuple | None = None, rows: tuple[int, int] | None = None,
+                       scratch: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A feature table and the (H, W) int32 map of each pixel's row in it
         (-1 where masked out), for every ``step``-th pixel in both directions,
         or (with ``rows=(start, stop)``) for the pixels of those rows.
@@ -1254,7 +1255,9 @@ class Segmenter:
         Colour-only features: one row per distinct colour. With texture or
         position features, one float32 row per used pixel (positions in the
         whole image's scale whatever the step; texture columns standardised
-        with ``texture_stats``, by default the fitted model's).
+        with ``texture_stats``, by default the fitted model's). ``scratch``:
+        reusable buffers (see :func:`gmmseg.engine.scratch_array`); the
+        table is then a view into them.
         """
         if rows is not None and step != 1:
             raise ValueError("a feature table of some rows is one of every pixel (step 1)")
@@ -1267,7 +1270,7 @@ class Segmenter:
             colors = self._colors_for_model(part, channels)
             # A row per pixel is all that is needed here: with per-pixel
             # features the colours need not be sorted or counted.
-            numbered = numbered_colors(colors, image.bit_depth) if config.per_pixel else None
+            numbered = numbered_colors(colors, image.bit_depth, scratch) if config.per_pixel else None
             unique, inverse = numbered if numbered is not None else unique_colors(colors, image.bit_depth)[::2]
             feats = color_features(unique, config.color_space)
         if not config.per_pixel:
@@ -1276,7 +1279,7 @@ class Segmenter:
         # One float32 row per pixel (as the fit's), built column by column:
         # no (N, d) float64 temporaries on large images.
         n = int(np.count_nonzero(mask))
-        X = np.empty((n, config.n_features(channels)), dtype=np.float32)
+        X = scratch_array(scratch, "X", (n, config.n_features(channels)), np.float32)
         c = 0
         if config.uses_color:
             table = feats.astype(np.float32)
@@ -1398,8 +1401,9 @@ class Segmenter:
         log_likelihood = np.empty((H, W), dtype=np.float32)
         probabilities = np.empty((H, W, K), dtype=np.float32) if keep_probabilities else None
         names = MAP_NAMES if keep_probabilities else ("labels", "log_likelihood")
+        scratch = {}  # buffers every strip reuses (each strip's maps are copied out before the next)
         for start, stop in _row_chunks(H, W):
-            part = self._strip_maps(image, start, stop, names)
+            part = self._strip_maps(image, start, stop, names, scratch)
             labels[start:stop] = part["labels"]
             log_likelihood[start:stop] = part["log_likelihood"]
             if keep_probabilities:
@@ -1412,7 +1416,8 @@ class Segmenter:
         return Segmentation(labels, probabilities, log_likelihood, mask.copy(), self.component_colors_, gm.weights_,
                             self.component_names_, source=source)
 
-    def _strip_maps(self, image: ImageData, start: int, stop: int, names: Iterable[str]) -> dict[str, np.ndarray]:
+    def _strip_maps(self, image: ImageData, start: int, stop: int, names: Iterable[str], scratch: dict | None = None
+                    ) -> dict[str, np.ndarray]:
         """Maps ``names`` (of ``MAP_NAMES``) of rows ``start:stop`` of an image.
 
         The features are computed on those rows and the rows of context
@@ -1427,6 +1432,10 @@ class Segmenter:
         they are the mean-field distributions of the Potts model with the
         fitted mixture: its posteriors, then ``_MAP_SWEEPS`` sweeps. The
         log-likelihood is the mixture's own density either way.
+
+        With ``scratch`` (a dict of reusable buffers, for a loop over the
+        strips of one image) the maps returned are views into it, valid
+        until the next strip.
         """
         gm = self.gmm_
         names = tuple(names)
@@ -1436,7 +1445,7 @@ class Segmenter:
         smoothing = maps_wanted and self.smoothing > 0
         halo = _MAP_SWEEPS if smoothing else 0
         first, last = max(0, start - halo), min(H, stop + halo)
-        X, index = self._feature_table(image, self.channels_, rows=(first, last))
+        X, index = self._feature_table(image, self.channels_, rows=(first, last), scratch=scratch)
         inner = slice(start - first, stop - first)
         out = {}
         if X.shape[0] == 0:  # every pixel masked
@@ -1449,7 +1458,7 @@ class Segmenter:
             # the mixture's density comes with its posteriors, the maps' first pass
             log_likelihood = np.full(index.shape, np.nan, dtype=np.float32) if "log_likelihood" in names else None
             q = potts_posteriors(gm, X, index, self.smoothing, _MAP_SWEEPS, labels=labels,
-                                 log_likelihood=log_likelihood)
+                                 log_likelihood=log_likelihood, scratch=scratch)
             out["labels"], out["probabilities"] = labels[inner], q[inner]
             if log_likelihood is not None:
                 out["log_likelihood"] = log_likelihood[inner]

@@ -10,7 +10,7 @@ import numpy as np
 
 from ._covariance import COVARIANCE_TYPES
 from ._exceptions import ConvergenceWarning, NotFittedError
-from ._mrf import fit_potts, mixture_from_grid, potts_posteriors
+from ._mrf import fit_potts, mixture_from_grid, potts_posteriors, scratch_array
 from ._parallel import get_num_threads, map_rows, set_num_threads
 from .gaussian_mixture import INIT_PARAMS, EMProgress, GaussianMixture
 
@@ -69,6 +69,7 @@ __all__ = [
     "map_rows",
     "mixture_from_grid",
     "potts_posteriors",
+    "scratch_array",
     "set_num_threads",
     "warm_up",
 ]

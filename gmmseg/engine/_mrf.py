@@ -408,13 +408,29 @@ def _check_grid(X, index, name="index"):
     return np.ascontiguousarray(grid, dtype=np.int32)
 
 
-def _table(gm, X):
+def scratch_array(scratch, name, shape, dtype):
+    """An uninitialised array of ``shape`` from the reusable buffers of
+    ``scratch`` (a dict; None: a new array). Strips of one large image ask
+    for arrays of about the same size again and again: reusing the memory
+    saves the kernel's zeroing of fresh pages, which costs as much as the
+    arithmetic here. The array is a view, valid until the next request of
+    the same name."""
+    if scratch is None:
+        return np.empty(shape, dtype=dtype)
+    size = int(np.prod(shape))
+    buffer = scratch.get(name)
+    if buffer is None or buffer.size < size or buffer.dtype != np.dtype(dtype):
+        buffer = scratch[name] = np.empty(size, dtype=dtype)
+    return buffer[:size].reshape(shape)
+
+
+def _table(gm, X, scratch=None):
     """(M, K) float32 table of log(w_k) + log N(x_m | component k) under gm
     (ValueError when some rows' log-densities could fall below float32's
     range under every component)."""
     gm._check_densities(X, FLOAT32_LIMIT, "float32 log-density tables (the spatial prior)")
     M = X.shape[0]
-    out = np.empty((M, gm.means_.shape[0]), dtype=np.float32)
+    out = scratch_array(scratch, "table", (M, gm.means_.shape[0]), np.float32)
     means, prec, const = gm._kernel_parameters()
     features = _kernels.feature_tuple(X.shape[1])
     if features:
@@ -456,7 +472,7 @@ def _first_seen(index, n_rows):
     return order, renumbered
 
 
-def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None, log_likelihood=None):
+def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None, log_likelihood=None, scratch=None):
     """Mean-field label distributions of a grid under a fitted mixture.
 
     Parameters
@@ -476,6 +492,9 @@ def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None, log_likelihood=N
     log_likelihood : ndarray (H, W) of float32, optional
         Receives the log-density of every cell that takes part under the
         mixture (from the float32 table the maps use, to about 1e-6).
+    scratch : dict, optional
+        Reusable buffers (see :func:`scratch_array`): the returned map is
+        then a view into them, valid until the next call with the same dict.
 
     Returns
     -------
@@ -485,8 +504,9 @@ def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None, log_likelihood=N
     index = _check_grid(X, index)
     H, W = index.shape
     K = gm.means_.shape[0]
-    q = np.zeros((H, W, K), dtype=np.float32)
-    table = _table(gm, X)
+    q = scratch_array(scratch, "q", (H, W, K), np.float32)
+    q.fill(0.0)
+    table = _table(gm, X, scratch)
     if 0 < table.shape[0] < np.count_nonzero(index >= 0):
         # Rows renumbered by first appearance: the sweeps then read the table
         # almost in order instead of jumping over it (neighbouring pixels of
