@@ -117,7 +117,7 @@ _F32_HALF = np.float32(0.5)
 _F32_ONE = np.float32(1.0)
 
 
-@kernel(fastmath={"contract"})
+@kernel(fastmath=FASTMATH, inline="always")
 def _exp32(v):
     """exp(v) in float32, vectorisable (8 lanes where the float64 kernels
     have 4): Cody-Waite reduction to |r| <= ln(2)/2 and a degree-7 Taylor
@@ -159,6 +159,7 @@ def potts_map_sweep(table, index, q, above, below, r0, r1, beta, labels, loglik)
     expo = np.empty((K, W), dtype=np.float32)
     mx = np.empty(W, dtype=np.float32)
     total = np.empty(W, dtype=np.float32)
+    best = np.empty(W, dtype=np.int32)
     rows = np.empty(W, dtype=np.int64)
     weight = np.float32(beta)
     neighbours = beta != 0.0
@@ -192,13 +193,18 @@ def potts_map_sweep(table, index, q, above, below, r0, r1, beta, labels, loglik)
                     ek = expo[k]
                     for x in range(W):
                         ek[x] = table[rows[x], k]
+            # Every loop here runs over the row (and vectorises); the most
+            # probable component is the largest log-potential.
             for x in range(W):
                 mx[x] = expo[0, x]
+                best[x] = 0
                 total[x] = np.float32(0.0)
             for k in range(1, K):
                 ek = expo[k]
                 for x in range(W):
-                    mx[x] = max(mx[x], ek[x])
+                    if ek[x] > mx[x]:
+                        mx[x] = ek[x]
+                        best[x] = k
             for k in range(K):
                 ek = expo[k]
                 for x in range(W):
@@ -210,18 +216,17 @@ def potts_map_sweep(table, index, q, above, below, r0, r1, beta, labels, loglik)
                     if index[y, x] >= 0:
                         loglik[y, x] = mx[x] + math.log(total[x])
             for x in range(W):
-                total[x] = _F32_ONE / total[x]
+                # cells that take no part keep q = 0
+                total[x] = _F32_ONE / total[x] if index[y, x] >= 0 else np.float32(0.0)
             qy = q[y]
-            for x in range(W):
-                if index[y, x] >= 0:
-                    best = 0
-                    for k in range(K):
-                        p = expo[k, x] * total[x]
-                        qy[x, k] = p
-                        if p > expo[best, x] * total[x]:
-                            best = k
-                    if want_labels:
-                        labels[y, x] = best
+            for k in range(K):
+                ek = expo[k]
+                for x in range(W):
+                    qy[x, k] = ek[x] * total[x]
+            if want_labels:
+                for x in range(W):
+                    if index[y, x] >= 0:
+                        labels[y, x] = best[x]
         if neighbours:
             prev, cur, nxt = cur, nxt, prev
 
