@@ -392,8 +392,9 @@ class Progress:
             width = 28
             filled = int(width * self.done / max(self.total, 1))
             elapsed = time.perf_counter() - self.start
+            self._clear()  # a longer phase line may be under the bar
             self.stream.write(
-                f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
                 f"{elapsed:5.1f}s {name[:30]:<30}"
             )
             self.stream.flush()
