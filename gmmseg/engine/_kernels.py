@@ -63,11 +63,17 @@ def stats_width(n_features, diagonal):
 
 @intrinsic
 def _int_bits_as_float(typingctx, bits):
-    """Reinterpret an int64 bit pattern as float64 (no conversion)."""
-    sig = types.float64(types.int64)
+    """Reinterpret an int64 bit pattern as float64, or an int32 one as
+    float32 (no conversion)."""
+    if bits == types.int64:
+        sig, float_type = types.float64(types.int64), ir.DoubleType()
+    elif bits == types.int32:
+        sig, float_type = types.float32(types.int32), ir.FloatType()
+    else:
+        return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
+        return builder.bitcast(args[0], float_type)
 
     return sig, codegen
 

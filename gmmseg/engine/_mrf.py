@@ -28,14 +28,11 @@ added in strip order: results do not depend on the number of threads.
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 from .._jit import FASTMATH, kernel
 from . import _covariance as cov
 from . import _kernels, _wide
-from ._kernels import BLOCK, _accumulate, _exponentiate, _load_block, _weighted_log_prob, stats_width
+from ._kernels import BLOCK, _accumulate, _exponentiate, _int_bits_as_float, _load_block, _weighted_log_prob, stats_width
 from ._parallel import map_rows
 from .gaussian_mixture import FLOAT32_LIMIT, EMProgress, overflow_as_value_error
 
@@ -74,6 +71,37 @@ def _load_row(q, y, buf):
             buf[k, x] = q[y, x, k]
 
 
+@kernel
+def _load_next_row(q, below, y, r1, nxt):
+    """nxt = the old row below row y of a strip ending at r1: from ``q``,
+    or the saved ``below`` row at the strip's end."""
+    if y + 1 < r1:
+        _load_row(q, y + 1, nxt)
+    else:
+        _load_row(below, 0, nxt)
+
+
+@kernel(fastmath=FASTMATH)
+def _log_potentials(table, rows, beta, prev, cur, nxt, pot, out):
+    """out[k, x] = table[rows[x], k] + beta * (the 8 neighbours' sum of
+    component k around column x, in ``pot``); with ``beta == 0`` the
+    neighbours are not read (the mixture's own log-posteriors, unnormalised)."""
+    K, W = out.shape
+    if beta == 0.0:
+        for k in range(K):
+            ek = out[k]
+            for x in range(W):
+                ek[x] = table[rows[x], k]
+        return
+    _neighbour_sums(prev, cur, nxt, pot)
+    weight = out.dtype.type(beta)
+    for k in range(K):
+        vk = pot[k]
+        ek = out[k]
+        for x in range(W):
+            ek[x] = table[rows[x], k] + weight * vk[x]
+
+
 @kernel(fastmath=FASTMATH)
 def _neighbour_sums(prev, cur, nxt, pot):
     """pot[k, x] = sum of the 8 neighbours' old values around column x of
@@ -98,17 +126,6 @@ def _neighbour_sums(prev, cur, nxt, pot):
             left = here
 
 
-@intrinsic
-def _int32_bits_as_float32(typingctx, bits):
-    """Reinterpret an int32 bit pattern as float32 (no conversion)."""
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return sig, codegen
-
-
 _F32_EXP_MIN = np.float32(-87.0)  # below this exp() in float32 is subnormal; we return 0
 _F32_LOG2E = np.float32(1.4426950408889634)
 _F32_LN2_HI = np.float32(0.693359375)  # ln 2 in two parts (Cody-Waite), float32
@@ -117,7 +134,7 @@ _F32_HALF = np.float32(0.5)
 _F32_ONE = np.float32(1.0)
 
 
-@kernel(fastmath=FASTMATH, inline="always")
+@kernel(fastmath={"contract"})  # as _kernels._exp: reassociation would undo the two-part reduction
 def _exp32(v):
     """exp(v) in float32, vectorisable (8 lanes where the float64 kernels
     have 4): Cody-Waite reduction to |r| <= ln(2)/2 and a degree-7 Taylor
@@ -134,7 +151,9 @@ def _exp32(v):
     p = p * r + _F32_HALF
     p = p * r + _F32_ONE
     p = p * r + _F32_ONE
-    e = p * _int32_bits_as_float32((np.int32(m) + np.int32(127)) << np.int32(23))
+    # np.int32 around the sum: Numba widens int32 arithmetic to int64, and the
+    # intrinsic reads the type of its argument (int32 -> float32)
+    e = p * _int_bits_as_float(np.int32((np.int32(m) + np.int32(127)) << np.int32(23)))
     return e if v >= _F32_EXP_MIN else np.float32(0.0)
 
 
@@ -161,7 +180,6 @@ def potts_map_sweep(table, index, q, above, below, r0, r1, beta, labels, loglik)
     total = np.empty(W, dtype=np.float32)
     best = np.empty(W, dtype=np.int32)
     rows = np.empty(W, dtype=np.int64)
-    weight = np.float32(beta)
     neighbours = beta != 0.0
     want_labels = labels.shape[0] > 0
     want_loglik = loglik.shape[0] > 0 and not neighbours
@@ -169,30 +187,15 @@ def potts_map_sweep(table, index, q, above, below, r0, r1, beta, labels, loglik)
         _load_row(above, 0, prev)
         _load_row(q, r0, cur)
     for y in range(r0, r1):
-        if not neighbours:
-            pass
-        elif y + 1 < r1:
-            _load_row(q, y + 1, nxt)
-        else:
-            _load_row(below, 0, nxt)
+        if neighbours:
+            _load_next_row(q, below, y, r1, nxt)
         n_used = 0
         for x in range(W):
             i = index[y, x]
             rows[x] = i if i >= 0 else last  # outside cells read a valid row and are not written
             n_used += i >= 0
         if n_used > 0:
-            if neighbours:
-                _neighbour_sums(prev, cur, nxt, pot)
-                for k in range(K):
-                    vk = pot[k]
-                    ek = expo[k]
-                    for x in range(W):
-                        ek[x] = table[rows[x], k] + weight * vk[x]
-            else:
-                for k in range(K):
-                    ek = expo[k]
-                    for x in range(W):
-                        ek[x] = table[rows[x], k]
+            _log_potentials(table, rows, beta, prev, cur, nxt, pot, expo)
             # Every loop here runs over the row (and vectorises); the most
             # probable component is the largest log-potential.
             for x in range(W):
@@ -272,12 +275,8 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
         _load_row(above, 0, prev)
         _load_row(q, r0, cur)
     for y in range(r0, r1):
-        if not neighbours:
-            pass
-        elif y + 1 < r1:
-            _load_row(q, y + 1, nxt)
-        else:
-            _load_row(below, 0, nxt)
+        if neighbours:
+            _load_next_row(q, below, y, r1, nxt)
         # Every cell of the row is computed (the loops vectorise); cells
         # outside the index read a valid row, weigh 0 and are not written.
         n_used = 0
@@ -290,19 +289,8 @@ def potts_sweep(table, index, q, above, below, r0, r1, beta, X, shift, diagonal,
             else:
                 rows[x] = last
                 used[x] = 0.0
-        if n_used > 0 and not neighbours:
-            for k in range(K):
-                ek = expo[k]
-                for x in range(W):
-                    ek[x] = table[rows[x], k]
-        elif n_used > 0:
-            _neighbour_sums(prev, cur, nxt, pot)
-            for k in range(K):
-                vk = pot[k]
-                ek = expo[k]
-                for x in range(W):
-                    ek[x] = table[rows[x], k] + beta * vk[x]
         if n_used > 0:
+            _log_potentials(table, rows, beta, prev, cur, nxt, pot, expo)
             _exponentiate(expo, W, mx, total)
             for x in range(W):
                 total[x] = 1.0 / total[x]
