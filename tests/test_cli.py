@@ -465,6 +465,30 @@ def _gone(pid):
     return text[text.rfind(")") + 2:].split()[0] in ("Z", "X")
 
 
+def _batch_with_workers(tmp_path, count, wanted, *extra, **popen):
+    """Start ``gmmseg segment`` of ``count`` images with ``--jobs 2`` and
+    wait until ``wanted`` of its worker processes run and have got into their
+    work (importing, fitting). Returns the process, the output folder and
+    the workers' PIDs."""
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(count):
+        write_image(src / f"img{i:0{len(str(count - 1))}d}.png", seed=i, size=120)
+    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
+    out_dir = tmp_path / "out"
+    proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "2",
+                                   "--n-init", "2", *extra], env=cli_env(), **popen)
+    deadline = time.time() + 120
+    workers = []
+    while time.time() < deadline and len(workers) < wanted:
+        workers = [pid for pid in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        time.sleep(0.05)
+    time.sleep(1.0)  # into their work
+    return proc, out_dir, workers
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_workers_leave_when_the_parent_is_killed(tmp_path):
     """SIGKILL to the parent of a --jobs 2 batch (as an out-of-memory kill):
@@ -473,21 +497,8 @@ def test_workers_leave_when_the_parent_is_killed(tmp_path):
     import signal
     import time
 
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(12):
-        write_image(src / f"img{i:02d}.png", seed=i, size=120)
-    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
-    out_dir = tmp_path / "out"
-    proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "2",
-                                   "--n-init", "2", "--tol", "0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
-    deadline = time.time() + 120
-    workers = []
-    while time.time() < deadline and len(workers) < 2:
-        workers = [pid for pid in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-        time.sleep(0.05)
-    time.sleep(1.0)  # into their work (importing, fitting)
+    proc, out_dir, workers = _batch_with_workers(tmp_path, 12, 2, "--tol", "0", stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.DEVNULL)
     assert len(workers) >= 2 and proc.poll() is None, "the batch did not get going"
     everyone = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
@@ -505,24 +516,10 @@ def test_a_killed_worker_fails_only_its_image_or_reruns_it(tmp_path):
     error and no run summary was written. Now the unfinished images run
     again one at a time and the batch completes."""
     import signal
-    import time
 
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(4):
-        write_image(src / f"img{i}.png", seed=i, size=120)
-    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gmmseg"]
-    out_dir = tmp_path / "out"
-    proc = subprocess.Popen(cmd + ["segment", str(src), "-k", "3", "--out", str(out_dir), "--jobs", "2",
-                                   "--n-init", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
-    deadline = time.time() + 120
-    workers = []
-    while time.time() < deadline and not workers:
-        workers = [pid for pid in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-        time.sleep(0.05)
+    proc, out_dir, workers = _batch_with_workers(tmp_path, 4, 1, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                 text=True)
     assert workers, "no worker was seen"
-    time.sleep(1.0)  # into its work
     os.kill(workers[0], signal.SIGKILL)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
