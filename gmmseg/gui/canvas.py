@@ -6,6 +6,12 @@ from PySide6.QtGui import QImage, QPainter, QPixmap
 from PySide6.QtWidgets import QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
 
 
+def qimage_for_display(rgb):
+    """A QImage in the format the screen draws fastest (32-bit), made in
+    the calling (worker) thread so that showing it costs the GUI thread little."""
+    return qimage_from_rgb(rgb).convertToFormat(QImage.Format.Format_RGB32)
+
+
 def qimage_from_rgb(rgb):
     """A QImage holding a copy of an (H, W, 3) uint8 array.
 
@@ -19,6 +25,10 @@ def qimage_from_rgb(rgb):
     rows = np.frombuffer(image.bits(), dtype=np.uint8, count=stride * h).reshape(h, stride)
     rows[:, : 3 * w] = rgb.reshape(h, 3 * w)
     return image
+
+
+EMPTY_HINT = ("Open an image: File > Open (Ctrl+O), drag and drop a file here,\n"
+              "or try File > Open Sample.\n\nThen press Run (Ctrl+R) to segment it.")
 
 
 class ImageCanvas(QGraphicsView):
@@ -61,6 +71,17 @@ class ImageCanvas(QGraphicsView):
         if reset_view or size != self._size:
             self._size = size
             self.fit_to_window()
+
+    def paintEvent(self, event):
+        super().paintEvent(event)
+        if not self.has_image():  # the empty start screen says what to do
+            painter = QPainter(self.viewport())
+            painter.setPen(Qt.GlobalColor.white)
+            font = painter.font()
+            font.setPointSizeF(font.pointSizeF() * 1.3)
+            painter.setFont(font)
+            painter.drawText(self.viewport().rect(), Qt.AlignmentFlag.AlignCenter, EMPTY_HINT)
+            painter.end()
 
     def clear(self):
         self._item.setPixmap(QPixmap())
