@@ -92,8 +92,20 @@ def gray_png_writer(array):
     return write
 
 
+def with_transparency(rgb_uint8: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The picture as RGBA with the masked-out (transparent) pixels
+    transparent and black, so that an overlay does not show the colours
+    hidden under a source's transparency; unchanged when every pixel is used."""
+    if mask.all():
+        return rgb_uint8
+    out = np.zeros(rgb_uint8.shape[:2] + (4,), dtype=np.uint8)
+    out[mask, :3] = rgb_uint8[mask]
+    out[mask, 3] = 255
+    return out
+
+
 def rgb_png_writer(array):
-    """Writer of an 8-bit RGB PNG (``array``, or a function that returns it)."""
+    """Writer of an 8-bit RGB (or RGBA) PNG (``array``, or a function that returns it)."""
     def write(tmp):
         data = np.ascontiguousarray(array() if callable(array) else array, dtype=np.uint8)
         Image.fromarray(data).save(tmp, format="PNG")
@@ -247,7 +259,8 @@ def export_segmentation(
             writers[key] = gray_png_writer(lambda: np.multiply(anomaly, 255, dtype=np.uint8))
         elif key == "overlay":
             writers[key] = rgb_png_writer(
-                lambda: overlay_image(image.to_uint8(), seg.labels, seg.component_colors, overlay_opacity))
+                lambda: with_transparency(overlay_image(image.to_uint8(), seg.labels, seg.component_colors,
+                                                        overlay_opacity), seg.mask))
     written = []
     for key, path in paths.items():
         if key == "summary":
@@ -338,7 +351,8 @@ def export_inspection(result: InspectionResult, image: ImageData, out_dir: str |
     paths = {name: out_dir / name for name in ("anomaly.png", "overlay.png", "regions.csv", "score.tif", "summary.json")}
     refuse_existing(paths.values(), overwrite)
     atomic_write(paths["anomaly.png"], gray_png_writer(np.multiply(result.mask, 255, dtype=np.uint8)), overwrite=overwrite)
-    atomic_write(paths["overlay.png"], rgb_png_writer(inspection_overlay(image.to_uint8(), result)), overwrite=overwrite)
+    atomic_write(paths["overlay.png"], rgb_png_writer(with_transparency(inspection_overlay(image.to_uint8(), result),
+                                                                                image.mask)), overwrite=overwrite)
     atomic_write(paths["regions.csv"], csv_writer([r.as_dict() for r in result.regions], REGION_FIELDS), overwrite=overwrite)
     atomic_write(paths["score.tif"], float_tiff_writer(result.score), overwrite=overwrite)
     data = {
