@@ -51,51 +51,57 @@ def convergence_plot():
     return widget
 
 
-class CriterionPlot(pg.PlotWidget):
-    """The K criterion against K; BIC and AIC each relative to its own
-    minimum (their raw values differ by far less than their size), the
+class CriterionPlot(pg.GraphicsLayoutWidget):
+    """The K criterion against K: BIC and AIC in a panel each, one above
+    the other with the same K axis (at image sizes their values differ by
+    far less than their size, so on one axis one would hide the other), the
     chosen K marked. Clicking a point emits ``kClicked(k)``."""
 
     kClicked = Signal(int)
 
     def __init__(self, parent=None):
-        super().__init__(parent, axisItems={"bottom": IntegerAxis("bottom")})
-        self.setLabel("bottom", "number of components K")
-        self.setLabel("left", "criterion - its minimum")
-        self.setMenuEnabled(False)
-        self.setMouseEnabled(False, False)
-        self.hideButtons()
-        self.showGrid(x=True, y=True, alpha=0.2)
-        self.setMinimumSize(240, 190)
-        self.addLegend(offset=(-10, 10))
-        self.curves = {}
-        self.best_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#c62828", width=1.5, style=pg.QtCore.Qt.PenStyle.DotLine))
-        self.best_mark = pg.ScatterPlotItem(symbol="star", size=18, brush="#c62828", pen="w")
+        super().__init__(parent)
+        self.setMinimumSize(240, 200)
+        self.panels = []
+
+    def _panel(self, row, label, last):
+        item = self.addPlot(row=row, col=0, axisItems={"bottom": IntegerAxis("bottom")})
+        item.setLabel("left", label)
+        item.setMenuEnabled(False)
+        item.setMouseEnabled(False, False)
+        item.hideButtons()
+        item.showGrid(x=True, y=True, alpha=0.2)
+        item.addLegend(offset=(-10, 5))
+        if last:
+            item.setLabel("bottom", "number of components K")
+        else:
+            item.getAxis("bottom").setStyle(showValues=False)
+        return item
 
     def show_rows(self, rows, criterion, best_k=None):
         """Curves of the criterion that chooses K (BIC and AIC for those two)."""
-        for item in list(self.curves.values()) + [self.best_line, self.best_mark]:
-            self.removeItem(item)
-        self.plotItem.legend.clear()
-        self.curves = {}
+        self.clear()
+        series = criterion_series(criterion)
+        self.panels = [self._panel(i, label, i == len(series) - 1) for i, (_, label, _) in enumerate(series)]
+        for panel in self.panels[1:]:
+            panel.setXLink(self.panels[0])
         if not rows:
             return
         ks = np.array([r["k"] for r in rows], dtype=float)
-        for key, label, _colour in criterion_series(criterion):
+        chosen = criterion.replace("-", "_")
+        for panel, (key, label, _colour) in zip(self.panels, series):
             values = np.array([r[key] for r in rows], dtype=float)
-            curve = self.plot(ks, values - values.min(), name=label, **STYLES[key])
+            curve = panel.plot(ks, values, name=label, **STYLES[key])
             curve.scatter.sigClicked.connect(self._clicked)
-            self.curves[key] = curve
-        if best_k is not None:
-            key = criterion.replace("-", "_")
-            values = np.array([r[key] for r in rows], dtype=float)
-            best = values[list(ks).index(best_k)] - values.min()
-            self.best_line.setValue(best_k)
-            self.best_mark.setData([best_k], [best])
-            self.addItem(self.best_line)
-            self.addItem(self.best_mark)
-            self.plotItem.legend.addItem(self.best_mark, f"chosen K = {best_k}")
-        self.setXRange(ks.min() - 0.5, ks.max() + 0.5, padding=0)
+            if best_k is not None:
+                panel.addItem(pg.InfiniteLine(best_k, angle=90, pen=pg.mkPen(
+                    "#c62828", width=1.5, style=pg.QtCore.Qt.PenStyle.DotLine)))
+                if key == chosen:
+                    mark = pg.ScatterPlotItem([best_k], [values[list(ks).index(best_k)]], symbol="star", size=18,
+                                              brush="#c62828", pen="w")
+                    panel.addItem(mark)
+                    panel.legend.addItem(mark, f"chosen K = {best_k}")
+            panel.setXRange(ks.min() - 0.5, ks.max() + 0.5, padding=0)
 
     def _clicked(self, scatter, points, *args):
         if len(points):
