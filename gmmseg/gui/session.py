@@ -413,7 +413,7 @@ class Session:
                 # Ask the session to keep the model now: if the maps are
                 # cancelled, the stopped model is still there.
                 job.report(("model", segmenter))
-                if segmenter.gmm_.stopped_ or job.cancelled:
+                if getattr(segmenter.gmm_, "stopped_", False) or job.cancelled:
                     raise JobCancelled
                 job.report(("preview", preview_labels(image, segmenter, params, preview_data)))
 
@@ -432,7 +432,7 @@ class Session:
             kind, data = value
             if kind == "iteration":
                 self._on_iteration(data, params)
-            elif kind == "preview":
+            elif kind == "preview" and data is not None:  # None: no colour features to preview
                 self.events.preview.emit(*data)
             elif kind == "model":
                 self._set_model(data, params, source)
@@ -469,7 +469,7 @@ class Session:
         self.names = list(segmenter.component_names_)
         self.visible = [True] * K
         self.component = min(self.component, K - 1)
-        self.stopped = bool(segmenter.gmm_.stopped_)
+        self.stopped = bool(getattr(segmenter.gmm_, "stopped_", False))  # a loaded model was not stopped
         self.events.model.emit()
 
     def _set_maps(self, outcome: FitOutcome) -> None:
@@ -488,7 +488,7 @@ class Session:
         if self.segmenter is None:
             return "no model"
         gm = self.segmenter.gmm_
-        state = "stopped" if gm.stopped_ else ("converged" if gm.converged_ else "not converged")
+        state = "stopped" if getattr(gm, "stopped_", False) else ("converged" if gm.converged_ else "not converged")
         return f"K = {gm.n_components}: {state} after {gm.n_iter_} iterations, log-likelihood {gm.lower_bound_:.4f}"
 
     def compute_maps(self) -> None:
