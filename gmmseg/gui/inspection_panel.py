@@ -112,6 +112,7 @@ class InspectionPanel(QWidget):
         self.regions.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.regions.setToolTip("Click a region to zoom to it")
         self.regions.cellClicked.connect(lambda row, col: self.zoom_to_region(row))
+        self.regions.setMinimumHeight(150)  # a few regions visible however crowded the dock area is
         v.addWidget(self.regions, 1)
         self.report_button = QPushButton("Export report...")
         self.report_button.setToolTip("Inspect every image of the folder (or, without a folder, the images "

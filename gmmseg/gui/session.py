@@ -392,6 +392,7 @@ class Session:
         image = self.image
         self._clear_model()
         self.ll_history = []
+        self.fit_phase = ""
         self.set_status("preparing the pixels...", None)
         started = time.perf_counter()
 
