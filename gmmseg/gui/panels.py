@@ -5,6 +5,8 @@ Anomaly, Colour space, and the status area. The Inspection panel lives in
 :mod:`gmmseg.gui.inspection_panel`.
 """
 
+import weakref
+
 import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
@@ -321,6 +323,10 @@ class AnomalyPanel(QWidget):
         self.label.setText(text)
 
 
+#: Pixels of an image sampled for the colour-space density.
+DENSITY_SAMPLE = 150_000
+
+
 class ColourSpacePanel(QWidget):
     """The image's colours as a density over two feature axes, with each
     component's mean and 1- and 2-sigma ellipses (live during a fit)."""
@@ -339,7 +345,7 @@ class ColourSpacePanel(QWidget):
         layout.addWidget(self.density, 1)
         self._space = None
         session.events.settings.connect(self._on_settings)
-        session.events.image.connect(lambda: self.redraw(recompute=True, new_image=True))
+        session.events.image.connect(lambda: self.redraw(recompute=True))
         session.events.model.connect(self.redraw)
         session.events.fit_progress.connect(lambda p, history: self.redraw(live=p))
         self._on_settings()
@@ -366,23 +372,23 @@ class ColourSpacePanel(QWidget):
     def _features(self):
         """Colour features of (a sample of) the image's distinct colours."""
         image, space = self.session.image, self._space
-        if self._cache is not None and self._cache[0] == (id(image), space):
-            return self._cache[1:]
-        colors = image.pixels[image.mask]
-        if colors.shape[0] > 400_000:  # an even sample is plenty for a 128 x 128 density
-            colors = colors[:: colors.shape[0] // 400_000]
-        unique, counts, _ = unique_colors(colors, image.bit_depth)
+        if self._cache is not None and self._cache[0]() is image and self._cache[1] == space:
+            return self._cache[2:]
+        # An even sample, taken before the mask is applied: plenty for a
+        # 128 x 128 density, and a few milliseconds in the GUI thread where
+        # masking every pixel of a 24-megapixel image took seconds.
+        pixels, mask = image.pixels.reshape(-1, image.pixels.shape[-1]), image.mask.ravel()
+        step = max(1, pixels.shape[0] // DENSITY_SAMPLE)
+        unique, counts, _ = unique_colors(pixels[::step][mask[::step]], image.bit_depth)
         X = color_features(unique, space)
-        self._cache = ((id(image), space), X, counts)
+        self._cache = (weakref.ref(image), space, X, counts)
         return X, counts
 
-    def redraw(self, recompute=False, live=None, new_image=False):
+    def redraw(self, recompute=False, live=None):
         s = self.session
         if s.image is None:
             self.density.clear()
             return
-        if new_image:
-            self._cache = None
         axes = self.axes_combo.currentData() or (0, 0)
         names = AXIS_NAMES[self._space]
         X, counts = self._features()

@@ -63,6 +63,7 @@ class CriterionPlot(pg.GraphicsLayoutWidget):
         super().__init__(parent)
         self.setMinimumSize(240, 200)
         self.panels = []
+        self._shown = None
 
     def _panel(self, row, label, last):
         item = self.addPlot(row=row, col=0, axisItems={"bottom": IntegerAxis("bottom")})
@@ -80,6 +81,10 @@ class CriterionPlot(pg.GraphicsLayoutWidget):
 
     def show_rows(self, rows, criterion, best_k=None):
         """Curves of the criterion that chooses K (BIC and AIC for those two)."""
+        shown = (criterion, best_k, [dict(r) for r in rows])
+        if shown == self._shown:  # rebuilding the panels costs tens of milliseconds of GUI time
+            return
+        self._shown = shown
         self.clear()
         series = criterion_series(criterion)
         self.panels = [self._panel(i, label, i == len(series) - 1) for i, (_, label, _) in enumerate(series)]
