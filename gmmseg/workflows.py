@@ -144,8 +144,8 @@ def fit_phase_text(progress: EMProgress) -> str:
 
 
 def segment_file(source: ImageLike, params: SegmenterParams, *, callback=None, max_pixels: int | None = None,
-                 phase: Callable[[str], Any] | None = None, fitted: Callable[[Segmenter], Any] | None = None
-                 ) -> tuple[ImageData, Segmenter, Segmentation]:
+                 phase: Callable[[str], Any] | None = None, fitted: Callable[[Segmenter], Any] | None = None,
+                 strips: Callable[[int, int, dict], Any] | None = None) -> tuple[ImageData, Segmenter, Segmentation]:
     """Fit a new Segmenter with ``params`` on an image and segment it
     (``max_pixels``: the largest image accepted, see :func:`gmmseg.load_image`).
     ``phase(text)`` hears what it is doing: loading, fitting (every
@@ -153,12 +153,13 @@ def segment_file(source: ImageLike, params: SegmenterParams, *, callback=None, m
     exception it raises stops the work there (the application cancels so
     between strips). ``fitted(segmenter)`` is called with the fitted model
     before its maps are computed (e.g. to show a preview or keep the model
-    of a fit that was stopped)."""
+    of a fit that was stopped). ``strips(start, stop, maps)`` hears each
+    strip of maps as it is computed (:meth:`gmmseg.Segmenter.predict`)."""
     if phase is not None:
         phase("loading")
     image = load_image(source, max_pixels=max_pixels)
     segmenter = Segmenter(params=params)
-    if phase is None and fitted is None:
+    if phase is None and fitted is None and strips is None:
         return image, segmenter, segmenter.fit_predict(image, callback=callback)
 
     def report(progress):
@@ -171,10 +172,9 @@ def segment_file(source: ImageLike, params: SegmenterParams, *, callback=None, m
     segmenter.fit(image, callback=report)
     if fitted is not None:
         fitted(segmenter)
-    if phase is None:
-        return image, segmenter, segmenter.predict(image)
-    phase("maps")
-    return image, segmenter, segmenter.predict(image, progress=_maps_progress(phase))
+    if phase is not None:
+        phase("maps")
+    return image, segmenter, segmenter.predict(image, progress=_maps_progress(phase), strips=strips)
 
 
 def score_image(source: ImageLike, inspector: Inspector, *, max_pixels: int | None = None
@@ -185,7 +185,10 @@ def score_image(source: ImageLike, inspector: Inspector, *, max_pixels: int | No
     return inspector.score_maps(load_image(source, max_pixels=max_pixels))
 
 
-def _maps_progress(phase: Callable[[str], Any]) -> Callable[[int, int], None]:
+def _maps_progress(phase: Callable[[str], Any] | None) -> Callable[[int, int], None] | None:
+    if phase is None:
+        return None
+
     def report(done, total):
         phase(f"maps: {100 * done // max(total, 1)} %")
 
@@ -193,15 +196,16 @@ def _maps_progress(phase: Callable[[str], Any]) -> Callable[[int, int], None]:
 
 
 def apply_model(source: ImageLike, segmenter: Segmenter, *, max_pixels: int | None = None,
-                phase: Callable[[str], Any] | None = None) -> tuple[ImageData, Segmentation]:
-    """Segment an image with a fitted Segmenter (e.g. a loaded model)."""
+                phase: Callable[[str], Any] | None = None, strips: Callable[[int, int, dict], Any] | None = None
+                ) -> tuple[ImageData, Segmentation]:
+    """Segment an image with a fitted Segmenter (e.g. a loaded model);
+    ``phase`` and ``strips`` as in :func:`segment_file`."""
     if phase is not None:
         phase("loading")
     image = load_image(source, max_pixels=max_pixels)
-    if phase is None:
-        return image, segmenter.predict(image)
-    phase("maps")
-    return image, segmenter.predict(image, progress=_maps_progress(phase))
+    if phase is not None:
+        phase("maps")
+    return image, segmenter.predict(image, progress=_maps_progress(phase), strips=strips)
 
 
 def export_files(
