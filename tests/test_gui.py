@@ -41,6 +41,13 @@ def window(qtbot, tmp_path):
     assert not leftover, f"threads left running: {[t.name for t in leftover]}"
 
 
+def _open(qtbot, window, path):
+    """Open an image as the window does (loaded in a worker) and wait until it is shown."""
+    window.open_image(path)
+    qtbot.waitUntil(lambda: not window.session.is_running("load"), timeout=WAIT_MS)
+    return window.session.image_path == Path(path)
+
+
 def _idle(qtbot, window, timeout=WAIT_MS):
     qtbot.waitUntil(lambda: not window.session.busy, timeout=timeout)
 
@@ -55,7 +62,7 @@ def _fit(qtbot, window, **settings):
 
 
 def test_open_run_and_every_view(qtbot, window):
-    assert window.open_image(SAMPLE)
+    assert _open(qtbot, window, SAMPLE)
     assert window.canvas.has_image() and window.windowTitle().startswith("coffee.jpg")
     seg = _fit(qtbot, window, n_components=4)
     assert seg.n_components == 4 and window.components.rowCount() == 4
@@ -89,7 +96,7 @@ def test_the_empty_window_says_what_to_do(qtbot, window):
 
 
 def test_the_overlay_toggle_is_a_check_box(qtbot, window):
-    window.open_image(SAMPLE)
+    _open(qtbot, window, SAMPLE)
     _fit(qtbot, window, n_components=3)
     assert window.overlay_check.isChecked()
     window.overlay_check.setChecked(False)
@@ -101,7 +108,7 @@ def test_the_overlay_toggle_is_a_check_box(qtbot, window):
 
 
 def test_components_table_drives_the_view(qtbot, window):
-    window.open_image(SAMPLE)
+    _open(qtbot, window, SAMPLE)
     _fit(qtbot, window, n_components=3, smoothing=0.0, spatial_weight=0.0)
     table, session = window.components, window.session
     table.item(0, 5).setCheckState(Qt.CheckState.Unchecked)
@@ -155,7 +162,7 @@ def test_fitting_references_names_the_image_it_inspects(qtbot, window, tmp_path)
     from imagefiles import write_inspection_set
 
     refs, _ = write_inspection_set(tmp_path, (1, 2), (20,), 60)
-    window.open_image(SAMPLE)
+    _open(qtbot, window, SAMPLE)
     window.session.set_references(refs)
     window.inspection.fit_button.click()
     _idle(qtbot, window)
@@ -164,7 +171,7 @@ def test_fitting_references_names_the_image_it_inspects(qtbot, window, tmp_path)
 
 
 def test_auto_k_refits_and_export_and_save_follow(qtbot, window, tmp_path, monkeypatch):
-    window.open_image(sample_images_dir() / "surface_good.png")
+    _open(qtbot, window, sample_images_dir() / "surface_good.png")
     panel = window.model_selection
     panel.k_from.setValue(2)
     panel.k_to.setValue(5)
@@ -219,7 +226,7 @@ def test_dialogs_start_in_the_images_folder_and_list_every_image_type(qtbot, win
     monkeypatch.setattr(QFileDialog, "getSaveFileName", remember)
     window.act_open.trigger()
     assert asked[-1][2][0] == IMAGE_FILTER
-    window.open_image(image)
+    _open(qtbot, window, image)
     _fit(qtbot, window, n_components=2)
     window.files.choose_references()
     assert asked[-1][2][0] == IMAGE_FILTER
@@ -236,7 +243,7 @@ def test_cancel_leaves_the_window_idle_at_once(qtbot, window, tmp_path):
     rng = np.random.RandomState(0)
     path = tmp_path / "noise.png"
     Image.fromarray((rng.rand(600, 800, 3) * 255).astype(np.uint8)).save(path)
-    window.open_image(path)
+    _open(qtbot, window, path)
     session = window.session
     session.set_settings(session.settings.replace(n_components=8, tol=0.0, max_iter=5000, smoothing=0.0))
     window.act_run.trigger()
@@ -250,7 +257,7 @@ def test_cancel_leaves_the_window_idle_at_once(qtbot, window, tmp_path):
 
 
 def test_a_stopped_fit_keeps_its_model_and_computes_maps_on_request(qtbot, window, monkeypatch):
-    window.open_image(SAMPLE)
+    _open(qtbot, window, SAMPLE)
     session = window.session
     original = session._start
 
@@ -272,24 +279,75 @@ def test_a_stopped_fit_keeps_its_model_and_computes_maps_on_request(qtbot, windo
     assert session.segmentation is not None and window.act_export.isEnabled()
 
 
+def _strips_of_the_label_view(window, monkeypatch, rows=40):
+    """Maps in strips of ``rows`` rows of the 600-pixel-wide sample, and a
+    list of the strips the canvas was handed (start, stop)."""
+    import gmmseg.segment
+
+    monkeypatch.setattr(gmmseg.segment, "_STRIP_PIXELS", 600 * rows)
+    strips = []
+    window.session.events.strip.connect(lambda start, stop, picture: strips.append((start, stop)))
+    return strips
+
+
+def test_full_resolution_maps_are_shown_strip_by_strip(qtbot, window, monkeypatch):
+    from gmmseg.gui.canvas import qimage_for_display
+    from gmmseg.gui.render import render_view
+
+    _open(qtbot, window, SAMPLE)
+    strips = _strips_of_the_label_view(window, monkeypatch)
+    on_canvas = []
+    window.session.events.strip.connect(lambda *a: on_canvas.append(len(window.canvas._strips)))
+    seg = _fit(qtbot, window, n_components=4)  # default settings: smoothing, so maps come strip by strip
+    assert strips == [(r, min(r + 40, 400)) for r in range(0, 400, 40)]
+    assert on_canvas == list(range(1, 11))  # each drawn over the preview as it came
+    session = window.session
+    # what is shown at the end is the label view of the segmentation
+    assert session.view == "labels" and session.segmentation is seg
+    expected, _, _ = render_view(session.view_request())
+    assert np.array_equal(session.picture, expected)
+    assert window.canvas.current_pixmap().toImage() == qimage_for_display(expected)
+    assert window.canvas._strips == []
+
+
+def test_cancelling_the_maps_halfway_leaves_an_idle_usable_window(qtbot, window, monkeypatch):
+    from gmmseg.gui.render import render_view
+
+    _open(qtbot, window, SAMPLE)
+    strips = _strips_of_the_label_view(window, monkeypatch)
+    session = window.session
+    session.events.strip.connect(lambda *a: len(strips) == 4 and window.act_cancel.trigger())
+    _fit(qtbot, window, n_components=4)
+    assert len(strips) == 4 and not session.busy and session.segmentation is None
+    assert session.segmenter is not None and "maps not computed" in window.status.label.text()
+    assert window.act_run.isEnabled() and window.act_maps.isEnabled() and not window.act_cancel.isEnabled()
+    qtbot.waitUntil(lambda: window.runner.running() == [], timeout=WAIT_MS)
+    assert len(strips) == 4  # the worker stopped between strips; nothing more was shown
+    window.act_maps.trigger()
+    _idle(qtbot, window)
+    assert len(strips) == 14 and session.segmentation is not None
+    assert np.array_equal(session.picture, render_view(session.view_request())[0])
+
+
 def test_large_images_are_drawn_in_a_worker(qtbot, window, tmp_path, monkeypatch):
     from gmmseg.gui import session as session_module
 
     monkeypatch.setattr(session_module, "INLINE_RENDER_PIXELS", 1000)
-    window.open_image(SAMPLE)
+    _open(qtbot, window, SAMPLE)  # its picture is made by the worker that loads it
     session = window.session
-    assert session.is_running("render")  # the first picture is drawn off the GUI thread
-    _idle(qtbot, window)
+    assert not session.is_running("render") and window.canvas.current_pixmap().width() == 600
+    _fit(qtbot, window, n_components=3)  # the label view is drawn by the fit's worker
+    assert not session.is_running("render") and session.view == "labels"
+    session.set_view("soft")
+    assert session.is_running("render")  # other views are drawn off the GUI thread too
     qtbot.waitUntil(lambda: not session.is_running("render"), timeout=WAIT_MS)
-    _fit(qtbot, window, n_components=3)
-    qtbot.waitUntil(lambda: session.picture is not None and not session.is_running("render"), timeout=WAIT_MS)
-    assert window.canvas.current_pixmap().width() == 600 and session.view == "labels"
+    assert window.canvas.current_pixmap().width() == 600 and session.picture is not None
 
 
 def test_auto_k_honours_every_setting(qtbot, window):
     from gmmseg import select_k
 
-    window.open_image(sample_images_dir() / "surface_good.png")
+    _open(qtbot, window, sample_images_dir() / "surface_good.png")
     wanted = _set_every_setting(window)
     window.session.set_k_range(1, 4)
     window.session.run_auto_k(refit=False)
@@ -299,7 +357,7 @@ def test_auto_k_honours_every_setting(qtbot, window):
 
 
 def test_inspection_fit_uses_the_model_panel(qtbot, window):
-    window.open_image(sample_images_dir() / "surface_good.png")
+    _open(qtbot, window, sample_images_dir() / "surface_good.png")
     wanted = _set_every_setting(window, spatial_weight=0.2)
     window.inspection.settings_form.widgets["smoothing_sigma"].setValue(2.5)
     window.session.set_references([sample_images_dir() / "surface_good.png"])
@@ -313,7 +371,7 @@ def test_inspection_fit_uses_the_model_panel(qtbot, window):
 
 
 def test_minimum_area_applies_to_the_model_in_use(qtbot, window):
-    window.open_image(sample_images_dir() / "surface_defect.png")
+    _open(qtbot, window, sample_images_dir() / "surface_defect.png")
     window.session.set_settings(window.session.settings.replace(n_components=3))
     window.session.set_references([sample_images_dir() / "surface_good.png"])
     window.session.fit_inspector()
@@ -328,7 +386,7 @@ def test_minimum_area_applies_to_the_model_in_use(qtbot, window):
 def test_texture_only_models_fit_and_draw(qtbot, window, scales):
     """With texture alone there is no colour block to preview or draw in the
     colour space; the fit, its progress and the colour-space panel still work."""
-    assert window.open_image(SAMPLE)
+    assert _open(qtbot, window, SAMPLE)
     seg = _fit(qtbot, window, n_components=3, feature_set="texture", texture_scales=scales, smoothing=0.0,
                spatial_weight=0.0)
     assert seg.n_components == 3
@@ -339,14 +397,15 @@ def test_texture_only_models_fit_and_draw(qtbot, window, scales):
 def test_corrupt_file_leaves_the_current_image(qtbot, window, tmp_path, monkeypatch):
     shown = []
     monkeypatch.setattr(QMessageBox, "critical", lambda *args: shown.append(args[2]))
-    window.open_image(SAMPLE)
+    _open(qtbot, window, SAMPLE)
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    assert window.open_image(bad) is False
-    assert shown and "broken.png" in shown[0]
+    assert not _open(qtbot, window, bad)
+    assert shown and "broken.png" in shown[0] and "broken.png" in window.status.label.text()
     assert window.session.image_path == SAMPLE and window.canvas.has_image()
-    assert window.open_image(tmp_path / "missing.jpg") is False
+    assert not _open(qtbot, window, tmp_path / "missing.jpg")
     assert "file not found" in shown[-1]
+    assert window.files.recent == [str(SAMPLE.resolve())]
 
 
 def test_image_larger_than_memory_allows_is_opened_only_when_confirmed(qtbot, window, tmp_path, monkeypatch):
@@ -356,23 +415,73 @@ def test_image_larger_than_memory_allows_is_opened_only_when_confirmed(qtbot, wi
 
     path = tmp_path / "big.png"
     Image.fromarray(np.full((30, 40, 3), 200, dtype=np.uint8)).save(path)
-    window.open_image(SAMPLE)
+    _open(qtbot, window, SAMPLE)
     monkeypatch.setattr(gmmseg.io, "default_max_pixels", lambda: 1000)  # as if memory held 1000 pixels
     asked = []
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Cancel)
-    assert window.open_image(path) is False
+    assert not _open(qtbot, window, path)
     assert "40 x 30" in asked[0]
     assert "max_pixels" not in asked[0] and "Open it anyway?" in asked[0]
     assert window.session.image_path == SAMPLE
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Open)
-    assert window.open_image(path) is True and window.session.image.width == 40
+    assert _open(qtbot, window, path) and window.session.image.width == 40
+
+
+def _slow_loads(monkeypatch):
+    """Loads that wait for ``release`` to be set (in the worker), so a test
+    can act while an image is loading."""
+    from gmmseg.gui import session as session_module
+
+    release = threading.Event()
+    started = []
+
+    def load_image(path, max_pixels=None):
+        started.append(Path(path).name)
+        release.wait(WAIT_MS / 1000)
+        return real_load(path, max_pixels=max_pixels)
+
+    real_load = session_module.load_image
+    monkeypatch.setattr(session_module, "load_image", load_image)
+    return release, started
+
+
+def test_an_image_loads_in_a_worker_and_esc_cancels_it(qtbot, window, monkeypatch):
+    _open(qtbot, window, SAMPLE)
+    session = window.session
+    release, started = _slow_loads(monkeypatch)
+    surface = sample_images_dir() / "surface_good.png"
+    window.open_image(surface)
+    qtbot.waitUntil(lambda: started == ["surface_good.png"], timeout=WAIT_MS)
+    # the window serves events while the image loads, and says so
+    assert session.is_running("load") and window.status.label.text() == "loading surface_good.png..."
+    assert window.act_cancel.isEnabled() and not window.status.bar.isHidden()
+    window.act_cancel.trigger()  # Esc
+    assert not session.busy and session.image_path == SAMPLE and window.act_run.isEnabled()
+    assert window.status.label.text().startswith("opening cancelled; coffee.jpg")
+    release.set()
+    qtbot.waitUntil(lambda: window.runner.running() == [], timeout=WAIT_MS)
+    qtbot.wait(50)  # what the cancelled load still delivers is ignored
+    assert session.image_path == SAMPLE and window.windowTitle().startswith("coffee.jpg")
+    assert window.canvas.current_pixmap().width() == 600
+
+
+def test_opening_another_image_while_one_loads_replaces_it(qtbot, window, monkeypatch):
+    release, started = _slow_loads(monkeypatch)
+    window.open_image(sample_images_dir() / "surface_good.png")
+    qtbot.waitUntil(lambda: len(started) == 1, timeout=WAIT_MS)
+    window.open_image(SAMPLE)
+    qtbot.waitUntil(lambda: len(started) == 2, timeout=WAIT_MS)
+    release.set()
+    qtbot.waitUntil(lambda: not window.session.busy and window.runner.running() == [], timeout=WAIT_MS)
+    assert window.session.image_path == SAMPLE and window.canvas.current_pixmap().width() == 600
+    assert window.files.recent == [str(SAMPLE.resolve())]
 
 
 def test_settings_are_kept_between_sessions(qtbot, tmp_path):
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     first = MainWindow(settings)
     qtbot.addWidget(first)
-    first.open_image(SAMPLE)
+    _open(qtbot, first, SAMPLE)
     first.model_panel.widgets["n_components"].setValue(7)
     first.model_panel.widgets["covariance_type"].setCurrentText("diag")
     first.close()
@@ -415,7 +524,7 @@ def test_qt_bindings_do_not_leak_none(qtbot):
 def test_export_dialog_asks_before_replacing(qtbot, window, tmp_path, monkeypatch):
     from gmmseg.gui.dialogs import ExportDialog
 
-    window.open_image(SAMPLE)
+    _open(qtbot, window, SAMPLE)
     window.session.set_settings(window.session.settings.replace(n_components=2))
     _fit(qtbot, window)
     out = tmp_path / "exp"
@@ -444,7 +553,7 @@ def test_drop_a_file_opens_it(qtbot, window):
     event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
                        Qt.KeyboardModifier.NoModifier)
     window.dropEvent(event)
-    assert window.session.image_path == SAMPLE
+    qtbot.waitUntil(lambda: window.session.image_path == SAMPLE, timeout=WAIT_MS)
 
 
 def test_running_workers_are_counted(qtbot):

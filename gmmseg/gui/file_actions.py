@@ -8,7 +8,7 @@ from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from .._fileio import atomic_write
-from ..io import IMAGE_SUFFIXES, ImageLoadError, ImageTooLargeError, available_memory, size_text
+from ..io import IMAGE_SUFFIXES, available_memory, size_text
 from ..segment import Segmenter
 from .dialogs import ExportDialog
 
@@ -51,31 +51,32 @@ class FileActions(QObject):
         if path:
             self.open_image(path)
 
-    def open_image(self, path):
-        """Load and show an image; on failure say why and keep the current one."""
-        try:
-            try:
-                self.session.open_image(path)
-            except ImageTooLargeError as exc:
-                # Larger than the memory available can segment (by the estimate): the person decides.
-                available = available_memory()
-                text = (f"{Path(path).name} is {exc.width} x {exc.height} pixels ({exc.width * exc.height / 1e6:.1f} "
-                        f"megapixels). Segmenting it needs about {size_text(exc.bytes_needed)} of memory"
-                        + (f", and {size_text(available)} is available." if available is not None else "."))
-                answer = QMessageBox.question(self.window, "Very large image", f"{text}\n\nOpen it anyway?",
-                                              QMessageBox.StandardButton.Open | QMessageBox.StandardButton.Cancel,
-                                              QMessageBox.StandardButton.Cancel)
-                if answer != QMessageBox.StandardButton.Open:
-                    return False
-                self.session.open_image(path, max_pixels=exc.width * exc.height)
-        except (ImageLoadError, OSError, ValueError) as exc:
-            QMessageBox.critical(self.window, "Cannot open image", str(exc))
-            return False
-        path = str(Path(path).resolve())
-        self.recent = ([path] + [p for p in self.recent if p != path])[:MAX_RECENT]
-        self.update_recent_menu()
-        self.remember_dir("open", path)
-        return True
+    def open_image(self, path, then=None, max_pixels=None):
+        """Load an image (in a worker) and show it; ``then()`` once shown.
+        On failure say why: the current image stays."""
+
+        def shown():
+            resolved = str(Path(path).resolve())
+            self.recent = ([resolved] + [p for p in self.recent if p != resolved])[:MAX_RECENT]
+            self.update_recent_menu()
+            self.remember_dir("open", resolved)
+            if then is not None:
+                then()
+
+        def too_large(exc):
+            # Larger than the memory available can segment (by the estimate): the person decides.
+            available = available_memory()
+            text = (f"{Path(path).name} is {exc.width} x {exc.height} pixels ({exc.width * exc.height / 1e6:.1f} "
+                    f"megapixels). Segmenting it needs about {size_text(exc.bytes_needed)} of memory"
+                    + (f", and {size_text(available)} is available." if available is not None else "."))
+            answer = QMessageBox.question(self.window, "Very large image", f"{text}\n\nOpen it anyway?",
+                                          QMessageBox.StandardButton.Open | QMessageBox.StandardButton.Cancel,
+                                          QMessageBox.StandardButton.Cancel)
+            if answer == QMessageBox.StandardButton.Open:
+                self.open_image(path, then, max_pixels=exc.width * exc.height)
+
+        self.session.open_image(path, max_pixels, then=shown, too_large=too_large,
+                                failed=lambda message: QMessageBox.critical(self.window, "Cannot open image", message))
 
     # ------------------------------------------------------------------
     def save_model_dialog(self):

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QDockWidget, QLabel, QMainWi
 from .._version import __version__
 from ..io import IMAGE_SUFFIXES
 from ..paths import resource, sample_images_dir
-from .canvas import ImageCanvas, qimage_for_display, qimage_from_rgb
+from .canvas import ImageCanvas, qimage_for_display
 from .file_actions import FileActions
 from .inspection_panel import InspectionPanel
 from .panels import AnomalyPanel, ColourSpacePanel, ComponentsPanel, ConvergencePanel, ModelPanel, ModelSelectionPanel, StatusArea
@@ -73,6 +73,7 @@ class MainWindow(QMainWindow):
         events = session.events
         events.picture.connect(lambda picture: self.canvas.set_image(picture))
         events.preview.connect(self._on_preview)
+        events.strip.connect(lambda start, stop, picture: self.canvas.add_strip(start, picture))
         events.image.connect(self._on_image)
         events.view.connect(self._on_view)
         events.message.connect(lambda title, text: QMessageBox.warning(self, title, text))
@@ -258,11 +259,11 @@ class MainWindow(QMainWindow):
     def _on_image(self):
         s = self.session
         self.setWindowTitle(f"{s.image_name} - gmmseg")
-        self.canvas.set_image(qimage_from_rgb(s.base_rgb), reset_view=True)
+        self.canvas.set_image(s.base_picture, reset_view=True)
 
-    def _on_preview(self, rgb, size):
+    def _on_preview(self, picture, size):
         if self.session.view in ("labels", "original"):
-            self.canvas.set_image(qimage_from_rgb(rgb), logical_size=size)
+            self.canvas.set_image(picture, logical_size=size)
 
     def _on_view(self):
         s = self.session

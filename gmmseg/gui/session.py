@@ -35,10 +35,19 @@ import numpy as np
 from .. import workflows
 from ..engine import ConvergenceWarning
 from ..inspection import Inspector
-from ..io import ImageData, list_images, load_image
+from ..io import ImageData, ImageTooLargeError, list_images, load_image
 from ..params import InspectionParams, SegmenterParams
 from ..segment import Segmenter, select_k
-from .render import VIEW_MODES, ViewRequest, checkerboard_under, display_colors, preview_labels, render_view
+from .render import (
+    VIEW_MODES,
+    ViewRequest,
+    blend,
+    checkerboard_under,
+    display_colors,
+    label_colors,
+    preview_labels,
+    render_view,
+)
 
 #: Views: the segmentation's (render.VIEW_MODES) and the inspection overlay.
 VIEWS = VIEW_MODES + ("inspection",)
@@ -47,6 +56,8 @@ VIEWS = VIEW_MODES + ("inspection",)
 INLINE_RENDER_PIXELS = 4_000_000
 #: How often a running fit sends a preview of its labels.
 PREVIEW_INTERVAL_S = 0.4
+#: How often the panels are told of a running fit's iterations.
+ITERATION_INTERVAL_S = 0.15
 DEFAULT_K_RANGE = (1, 8)
 
 
@@ -79,7 +90,8 @@ class Events:
         self.settings = Event()  # the Model panel's settings
         self.model = Event()  # the fitted model and/or its segmentation
         self.fit_progress = Event()  # (EMProgress, history of lower bounds)
-        self.preview = Event()  # (rgb uint8 array, (width, height) it stands for)
+        self.preview = Event()  # (picture of a reduced label view, (width, height) it stands for)
+        self.strip = Event()  # (start row, stop row, picture): rows of the full-resolution label view
         self.picture = Event()  # (the current view, made by Session.convert_picture)
         self.view = Event()  # view mode, component, visibility, opacity, overlay
         self.threshold = Event()  # anomaly percentile and its threshold
@@ -160,6 +172,23 @@ class FitOutcome:
     stats: list = field(default_factory=list)
     histogram: tuple | None = None  # (counts, edges) of the log-likelihood
     stopped: bool = False
+    # the label view drawn as the maps arrived: (ViewRequest, rgb, picture)
+    labels_view: tuple | None = None
+
+
+@dataclass
+class LoadedImage:
+    """What showing an image needs, made in the loading worker: its RGB
+    (transparent pixels over a checkerboard) and that picture converted for
+    the canvas (by ``Session.convert_picture``)."""
+
+    base_rgb: np.ndarray
+    base_picture: Any
+
+    @classmethod
+    def of(cls, image: ImageData, convert: Callable[[np.ndarray], Any]) -> LoadedImage:
+        rgb = checkerboard_under(image.to_uint8(), image.mask)
+        return cls(rgb, convert(rgb))
 
 
 @dataclass
@@ -179,16 +208,70 @@ def _histogram(log_likelihood: np.ndarray, mask: np.ndarray) -> tuple | None:
     return counts, edges
 
 
-def _maps_outcome(segmenter: Segmenter, segmentation, job: JobContext) -> FitOutcome:
+def _maps_outcome(segmenter: Segmenter, segmentation, job: JobContext,
+                  labels_view: LabelsViewDrawer | None = None) -> FitOutcome:
     """Gather what the panels show of a segmentation, in the worker: labels
-    and log-likelihood held whole, statistics, histogram."""
+    and log-likelihood held whole, statistics, histogram, and the label
+    view drawn strip by strip (those strips not drawn as they arrived)."""
     job.check()
     segmentation.labels  # noqa: B018 - gathered here, not in the GUI thread
     job.check()
     segmentation.log_likelihood  # noqa: B018
     job.check()
     stats = segmentation.component_stats()
-    return FitOutcome(segmenter, segmentation, stats, _histogram(segmentation.log_likelihood, segmentation.mask))
+    outcome = FitOutcome(segmenter, segmentation, stats, _histogram(segmentation.log_likelihood, segmentation.mask))
+    if labels_view is not None:
+        outcome.labels_view = labels_view.finish(job, segmentation)
+    return outcome
+
+
+class LabelsViewDrawer:
+    """Draws the label view of maps as they are computed, in the worker:
+    each strip is reported to the session (``("strip", (start, stop,
+    picture))``) as soon as its labels are known, and the whole view is
+    kept, so that it need not be drawn again once the maps are done."""
+
+    def __init__(self, base_rgb: np.ndarray, opacity: float, overlay: bool, convert: Callable[[np.ndarray], Any]):
+        self.base_rgb = base_rgb
+        self.opacity = opacity
+        self.overlay = overlay
+        self.convert = convert
+        self.colors: np.ndarray | None = None
+        self.rgb: np.ndarray | None = None
+        self.drawn: list[tuple[int, int]] = []
+
+    def start(self, segmenter: Segmenter, image: ImageData) -> None:
+        self.colors = display_colors(segmenter.component_colors_, image.is_gray)
+        self.rgb = np.empty_like(self.base_rgb)
+        self.drawn = []
+
+    def draw(self, job: JobContext, start: int, stop: int, labels: np.ndarray) -> None:
+        job.check()
+        if self.rgb is None or not self.overlay:
+            return
+        colours, valid = label_colors(labels, self.colors)
+        strip = blend(self.base_rgb[start:stop], colours, self.opacity, where=valid)
+        self.rgb[start:stop] = strip
+        self.drawn.append((start, stop))
+        job.report(("strip", (start, stop, self.convert(strip))))
+
+    def finish(self, job: JobContext, segmentation) -> tuple[ViewRequest, np.ndarray, Any] | None:
+        """The whole label view (the request it answers, its RGB and its
+        converted picture), drawing the strips the maps did not hand over
+        (colour-only maps are ready at once)."""
+        if self.rgb is None or not self.overlay:
+            return None
+        rows = np.zeros(self.rgb.shape[0], dtype=bool)
+        for start, stop in self.drawn:
+            rows[start:stop] = True
+        for start, stop in segmentation.row_chunks():
+            if not rows[start:stop].all():
+                self.draw(job, start, stop, segmentation.map_rows("labels", start, stop))
+        job.check()
+        K = segmentation.n_components
+        request = ViewRequest("labels", self.base_rgb, segmentation, opacity=self.opacity, overlay=True,
+                              visible=[True] * K, colors=self.colors)
+        return request, self.rgb, self.convert(self.rgb)
 
 
 # ---------------------------------------------------------------------------
@@ -209,6 +292,7 @@ class Session:
         self.image: ImageData | None = None
         self.image_path: Path | None = None
         self.base_rgb: np.ndarray | None = None
+        self.base_picture: Any = None  # base_rgb converted for the canvas
         self.settings = settings or SegmenterParams()
         # the fitted model, the settings it was fitted with, and its maps
         self.segmenter: Segmenter | None = None
@@ -220,6 +304,8 @@ class Session:
         self.stopped = False
         self.ll_history: list[float] = []
         self.fit_phase = ""
+        self._last_iteration = None  # the running fit's newest EMProgress
+        self._shown_iteration_at = -math.inf
         # view
         self.view = "original"
         self.component = 0
@@ -314,6 +400,8 @@ class Session:
             else:
                 self.set_status("stopped")
             self.events.model.emit()
+        elif kinds == ["load"]:
+            self.set_status(f"opening cancelled; {self._image_words() if self.image is not None else 'no image open'}")
         else:
             self.set_status(f"stopped: {', '.join(kinds)}")
         self.events.busy.emit()
@@ -321,16 +409,19 @@ class Session:
 
     # ------------------------------------------------------------------
     # image
-    def set_image(self, image: ImageData, path: str | Path | None = None) -> None:
+    def set_image(self, image: ImageData, path: str | Path | None = None, shown: LoadedImage | None = None) -> None:
         """Show a (loaded) image: results of the previous image go, a
-        reference model stays and inspects this one."""
+        reference model stays and inspects this one. ``shown``: its
+        pictures, when a loading job made them already."""
         for kind in ("fit", "maps", "auto K", "predict", "score", "render"):
             job = self._jobs.pop(kind, None)
             if job is not None:
                 job.cancel()
+        if shown is None:
+            shown = LoadedImage.of(image, self.convert_picture)
         self.image = image
         self.image_path = Path(path) if path is not None else image.source
-        self.base_rgb = checkerboard_under(image.to_uint8(), image.mask)
+        self.base_rgb, self.base_picture = shown.base_rgb, shown.base_picture
         self._clear_model()
         self.k_selection, self.k_rows = None, []
         self.scored, self.inspection = None, None
@@ -347,6 +438,50 @@ class Session:
             self.inspect_current()
         else:
             self.refresh_picture()
+
+    def open_image(self, path: str | Path, max_pixels: int | None = None, *, then: Callable[[], Any] | None = None,
+                   too_large: Callable[[ImageTooLargeError], Any] | None = None,
+                   failed: Callable[[str], Any] | None = None) -> None:
+        """Load an image in a worker and show it; the shown image stays
+        until then (and when the load fails or is cancelled with
+        :meth:`cancel`). Opening another image while one loads replaces it.
+
+        ``then()`` runs once the image is shown; ``too_large(error)`` when
+        the image has more pixels than memory allows (by default: a message);
+        ``failed(message)`` when it cannot be read (by default: a message).
+        """
+        path = Path(path)
+        convert = self.convert_picture
+        self.set_status(f"loading {path.name}...", None)
+
+        def work(job: JobContext):
+            try:
+                image = load_image(path, max_pixels=max_pixels)
+            except ImageTooLargeError as exc:
+                return exc  # a question for the person, not a failure
+            job.check()
+            return image, LoadedImage.of(image, convert)
+
+        def done(result):
+            if isinstance(result, ImageTooLargeError):
+                self.set_status(self._image_words())
+                (too_large or (lambda exc: self.events.message.emit("gmmseg", str(exc))))(result)
+                return
+            image, shown = result
+            self.set_image(image, path, shown)
+            if then is not None:
+                then()
+
+        def on_failed(message):
+            self.set_status(f"cannot open {path.name}: {message}")
+            (failed or (lambda m: self.events.message.emit("gmmseg", m)))(message)
+
+        self._start("load", work, done=done, failed=on_failed)
+
+    def _image_words(self) -> str:
+        if self.image is None:
+            return "no image"
+        return f"{self.image_name}: {self.image.width} x {self.image.height}, {self.image.mode}"
 
     @property
     def image_name(self) -> str:
@@ -383,7 +518,8 @@ class Session:
     # fitting
     def run_fit(self, params: SegmenterParams | None = None, source: str = "fit") -> None:
         """Fit the settings (or ``params``) on the image, then compute the maps:
-        a preview first, the full resolution after, strip by strip."""
+        a preview first, the full resolution after, strip by strip (each
+        strip of the label view shown as it arrives)."""
         if self.image is None:
             return
         if params is not None:
@@ -393,12 +529,20 @@ class Session:
         self._clear_model()
         self.ll_history = []
         self.fit_phase = ""
+        self._shown_iteration_at = -math.inf
         self.set_status("preparing the pixels...", None)
         started = time.perf_counter()
+        labels_view = self._labels_view_drawer()
 
         def work(job: JobContext):
             last_preview = [time.perf_counter()]
             preview_data = {}
+            convert = labels_view.convert
+
+            def send_preview(model):
+                preview = preview_labels(image, model, params, preview_data)
+                if preview is not None:  # None: no colour features to preview
+                    job.report(("preview", (convert(preview[0]), preview[1])))
 
             def callback(p):
                 if job.cancelled:
@@ -406,7 +550,7 @@ class Session:
                 job.report(("iteration", p))
                 now = time.perf_counter()
                 if p.phase in ("em", "spatial") and now - last_preview[0] > PREVIEW_INTERVAL_S:
-                    job.report(("preview", preview_labels(image, p, params, preview_data)))
+                    send_preview(p)
                     last_preview[0] = time.perf_counter()
                 return job.cancelled
 
@@ -416,7 +560,8 @@ class Session:
                 job.report(("model", segmenter))
                 if getattr(segmenter.gmm_, "stopped_", False) or job.cancelled:
                     raise JobCancelled
-                job.report(("preview", preview_labels(image, segmenter, params, preview_data)))
+                send_preview(segmenter)
+                labels_view.start(segmenter, image)
 
             def phase(text):
                 job.check()
@@ -425,21 +570,25 @@ class Session:
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                _, segmenter, segmentation = workflows.segment_file(image, params, callback=callback, phase=phase,
-                                                                    fitted=fitted)
-            return _maps_outcome(segmenter, segmentation, job)
+                _, segmenter, segmentation = workflows.segment_file(
+                    image, params, callback=callback, phase=phase, fitted=fitted,
+                    strips=lambda start, stop, maps: labels_view.draw(job, start, stop, maps["labels"]))
+            return _maps_outcome(segmenter, segmentation, job, labels_view)
 
         def progress(value):
             kind, data = value
             if kind == "iteration":
                 self._on_iteration(data, params)
-            elif kind == "preview" and data is not None:  # None: no colour features to preview
+            elif kind == "preview":
                 self.events.preview.emit(*data)
             elif kind == "model":
+                self._show_iteration(self._last_iteration)  # the convergence curve up to its end
                 self._set_model(data, params, source)
                 self.set_status(f"{self._model_words()}; maps: preview", 0.0)
             elif kind == "maps":
                 self.set_status(f"{self._model_words()}; maps: {data} %", data / 100.0)
+            elif kind == "strip":
+                self._on_strip(*data)
 
         def done(outcome: FitOutcome):
             self._set_maps(outcome)
@@ -448,6 +597,10 @@ class Session:
         self._start("fit", work, progress=progress, done=done)
 
     def _on_iteration(self, p, params: SegmenterParams) -> None:
+        """Keep every iteration's value; tell the panels at most every
+        ``ITERATION_INTERVAL_S`` (redrawing the plots for every EM
+        iteration of a large image kept the GUI thread busy half the time)."""
+        self._last_iteration = p
         if p.phase == "init":
             self.fit_phase = "starts"
             self.set_status(f"starts: initialisation {p.init + 1} of {params.n_starts} (k-means)", None)
@@ -456,11 +609,29 @@ class Session:
             self.ll_history = []
         self.fit_phase = p.phase
         self.ll_history.append(float(p.lower_bound))
+        if p.iteration == 1 or time.perf_counter() - self._shown_iteration_at >= ITERATION_INTERVAL_S:
+            self._show_iteration(p)
+
+    def _show_iteration(self, p) -> None:
+        if p is None or p.phase == "init" or not self.ll_history:
+            return
+        self._shown_iteration_at = time.perf_counter()
+        params = self.settings
         what = "spatial fit" if p.phase == "spatial" else "EM"
         value = "objective" if p.phase == "spatial" else "log-likelihood"
         self.set_status(f"{what}: iteration {p.iteration} of at most {params.max_iter}, {value} {p.lower_bound:.4f}",
                         None)
         self.events.fit_progress.emit(p, self.ll_history)
+
+    def _labels_view_drawer(self) -> LabelsViewDrawer:
+        """What the worker needs to draw the label view strip by strip as
+        the maps arrive, with the view's present opacity and overlay."""
+        return LabelsViewDrawer(self.base_rgb, self.opacity, self.overlay, self.convert_picture)
+
+    def _on_strip(self, start: int, stop: int, picture) -> None:
+        # Strips go over the preview, where the preview is shown.
+        if self.view in ("labels", "original"):
+            self.events.strip.emit(start, stop, picture)
 
     def _set_model(self, segmenter: Segmenter, params: SegmenterParams, source: str) -> None:
         self.segmenter = segmenter
@@ -483,7 +654,22 @@ class Session:
         self.events.model.emit()
         self.events.view.emit()
         self._update_threshold()
-        self.refresh_picture()
+        drawn = outcome.labels_view
+        if drawn is not None and self._answers(drawn[0]):
+            old = self._jobs.pop("render", None)
+            if old is not None:
+                old.cancel()
+            self.picture = drawn[1]
+            self.events.picture.emit(drawn[2])
+        else:  # another view, or the view changed while the maps were computed
+            self.refresh_picture()
+
+    def _answers(self, drawn: ViewRequest) -> bool:
+        """Whether a drawn view is what the current view shows."""
+        now = self.view_request()
+        return (now.mode == drawn.mode and now.segmentation is drawn.segmentation and now.opacity == drawn.opacity
+                and now.overlay == drawn.overlay and now.visible == drawn.visible
+                and np.array_equal(now.colors, drawn.colors))
 
     def _model_words(self) -> str:
         if self.segmenter is None:
@@ -494,28 +680,39 @@ class Session:
 
     def compute_maps(self) -> None:
         """The maps of a model whose fit was stopped before them (or of a
-        loaded model), strip by strip, cancellable."""
+        loaded model), strip by strip, cancellable; the label view is shown
+        strip by strip as it arrives."""
         if self.segmenter is None or self.image is None:
             return
         segmenter, image = self.segmenter, self.image
         started = time.perf_counter()
         self.set_status(f"{self._model_words()}; maps: 0 %", 0.0)
+        labels_view = self._labels_view_drawer()
 
         def work(job: JobContext):
             def phase(text):
                 job.check()
                 if text.startswith("maps: "):
-                    job.report(int(text.split()[1]))
+                    job.report(("maps", int(text.split()[1])))
 
-            _, segmentation = workflows.apply_model(image, segmenter, phase=phase)
-            return _maps_outcome(segmenter, segmentation, job)
+            labels_view.start(segmenter, image)
+            _, segmentation = workflows.apply_model(
+                image, segmenter, phase=phase,
+                strips=lambda start, stop, maps: labels_view.draw(job, start, stop, maps["labels"]))
+            return _maps_outcome(segmenter, segmentation, job, labels_view)
+
+        def progress(value):
+            kind, data = value
+            if kind == "maps":
+                self.set_status(f"{self._model_words()}; maps: {data} %", data / 100.0)
+            elif kind == "strip":
+                self._on_strip(*data)
 
         def done(outcome):
             self._set_maps(outcome)
             self.set_status(f"{self._model_words()}; maps in {time.perf_counter() - started:.1f} s")
 
-        self._start("maps", work, progress=lambda pct: self.set_status(f"{self._model_words()}; maps: {pct} %",
-                                                                      pct / 100.0), done=done)
+        self._start("maps", work, progress=progress, done=done)
 
     # ------------------------------------------------------------------
     # model files
@@ -686,6 +883,14 @@ class Session:
         if self.base_rgb is None:
             return
         request = self.view_request()
+        if request.mode == "original" or (request.mode != "inspection" and request.segmentation is None):
+            # The image itself, converted when it was opened: nothing to draw.
+            old = self._jobs.pop("render", None)
+            if old is not None:
+                old.cancel()
+            self.picture = self.base_rgb
+            self.events.picture.emit(self.base_picture)
+            return
         inline = self.base_rgb.shape[0] * self.base_rgb.shape[1] <= INLINE_RENDER_PIXELS
 
         convert = self.convert_picture
@@ -806,12 +1011,7 @@ class Session:
             return math.inf
         return self.inspector.threshold_for(self.false_alarm_rate)
 
-    def open_image(self, path: str | Path, max_pixels: int | None = None) -> None:
-        """Load and show an image (raises :class:`gmmseg.ImageLoadError`,
-        or its ``ImageTooLargeError`` for the window to ask about)."""
-        self.set_image(load_image(path, max_pixels=max_pixels), path)
-
-    def open_folder(self, folder: str | Path, opener: Callable[[Path], bool] | None = None) -> bool:
+    def open_folder(self, folder: str | Path, opener: Callable[..., Any] | None = None) -> bool:
         """Parts to inspect: the first is opened (then :meth:`step`)."""
         images = list_images(folder)
         if not images:
@@ -821,24 +1021,22 @@ class Session:
         self.show_part(0, opener)
         return True
 
-    def show_part(self, index: int, opener: Callable[[Path], bool] | None = None) -> bool:
-        """Open part ``index`` of the folder (inspected as every image is).
-        ``opener(path) -> bool`` opens it (the window's asks about huge
-        images); by default :meth:`open_image`."""
+    def show_part(self, index: int, opener: Callable[..., Any] | None = None) -> bool:
+        """Open part ``index`` of the folder (inspected as every image is);
+        False when there is no such part. ``opener(path, then=)`` opens it
+        (the window's asks about huge images); by default :meth:`open_image`.
+        The position moves once the part is shown."""
         if not 0 <= index < len(self.folder_images):
             return False
-        path = self.folder_images[index]
-        if opener is None:
-            self.open_image(path)
-            ok = True
-        else:
-            ok = opener(path)
-        if ok:
+
+        def shown():
             self.index = index
             self.events.folder.emit()
-        return ok
 
-    def step(self, delta: int, opener: Callable[[Path], bool] | None = None) -> bool:
+        (opener or self.open_image)(self.folder_images[index], then=shown)
+        return True
+
+    def step(self, delta: int, opener: Callable[..., Any] | None = None) -> bool:
         return self.show_part(self.index + delta, opener)
 
     def inspect_current(self) -> None:
