@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine import GaussianMixture
-from ..export import inspection_overlay
+from ..export import display_colors, inspection_overlay
 from ..io import ImageData
 from ..segment import Segmenter
 
@@ -135,30 +135,6 @@ def full_covariances(covs, K, d, covariance_type):
     if covariance_type == "diag":
         return np.stack([np.diag(c) for c in covs])
     return np.stack([c * np.eye(d) for c in covs])
-
-
-# ---------------------------------------------------------------------------
-# Colours that tell components apart on grey images: their mean colours are
-# greys a few levels apart, so the label view would be grey on grey.
-_DISTINCT = np.array([
-    [0.12, 0.47, 0.71], [1.00, 0.50, 0.05], [0.17, 0.63, 0.17], [0.84, 0.15, 0.16], [0.58, 0.40, 0.74],
-    [0.55, 0.34, 0.29], [0.89, 0.47, 0.76], [0.50, 0.50, 0.50], [0.74, 0.74, 0.13], [0.09, 0.75, 0.81],
-])
-
-
-def display_colors(component_colors, is_gray):
-    """Colours to draw components with: their mean colours, or for grey
-    images a set of distinct hues (component k always gets the same one)."""
-    colors = np.asarray(component_colors, dtype=np.float64)
-    if not is_gray:
-        return colors
-    K = colors.shape[0]
-    if K <= len(_DISTINCT):
-        return _DISTINCT[:K].copy()
-    from skimage.color import hsv2rgb
-
-    hues = (np.arange(K) * 0.618034) % 1.0  # golden-ratio steps: neighbours far apart in hue
-    return hsv2rgb(np.stack([hues, np.full(K, 0.75), np.full(K, 0.9)], axis=1)[None])[0]
 
 
 @dataclass(frozen=True)
