@@ -40,6 +40,7 @@ def main():
         w.grab().save(str(HERE / "start.png"))
         session = w.session
         w.open_image(ROOT / "sample_images" / "astronaut.jpg")
+        settle(w)  # images load in a worker
         session.set_k_range(2, 9)
         w.act_autok.trigger()  # sweeps K, then fits the K chosen
         settle(w)
@@ -56,6 +57,9 @@ def main():
             session.set_view(mode)
             if dock:
                 getattr(w, dock).raise_()
+            # The label view fully opaque: the label map itself (at the default
+            # 60 % the mean colours blend into the photo they came from).
+            w.opacity_slider.setValue(100 if mode == "labels" else 60)
             settle(w)
             w.grab().save(str(HERE / f"{mode}.png"))
 
