@@ -95,6 +95,15 @@ def test_the_empty_window_says_what_to_do(qtbot, window):
         assert header.sectionSize(col) >= metrics.horizontalAdvance(text), text
 
 
+def test_the_window_fits_a_laptop_screen(qtbot, window):
+    """The tall panels scroll, so the window fits 1366 x 768 with room for a
+    title bar and a task bar."""
+    window.resize(1366, 680)
+    qtbot.waitUntil(lambda: window.size().height() == 680)
+    assert window.minimumSizeHint().height() <= 680 and window.minimumSizeHint().width() <= 1366
+    assert window.model_panel.run_button.isVisibleTo(window)
+
+
 def test_the_overlay_toggle_is_a_check_box(qtbot, window):
     _open(qtbot, window, SAMPLE)
     _fit(qtbot, window, n_components=3)

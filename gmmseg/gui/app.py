@@ -56,7 +56,9 @@ def run(image=None, argv=None):
     app.setOrganizationName("gmmseg")
     window = MainWindow()
     window.show()
-    window.statusBar().showMessage(f"ready in {time.perf_counter() - start:.2f} s", 4000)
+    # In the status area, not as a temporary status-bar message: that one was
+    # drawn over the status area's own text ("loading ..." when an image is given).
+    window.session.set_status(f"Ready in {time.perf_counter() - start:.2f} s. {window.session.status_text}")
     if image:
         window.open_image(image)
     return app.exec()

@@ -6,7 +6,15 @@ write it."""
 
 from PySide6.QtCore import QSettings, QSize, Qt
 from PySide6.QtGui import QAction, QIcon, QKeySequence
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDockWidget, QLabel, QMainWindow, QMessageBox, QSlider
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSlider,
+)
 
 from .._version import __version__
 from ..io import IMAGE_SUFFIXES
@@ -14,7 +22,16 @@ from ..paths import resource, sample_images_dir
 from .canvas import ImageCanvas, qimage_for_display
 from .file_actions import FileActions
 from .inspection_panel import InspectionPanel
-from .panels import AnomalyPanel, ColourSpacePanel, ComponentsPanel, ConvergencePanel, ModelPanel, ModelSelectionPanel, StatusArea
+from .panels import (
+    AnomalyPanel,
+    ColourSpacePanel,
+    ComponentsPanel,
+    ConvergencePanel,
+    ModelPanel,
+    ModelSelectionPanel,
+    ScrollingPanel,
+    StatusArea,
+)
 from .render import VIEW_TITLES
 from .session import VIEWS, Session
 from .widgets import ColorBar
@@ -207,7 +224,7 @@ class MainWindow(QMainWindow):
         self.dock_conv = self._dock("Convergence", self.convergence, left, "dock_convergence")
         self.dock_bic = self._dock("Model selection", self.model_selection, left, "dock_bic")
         self.dock_components = self._dock("Components", self.components, right, "dock_components")
-        self.dock_inspection = self._dock("Inspection", self.inspection, right, "dock_inspection")
+        self.dock_inspection = self._dock("Inspection", ScrollingPanel(self.inspection), right, "dock_inspection")
         self.dock_anomaly = self._dock("Anomaly", self.anomaly_panel, right, "dock_anomaly")
         self.dock_space = self._dock("Colour space", self.colour_space, right, "dock_space")
         self.tabifyDockWidget(self.dock_components, self.dock_inspection)
@@ -227,6 +244,10 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         else:  # the image gets the room
             self.resizeDocks([self.dock_model, self.dock_components], [330, 360], Qt.Orientation.Horizontal)
+            # the Model panel's settings whole where the window is tall enough
+            self.resizeDocks([self.dock_model, self.dock_conv], [self.model_panel.sizeHint().height() + 30, 220],
+                             Qt.Orientation.Vertical)
+            self.resizeDocks([self.dock_components, self.dock_anomaly], [560, 300], Qt.Orientation.Vertical)
         self.files.recent = [p for p in (st.value("recent", []) or []) if isinstance(p, str)]
         for old, new in _OLD_KEYS.items():
             value = st.value(f"params/{old}")

@@ -8,15 +8,17 @@ Anomaly, Colour space, and the status area. The Inspection panel lives in
 import weakref
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSlider,
     QSpinBox,
@@ -42,6 +44,24 @@ AXIS_NAMES = {
 }
 
 
+class ScrollingPanel(QScrollArea):
+    """A tall panel in a vertical scroll area: its dock then does not set the
+    window's minimum height (the Model settings and the Inspection panel made
+    it over 1000 pixels, more than many screens have), yet asks for the
+    panel's whole height, so it scrolls only when the window is too short."""
+
+    def __init__(self, panel):
+        super().__init__()
+        self.setWidget(panel)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setMinimumWidth(panel.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width())
+
+    def sizeHint(self):
+        return self.widget().sizeHint() + QSize(self.verticalScrollBar().sizeHint().width(), 0)
+
+
 class ModelPanel(QWidget):
     """Every setting of :class:`gmmseg.SegmenterParams`, Run / Cancel /
     Auto K, and a line saying which model is shown and whether the
@@ -57,7 +77,7 @@ class ModelPanel(QWidget):
         set_combo_tips(self.widgets["covariance_type"], {
             "full": "any ellipsoid per component", "tied": "one shared ellipsoid",
             "diag": "axis-aligned ellipsoids", "spherical": "round blobs"})
-        layout.addWidget(self.form)
+        layout.addWidget(ScrollingPanel(self.form), 1)  # the settings scroll; Run and the model line stay in sight
         row = QHBoxLayout()
         self.run_button = QPushButton(icon("run"), "Run")
         self.cancel_button = QPushButton(icon("cancel"), "Cancel")
@@ -70,7 +90,6 @@ class ModelPanel(QWidget):
         self.model_label.setWordWrap(True)
         self.model_label.setTextFormat(Qt.TextFormat.RichText)
         layout.addWidget(self.model_label)
-        layout.addStretch(1)
         self.run_button.clicked.connect(lambda: session.run_fit())
         self.cancel_button.clicked.connect(session.cancel)
         self.autok_button.clicked.connect(lambda: session.run_auto_k())
