@@ -3,7 +3,8 @@
 Per image, :func:`export_segmentation` writes into one folder:
 
 * ``labels.png``: palette PNG, pixel value = component index, palette =
-  component colours; masked-out pixels are index 255 (transparent).
+  component colours (:func:`display_colors`: the mean colours, distinct
+  hues for grey images); masked-out pixels are index 255 (transparent).
 * ``mask_<k>.png``: 8-bit, 255 where the label is k, else 0.
 * ``probabilities.tif``: float32, H x W x K (tiled, 256 x 256; BigTIFF when
   larger than 4 GB).
@@ -44,6 +45,31 @@ MASKED_INDEX = MAX_COMPONENTS
 
 def _colors_uint8(colors):
     return (np.clip(np.asarray(colors, dtype=np.float64), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+# Colours that tell components apart on grey images: their mean colours are
+# greys a few levels apart, so the label view would be grey on grey.
+_DISTINCT = np.array([
+    [0.12, 0.47, 0.71], [1.00, 0.50, 0.05], [0.17, 0.63, 0.17], [0.84, 0.15, 0.16], [0.58, 0.40, 0.74],
+    [0.55, 0.34, 0.29], [0.89, 0.47, 0.76], [0.50, 0.50, 0.50], [0.74, 0.74, 0.13], [0.09, 0.75, 0.81],
+])
+
+
+def display_colors(component_colors, is_gray: bool) -> np.ndarray:
+    """Colours to draw components with, (K, 3) in [0, 1]: their mean
+    colours, or for grey images a set of distinct hues (component k always
+    gets the same one). The application's views, ``labels.png`` and
+    ``overlay.png`` all use these."""
+    colors = np.asarray(component_colors, dtype=np.float64)
+    if not is_gray:
+        return colors
+    K = colors.shape[0]
+    if K <= len(_DISTINCT):
+        return _DISTINCT[:K].copy()
+    from skimage.color import hsv2rgb
+
+    hues = (np.arange(K) * 0.618034) % 1.0  # golden-ratio steps: neighbours far apart in hue
+    return hsv2rgb(np.stack([hues, np.full(K, 0.75), np.full(K, 0.9)], axis=1)[None])[0]
 
 
 # PNG's optimize option tries every filter and compression setting: a few
@@ -92,8 +118,20 @@ def gray_png_writer(array):
     return write
 
 
+def with_transparency(rgb_uint8: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The picture as RGBA with the masked-out (transparent) pixels
+    transparent and black, so that an overlay does not show the colours
+    hidden under a source's transparency; unchanged when every pixel is used."""
+    if mask.all():
+        return rgb_uint8
+    out = np.zeros(rgb_uint8.shape[:2] + (4,), dtype=np.uint8)
+    out[mask, :3] = rgb_uint8[mask]
+    out[mask, 3] = 255
+    return out
+
+
 def rgb_png_writer(array):
-    """Writer of an 8-bit RGB PNG (``array``, or a function that returns it)."""
+    """Writer of an 8-bit RGB (or RGBA) PNG (``array``, or a function that returns it)."""
     def write(tmp):
         data = np.ascontiguousarray(array() if callable(array) else array, dtype=np.uint8)
         Image.fromarray(data).save(tmp, format="PNG")
@@ -228,12 +266,13 @@ def export_segmentation(
     refuse_existing(paths.values(), overwrite)
     threshold = anomaly_threshold if anomaly_threshold is not None else seg.anomaly_threshold(anomaly_percentile)
     anomaly = seg.anomaly_mask(threshold=threshold)
+    colors = display_colors(seg.component_colors, image.is_gray)
     # Each file's pixels are made when it is written (see the module's notes).
     writers = {}
     chunks = seg.row_chunks(multiple=TIFF_TILE)
     for key in paths:
         if key == "labels":
-            writers[key] = label_png_writer(lambda: _label_index(seg.labels), seg.component_colors)
+            writers[key] = label_png_writer(lambda: _label_index(seg.labels), colors)
         elif key.startswith("mask_"):
             k = int(key.split("_")[1])
             writers[key] = gray_png_writer(lambda k=k: np.multiply(seg.labels == k, 255, dtype=np.uint8))
@@ -247,7 +286,8 @@ def export_segmentation(
             writers[key] = gray_png_writer(lambda: np.multiply(anomaly, 255, dtype=np.uint8))
         elif key == "overlay":
             writers[key] = rgb_png_writer(
-                lambda: overlay_image(image.to_uint8(), seg.labels, seg.component_colors, overlay_opacity))
+                lambda: with_transparency(overlay_image(image.to_uint8(), seg.labels, colors, overlay_opacity),
+                                          seg.mask))
     written = []
     for key, path in paths.items():
         if key == "summary":
@@ -338,7 +378,8 @@ def export_inspection(result: InspectionResult, image: ImageData, out_dir: str |
     paths = {name: out_dir / name for name in ("anomaly.png", "overlay.png", "regions.csv", "score.tif", "summary.json")}
     refuse_existing(paths.values(), overwrite)
     atomic_write(paths["anomaly.png"], gray_png_writer(np.multiply(result.mask, 255, dtype=np.uint8)), overwrite=overwrite)
-    atomic_write(paths["overlay.png"], rgb_png_writer(inspection_overlay(image.to_uint8(), result)), overwrite=overwrite)
+    atomic_write(paths["overlay.png"], rgb_png_writer(with_transparency(inspection_overlay(image.to_uint8(), result),
+                                                                                image.mask)), overwrite=overwrite)
     atomic_write(paths["regions.csv"], csv_writer([r.as_dict() for r in result.regions], REGION_FIELDS), overwrite=overwrite)
     atomic_write(paths["score.tif"], float_tiff_writer(result.score), overwrite=overwrite)
     data = {

@@ -1330,7 +1330,8 @@ class Segmenter:
         self.component_names_ = names
 
     def predict(self, image: ImageLike, *, probabilities: bool = False, max_pixels: int | None = None,
-                progress: Callable[[int, int], Any] | None = None) -> "Segmentation":
+                progress: Callable[[int, int], Any] | None = None,
+                strips: Callable[[int, int, dict], Any] | None = None) -> "Segmentation":
         """Segment an image with the fitted model (with the spatial prior of
         ``smoothing`` when it is above 0).
 
@@ -1347,6 +1348,10 @@ class Segmenter:
         progress : callable, optional
             ``progress(rows_done, rows)`` after each strip of rows (per-pixel
             features; a colour-only result is ready at once).
+        strips : callable, optional
+            ``strips(start, stop, maps)`` after each strip of rows, with its
+            ``labels`` and ``log_likelihood`` rows in the dict ``maps``
+            (per-pixel features; e.g. to show a result as it arrives).
 
         Returns
         -------
@@ -1354,7 +1359,7 @@ class Segmenter:
         """
         self._check_fitted()
         return self._segment(load_image(image, max_pixels=max_pixels), keep_probabilities=probabilities,
-                             progress=progress)
+                             progress=progress, strips=strips)
 
     def log_likelihood_map(self, image: ImageLike, *, max_pixels: int | None = None) -> np.ndarray:
         """The log-density of every pixel under the fitted mixture, as in
@@ -1377,7 +1382,8 @@ class Segmenter:
         return out
 
     def _segment(self, image: ImageData, keep_probabilities: bool = False, table: tuple | None = None,
-                 progress: Callable[[int, int], Any] | None = None) -> "Segmentation":
+                 progress: Callable[[int, int], Any] | None = None,
+                 strips: Callable[[int, int, dict], Any] | None = None) -> "Segmentation":
         """The segmentation of a loaded image. ``table``: its colour table and
         index map when the fit already has them (colour-only features)."""
         gm = self.gmm_
@@ -1408,6 +1414,8 @@ class Segmenter:
             log_likelihood[start:stop] = part["log_likelihood"]
             if keep_probabilities:
                 probabilities[start:stop] = part["probabilities"]
+            if strips is not None:
+                strips(start, stop, {"labels": labels[start:stop], "log_likelihood": log_likelihood[start:stop]})
             if progress is not None:
                 progress(stop, H)
         # A copy of this segmenter computes the probabilities on demand, so

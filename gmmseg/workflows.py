@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ._fileio import atomic_write, refuse_existing, staged_folder, write_json
 from .engine import ConvergenceWarning, EMProgress
 from .export import OUTPUTS, REPORT_FIELDS, csv_writer, export_inspection, export_segmentation
@@ -142,29 +144,51 @@ def fit_phase_text(progress: EMProgress) -> str:
 
 
 def segment_file(source: ImageLike, params: SegmenterParams, *, callback=None, max_pixels: int | None = None,
-                 phase: Callable[[str], Any] | None = None) -> tuple[ImageData, Segmenter, Segmentation]:
+                 phase: Callable[[str], Any] | None = None, fitted: Callable[[Segmenter], Any] | None = None,
+                 strips: Callable[[int, int, dict], Any] | None = None) -> tuple[ImageData, Segmenter, Segmentation]:
     """Fit a new Segmenter with ``params`` on an image and segment it
     (``max_pixels``: the largest image accepted, see :func:`gmmseg.load_image`).
     ``phase(text)`` hears what it is doing: loading, fitting (every
-    iteration), maps."""
+    iteration), maps (``"maps: 40 %"`` after each strip of rows); an
+    exception it raises stops the work there (the application cancels so
+    between strips). ``fitted(segmenter)`` is called with the fitted model
+    before its maps are computed (e.g. to show a preview or keep the model
+    of a fit that was stopped). ``strips(start, stop, maps)`` hears each
+    strip of maps as it is computed (:meth:`gmmseg.Segmenter.predict`)."""
     if phase is not None:
         phase("loading")
     image = load_image(source, max_pixels=max_pixels)
     segmenter = Segmenter(params=params)
-    if phase is None:
+    if phase is None and fitted is None and strips is None:
         return image, segmenter, segmenter.fit_predict(image, callback=callback)
 
     def report(progress):
-        phase(fit_phase_text(progress))
+        if phase is not None:
+            phase(fit_phase_text(progress))
         return callback(progress) if callback is not None else None
 
-    phase("fitting")
+    if phase is not None:
+        phase("fitting")
     segmenter.fit(image, callback=report)
-    phase("maps")
-    return image, segmenter, segmenter.predict(image, progress=_maps_progress(phase))
+    if fitted is not None:
+        fitted(segmenter)
+    if phase is not None:
+        phase("maps")
+    return image, segmenter, segmenter.predict(image, progress=_maps_progress(phase), strips=strips)
 
 
-def _maps_progress(phase: Callable[[str], Any]) -> Callable[[int, int], None]:
+def score_image(source: ImageLike, inspector: Inspector, *, max_pixels: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """An image's unsmoothed anomaly score and its calibrated (smoothed)
+    score map under a reference model: what the application keeps to
+    re-threshold an image live (:meth:`gmmseg.Inspector.find_regions`)."""
+    return inspector.score_maps(load_image(source, max_pixels=max_pixels))
+
+
+def _maps_progress(phase: Callable[[str], Any] | None) -> Callable[[int, int], None] | None:
+    if phase is None:
+        return None
+
     def report(done, total):
         phase(f"maps: {100 * done // max(total, 1)} %")
 
@@ -172,15 +196,16 @@ def _maps_progress(phase: Callable[[str], Any]) -> Callable[[int, int], None]:
 
 
 def apply_model(source: ImageLike, segmenter: Segmenter, *, max_pixels: int | None = None,
-                phase: Callable[[str], Any] | None = None) -> tuple[ImageData, Segmentation]:
-    """Segment an image with a fitted Segmenter (e.g. a loaded model)."""
+                phase: Callable[[str], Any] | None = None, strips: Callable[[int, int, dict], Any] | None = None
+                ) -> tuple[ImageData, Segmentation]:
+    """Segment an image with a fitted Segmenter (e.g. a loaded model);
+    ``phase`` and ``strips`` as in :func:`segment_file`."""
     if phase is not None:
         phase("loading")
     image = load_image(source, max_pixels=max_pixels)
-    if phase is None:
-        return image, segmenter.predict(image)
-    phase("maps")
-    return image, segmenter.predict(image, progress=_maps_progress(phase))
+    if phase is not None:
+        phase("maps")
+    return image, segmenter.predict(image, progress=_maps_progress(phase), strips=strips)
 
 
 def export_files(

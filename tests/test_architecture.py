@@ -247,3 +247,22 @@ def test_ruff_is_clean():
     out = subprocess.run([ruff, "check", "gmmseg", "tests", "benchmarks", "resources"], capture_output=True,
                          text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# The application is a Qt-free session model plus panels (DESIGN.md): the
+# session and what it draws with hold the state and the work, and can be
+# used (and tested) without Qt; the main window only assembles.
+QT_FREE_GUI = ("gmmseg.gui.session", "gmmseg.gui.render")
+MAIN_WINDOW_LINES = 400
+
+
+def test_the_session_model_imports_no_qt():
+    for module in QT_FREE_GUI:
+        qt = [n for n, _ in GRAPH[module] if n.split(".")[0] in ("PySide6", "shiboken6", "pyqtgraph", "qtpy")]
+        gui = [n for n in _internal(module) if _under(n, ["gmmseg.gui"]) and n not in QT_FREE_GUI]
+        assert not qt and not gui, f"{module} imports {qt + gui}: the session model has no Qt"
+
+
+def test_the_main_window_only_assembles():
+    lines = len((PACKAGE / "gui" / "main_window.py").read_text(encoding="utf-8").splitlines())
+    assert lines <= MAIN_WINDOW_LINES, f"main_window.py has {lines} lines; move work into the session or a panel"

@@ -593,3 +593,25 @@ def test_outputs_and_max_megapixels(tmp_path):
     assert not (tmp_path / "out3" / "a").exists()
     out = run("select-k", img, "--k-range", "1-2", "--max-megapixels", "0.001")
     assert out.returncode == 1 and "use --max-megapixels 1" in out.stderr
+
+
+def test_labels_and_overlay_of_a_grey_image_tell_components_apart(tmp_path):
+    """Mean colours of a grey image's components are greys a few levels
+    apart; the exported palette and overlay use distinct hues instead (the
+    application's, from gmmseg.export.display_colors)."""
+    from gmmseg.export import display_colors
+
+    grey = np.full((40, 60), 90, np.uint8)
+    grey[:, 20:40], grey[:, 40:] = 110, 130
+    grey = np.clip(grey + np.random.RandomState(0).normal(scale=2, size=grey.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(grey, mode="L").save(tmp_path / "grey.png")
+    out = run("segment", tmp_path / "grey.png", "-k", "3", "--out", tmp_path / "out")
+    assert out.returncode == 0, out.stderr
+    labels = Image.open(tmp_path / "out" / "grey" / "labels.png")
+    palette = np.array(labels.getpalette()[:9]).reshape(3, 3)
+    np.testing.assert_array_equal(palette, np.rint(display_colors(np.zeros((3, 3)), True) * 255))
+    assert min(np.abs(palette[i] - palette[j]).max() for i in range(3) for j in range(i)) > 60
+    assert not np.all(palette == palette[:, :1])  # hues, not greys
+    overlay = np.asarray(Image.open(tmp_path / "out" / "grey" / "overlay.png").convert("RGB")).astype(int)
+    chroma = overlay.max(axis=2) - overlay.min(axis=2)
+    assert (chroma > 20).all()  # coloured wherever a component is drawn, not grey

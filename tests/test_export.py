@@ -9,7 +9,7 @@ from PIL import Image
 from skimage import io as skio
 
 from gmmseg import Segmenter, load_image
-from gmmseg.export import OUTPUTS, export_segmentation, overlay_image
+from gmmseg.export import OUTPUTS, export_segmentation, overlay_image, with_transparency
 
 
 @pytest.fixture
@@ -58,7 +58,8 @@ def test_every_file_reads_back(tmp_path, segmented):
     np.testing.assert_array_equal(anomaly > 0, seg.anomaly_mask(percentile=1.0))
 
     overlay = np.asarray(Image.open(tmp_path / "out" / "overlay.png"))
-    np.testing.assert_array_equal(overlay, overlay_image(image.to_uint8(), seg.labels, seg.component_colors))
+    np.testing.assert_array_equal(overlay, with_transparency(overlay_image(image.to_uint8(), seg.labels,
+                                                                           seg.component_colors), image.mask))
 
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["image"]["used_pixels"] == 30 * 40 - 9
@@ -95,3 +96,24 @@ def test_overlay_blends_towards_component_colours():
     out = overlay_image(rgb, labels, np.array([[1.0, 1.0, 1.0]]), opacity=0.5)
     np.testing.assert_array_equal(out[0, 0], [128, 128, 128])
     np.testing.assert_array_equal(out[0, 1], [0, 0, 0])
+
+
+def test_overlays_of_transparent_images_keep_the_transparency(tmp_path):
+    """The colours hidden under a source's transparency never show in an
+    overlay: masked pixels come out transparent (and black)."""
+    from gmmseg import Segmenter, load_image
+    from gmmseg.export import export_segmentation
+
+    rgba = np.zeros((30, 40, 4), dtype=np.uint8)
+    rgba[..., 0] = 250  # hidden colour: red
+    rgba[:, :20, 3] = 255
+    rgba[:, :20, :3] = (20, 200, 20)
+    rgba[:10, :20, :3] = (20, 20, 200)
+    path = tmp_path / "rgba.png"
+    Image.fromarray(rgba).save(path)
+    image = load_image(path)
+    seg = Segmenter(2, smoothing=0.0, spatial_weight=0.0, random_state=0).fit_predict(image)
+    export_segmentation(seg, image, tmp_path / "out", outputs=("overlay",))
+    overlay = np.asarray(Image.open(tmp_path / "out" / "overlay.png"))
+    assert overlay.shape == (30, 40, 4)
+    assert np.all(overlay[:, 20:] == 0) and np.all(overlay[:, :20, 3] == 255)

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 from PIL import Image
 
 pytest.importorskip("PySide6")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
-from PySide6.QtWidgets import QMessageBox  # noqa: E402
+from PySide6.QtWidgets import QFileDialog, QMessageBox  # noqa: E402
 
+from gmmseg.gui.dialogs import ExportDialog  # noqa: E402
+from gmmseg.gui.file_actions import IMAGE_FILTER  # noqa: E402
 from gmmseg.gui.main_window import MainWindow  # noqa: E402
 from gmmseg.gui.render import VIEW_MODES  # noqa: E402
 from gmmseg.gui.workers import Worker  # noqa: E402
@@ -40,105 +41,380 @@ def window(qtbot, tmp_path):
     assert not leftover, f"threads left running: {[t.name for t in leftover]}"
 
 
-def _fit(qtbot, window):
-    with qtbot.waitSignal(window.fitFinished, timeout=WAIT_MS) as blocker:
-        window.run_fit()
-    return blocker.args[0]
+def _open(qtbot, window, path):
+    """Open an image as the window does (loaded in a worker) and wait until it is shown."""
+    window.open_image(path)
+    qtbot.waitUntil(lambda: not window.session.is_running("load"), timeout=WAIT_MS)
+    return window.session.image_path == Path(path)
+
+
+def _idle(qtbot, window, timeout=WAIT_MS):
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=timeout)
+
+
+def _fit(qtbot, window, **settings):
+    session = window.session
+    if settings:
+        session.set_settings(session.settings.replace(**settings))
+    window.act_run.trigger()
+    _idle(qtbot, window)
+    return session.segmentation
 
 
 def test_open_run_and_every_view(qtbot, window):
-    assert window.open_image(SAMPLE)
+    assert _open(qtbot, window, SAMPLE)
     assert window.canvas.has_image() and window.windowTitle().startswith("coffee.jpg")
-    window.k_spin.setValue(4)
-    cancelled = _fit(qtbot, window)
-    assert not cancelled
-    seg = window.segmentation
-    assert seg.n_components == 4 and seg.labels.shape == (400, 600)
-    assert window.table.rowCount() == 4
-    pictures = {}
+    seg = _fit(qtbot, window, n_components=4)
+    assert seg.n_components == 4 and window.components.rowCount() == 4
+    assert [window.components.horizontalHeaderItem(i).text() for i in range(6)][0] == "Colour"
     for mode in VIEW_MODES:
-        with qtbot.waitSignal(window.viewRendered, timeout=5000):
-            window.set_view_mode(mode)
+        window.view_actions[mode].trigger()
+        _idle(qtbot, window)
         pix = window.canvas.current_pixmap()
-        assert (pix.width(), pix.height()) == (600, 400)
-        pictures[mode] = window.current_rgb()
-    for a in VIEW_MODES:
-        for b in VIEW_MODES:
-            if a < b:
-                assert not np.array_equal(pictures[a], pictures[b]), (a, b)
-    assert window.colorbar.isVisible() is False  # anomaly view last: no colour bar
-    window.set_view_mode("soft")
+        assert (pix.width(), pix.height()) == (600, 400) and window.session.view == mode
+        assert window.view_combo.currentData() == mode
+    window.session.set_view("soft")
     assert window.colorbar.isVisibleTo(window)
 
 
-def test_opacity_threshold_and_components(qtbot, window):
-    window.open_image(SAMPLE)
-    window.k_spin.setValue(3)
-    _fit(qtbot, window)
-    window.set_view_mode("labels")
-    window.opacity_slider.setValue(0)
-    assert np.array_equal(window.current_rgb(), window.base_rgb)
-    window.opacity_slider.setValue(100)
-    full = window.current_rgb()
-    assert not np.array_equal(full, window.base_rgb)
-    window.act_overlay.trigger()  # overlay off
-    assert np.array_equal(window.current_rgb(), window.base_rgb)
+def test_the_empty_window_says_what_to_do(qtbot, window):
+    from gmmseg.gui.canvas import EMPTY_HINT
+
+    assert not window.canvas.has_image() and "Ctrl+O" in EMPTY_HINT
+    shot = window.canvas.grab().toImage()
+    grey = shot.pixelColor(2, 2)
+    # the hint's white text is drawn over the grey background
+    whites = sum(shot.pixelColor(x, y).lightness() > 240 for x in range(0, shot.width(), 3)
+                 for y in range(0, shot.height(), 3))
+    assert grey.lightness() < 200 and whites > 20
+    assert window.components.horizontalHeaderItem(0).text() == "Colour"
+    header = window.components.horizontalHeader()
+    metrics = header.fontMetrics()
+    for col in (2, 3, 4, 5):  # no header cut before the first run
+        text = window.components.horizontalHeaderItem(col).text()
+        assert header.sectionSize(col) >= metrics.horizontalAdvance(text), text
+
+
+def test_the_window_fits_a_laptop_screen(qtbot, window):
+    """The tall panels scroll, so the window fits 1366 x 768 with room for a
+    title bar and a task bar."""
+    window.resize(1366, 680)
+    qtbot.waitUntil(lambda: window.size().height() == 680)
+    assert window.minimumSizeHint().height() <= 680 and window.minimumSizeHint().width() <= 1366
+    assert window.model_panel.run_button.isVisibleTo(window)
+
+
+def test_the_overlay_toggle_is_a_check_box(qtbot, window):
+    _open(qtbot, window, SAMPLE)
+    _fit(qtbot, window, n_components=3)
+    assert window.overlay_check.isChecked()
+    window.overlay_check.setChecked(False)
+    assert not window.act_overlay.isChecked() and not window.session.overlay
+    _idle(qtbot, window)
+    assert np.array_equal(window.session.picture, window.session.base_rgb)
     window.act_overlay.trigger()
-    window.threshold_slider.setValue(10)
-    low = int(window.anomaly.sum())
-    window.threshold_slider.setValue(100)
-    high = int(window.anomaly.sum())
-    assert high > low > 0
-    assert abs(high / window.segmentation.mask.sum() - 0.10) < 0.01
-    assert "flagged" in window.threshold_label.text()
-    # Hiding a component removes its colour from the label view.
-    window.table.item(0, 5).setCheckState(window.table.item(0, 5).checkState().__class__.Unchecked)
-    hidden = window.current_rgb()
-    zero = window.segmentation.labels == 0
-    assert np.array_equal(hidden[zero], window.base_rgb[zero])
-    # Selecting a row shows its soft map; renaming is kept.
-    window.table.selectRow(2)
-    assert window.view_mode == "soft" and window.component == 2
-    window.table.item(1, 1).setText("saucer")
-    assert window.segmentation.names[1] == "saucer"
-    window._on_hover(10, 10)
-    text = window.hover_label.text()
-    assert "x 10, y 10" in text and "label" in text and "log-lik" in text
+    assert window.overlay_check.isChecked() and window.session.overlay
 
 
-def test_cancel_a_long_fit_keeps_the_window_usable(qtbot, window, tmp_path):
+def test_components_table_drives_the_view(qtbot, window):
+    _open(qtbot, window, SAMPLE)
+    _fit(qtbot, window, n_components=3, smoothing=0.0, spatial_weight=0.0)
+    table, session = window.components, window.session
+    table.item(0, 5).setCheckState(Qt.CheckState.Unchecked)
+    _idle(qtbot, window)
+    zero = session.segmentation.labels == 0
+    assert np.array_equal(session.picture[zero], session.base_rgb[zero])
+    table.selectRow(2)
+    assert session.view == "soft" and session.component == 2
+    table.item(1, 1).setText("saucer")
+    assert session.names[1] == "saucer" and session.segmentation.names[1] == "saucer"
+    window.canvas.hovered.emit(10, 10)
+    assert "label" in window.hover_label.text() and "log-lik" in window.hover_label.text()
+
+
+def test_inspection_follows_opened_and_stepped_images(qtbot, window, tmp_path, monkeypatch):
+    from imagefiles import write_inspection_set
+
+    refs, parts = write_inspection_set(tmp_path, (1, 2), (20, 21), 60)
+    session, panel = window.session, window.inspection
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(parts / "part20.png"), ""))
+    session.set_references(refs)
+    panel.fit_button.click()
+    _idle(qtbot, window)
+    assert session.inspector is not None and session.inspection is None  # nothing shown, nothing inspected
+    window.act_open.trigger()  # Ctrl+O
+    _idle(qtbot, window)
+    assert session.inspection is not None and session.view == "inspection"
+    assert panel.verdict_label.text().startswith("part20.png") and "FAIL" in panel.verdict_label.text()
+    assert panel.regions.rowCount() == len(session.inspection.regions) >= 1
+    assert panel.report_button.isEnabled()  # a report of the one image inspected
+    assert window.files.open_folder(parts)
+    _idle(qtbot, window)
+    shown = []
+    while True:
+        assert session.scored.image is session.image
+        shown.append((session.image_name, session.inspection.verdict))
+        assert panel.verdict_label.text().startswith(session.image_name)
+        if not panel.next_button.isEnabled():
+            break
+        window.act_next.trigger()  # Page Down
+        _idle(qtbot, window)
+    assert shown == [("part20.png", "fail"), ("part21.png", "fail"), ("part99_good.png", "pass")]
+    before = window.canvas.scale_factor()
+    window.act_previous.trigger()
+    _idle(qtbot, window)
+    panel.zoom_to_region(0)
+    assert window.canvas.scale_factor() > before
+
+
+def test_fitting_references_names_the_image_it_inspects(qtbot, window, tmp_path):
+    from imagefiles import write_inspection_set
+
+    refs, _ = write_inspection_set(tmp_path, (1, 2), (20,), 60)
+    _open(qtbot, window, SAMPLE)
+    window.session.set_references(refs)
+    window.inspection.fit_button.click()
+    _idle(qtbot, window)
+    assert window.inspection.verdict_label.text().startswith("coffee.jpg:")
+    assert window.session.status_text.startswith("coffee.jpg:")
+
+
+def test_auto_k_refits_and_export_and_save_follow(qtbot, window, tmp_path, monkeypatch):
+    _open(qtbot, window, sample_images_dir() / "surface_good.png")
+    panel = window.model_selection
+    panel.k_from.setValue(2)
+    panel.k_to.setValue(5)
+    assert window.session.k_range == (2, 5)
+    window.act_autok.trigger()
+    _idle(qtbot, window)
+    session = window.session
+    best = session.k_selection.best_k
+    assert [r["k"] for r in session.k_rows] == [2, 3, 4, 5]
+    assert window.model_panel.widgets["n_components"].value() == session.model_k() == best
+    assert f"Chosen K = {best}" in panel.rule_label.text() and session.k_selection.rule in panel.rule_label.text()
+    assert ("edge of the range" in panel.rule_label.text()) == session.k_selection.at_edge
+    # Save Model and Export write the model shown, from the image's folder.
+    saved = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda parent, title, path, *a: saved.append(path) or (str(tmp_path / "m.json"), ""))
+    window.act_save_model.trigger()
+    assert Path(saved[0]).parent == sample_images_dir() and f"K = {best}" in window.session.status_text
+    from gmmseg import Segmenter
+
+    assert Segmenter.load(tmp_path / "m.json").n_components == best
+    session.export(tmp_path / "out", ["summary"], overwrite=False)
+    _idle(qtbot, window)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["settings"]["n_components"] == best
+    assert session.status_text.startswith("exported 1 files") and str(tmp_path / "out") in window.status.label.text()
+    # A point of the curve refits with its K.
+    other = 2 if best != 2 else 3
+    panel.plot.kClicked.emit(other)
+    _idle(qtbot, window)
+    assert window.model_panel.widgets["n_components"].value() == session.model_k() == other
+    # Changing K in the panel is flagged until Run.
+    window.model_panel.widgets["n_components"].setValue(other + 1)
+    assert "differ" in window.model_panel.model_label.text() and session.model_k() == other
+
+
+def test_dialogs_start_in_the_images_folder_and_list_every_image_type(qtbot, window, tmp_path, monkeypatch):
+    import shutil
+
+    image = tmp_path / "pictures" / "coffee.jpg"
+    image.parent.mkdir()
+    shutil.copy(SAMPLE, image)
+    for suffix in ("webp", "gif", "png", "jpg", "tif", "bmp"):
+        assert f"*.{suffix}" in IMAGE_FILTER
+    asked = []
+
+    def remember(parent, title, path, *rest, **kwargs):
+        asked.append((title, path, rest))
+        return "", ""
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", remember)
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", remember)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", remember)
+    window.act_open.trigger()
+    assert asked[-1][2][0] == IMAGE_FILTER
+    _open(qtbot, window, image)
+    _fit(qtbot, window, n_components=2)
+    window.files.choose_references()
+    assert asked[-1][2][0] == IMAGE_FILTER
+    for action in (window.act_save_model, window.act_save_view):
+        action.trigger()
+        assert Path(asked[-1][1]).parent == image.parent, asked[-1]
+    shown = []
+    monkeypatch.setattr(ExportDialog, "exec", lambda self: shown.append(self.folder()) and False)
+    window.act_export.trigger()
+    assert shown == [image.parent / "coffee"]
+
+
+def test_cancel_leaves_the_window_idle_at_once(qtbot, window, tmp_path):
     rng = np.random.RandomState(0)
-    big = (rng.rand(900, 1200, 3) * 255).astype(np.uint8)  # ~1 M distinct colours
     path = tmp_path / "noise.png"
-    Image.fromarray(big).save(path)
-    window.open_image(path)
-    window.k_spin.setValue(8)
-    window.tol_spin.setValue(0.0)
-    window.iter_spin.setValue(5000)
-    window.run_fit()
-    with qtbot.waitSignal(window.fit_worker.progress, timeout=WAIT_MS):
-        pass
-    with qtbot.waitSignal(window.fitFinished, timeout=WAIT_MS) as blocker:
-        window.cancel_work()
-    assert blocker.args == [True]
-    assert window.segmentation is not None and window.segmenter.gmm_.stopped_
-    assert window.last_cancel_latency is not None
-    assert window.act_run.isEnabled()
-    window.iter_spin.setValue(3)
-    assert _fit(qtbot, window) is False  # usable again
+    Image.fromarray((rng.rand(600, 800, 3) * 255).astype(np.uint8)).save(path)
+    _open(qtbot, window, path)
+    session = window.session
+    session.set_settings(session.settings.replace(n_components=8, tol=0.0, max_iter=5000, smoothing=0.0))
+    window.act_run.trigger()
+    qtbot.waitUntil(lambda: len(session.ll_history) >= 2, timeout=WAIT_MS)
+    window.act_cancel.trigger()  # Esc
+    assert not session.busy and window.act_run.isEnabled() and not window.act_cancel.isEnabled()
+    assert "stopped" in window.status.label.text() and window.status.bar.isHidden()
+    qtbot.waitUntil(lambda: window.runner.running() == [], timeout=WAIT_MS)
+    session.set_settings(session.settings.replace(max_iter=3))
+    assert _fit(qtbot, window) is not None  # usable again
+
+
+def test_a_stopped_fit_keeps_its_model_and_computes_maps_on_request(qtbot, window, monkeypatch):
+    _open(qtbot, window, SAMPLE)
+    session = window.session
+    original = session._start
+
+    def cancel_at_the_maps(kind, work, *, progress=None, **kwargs):
+        def watch(value):
+            progress(value)
+            if value[0] == "model":
+                session.cancel()
+
+        return original(kind, work, progress=watch if kind == "fit" else progress, **kwargs)
+
+    monkeypatch.setattr(session, "_start", cancel_at_the_maps)
+    _fit(qtbot, window, n_components=3)
+    assert session.segmenter is not None and session.segmentation is None
+    assert window.act_maps.isEnabled() and window.act_save_model.isEnabled() and not window.act_export.isEnabled()
+    monkeypatch.setattr(session, "_start", original)
+    window.act_maps.trigger()
+    _idle(qtbot, window)
+    assert session.segmentation is not None and window.act_export.isEnabled()
+
+
+def _strips_of_the_label_view(window, monkeypatch, rows=40):
+    """Maps in strips of ``rows`` rows of the 600-pixel-wide sample, and a
+    list of the strips the canvas was handed (start, stop)."""
+    import gmmseg.segment
+
+    monkeypatch.setattr(gmmseg.segment, "_STRIP_PIXELS", 600 * rows)
+    strips = []
+    window.session.events.strip.connect(lambda start, stop, picture: strips.append((start, stop)))
+    return strips
+
+
+def test_full_resolution_maps_are_shown_strip_by_strip(qtbot, window, monkeypatch):
+    from gmmseg.gui.canvas import qimage_for_display
+    from gmmseg.gui.render import render_view
+
+    _open(qtbot, window, SAMPLE)
+    strips = _strips_of_the_label_view(window, monkeypatch)
+    on_canvas = []
+    window.session.events.strip.connect(lambda *a: on_canvas.append(len(window.canvas._strips)))
+    seg = _fit(qtbot, window, n_components=4)  # default settings: smoothing, so maps come strip by strip
+    assert strips == [(r, min(r + 40, 400)) for r in range(0, 400, 40)]
+    assert on_canvas == list(range(1, 11))  # each drawn over the preview as it came
+    session = window.session
+    # what is shown at the end is the label view of the segmentation
+    assert session.view == "labels" and session.segmentation is seg
+    expected, _, _ = render_view(session.view_request())
+    assert np.array_equal(session.picture, expected)
+    assert window.canvas.current_pixmap().toImage() == qimage_for_display(expected)
+    assert window.canvas._strips == []
+
+
+def test_cancelling_the_maps_halfway_leaves_an_idle_usable_window(qtbot, window, monkeypatch):
+    from gmmseg.gui.render import render_view
+
+    _open(qtbot, window, SAMPLE)
+    strips = _strips_of_the_label_view(window, monkeypatch)
+    session = window.session
+    session.events.strip.connect(lambda *a: len(strips) == 4 and window.act_cancel.trigger())
+    _fit(qtbot, window, n_components=4)
+    assert len(strips) == 4 and not session.busy and session.segmentation is None
+    assert session.segmenter is not None and "maps not computed" in window.status.label.text()
+    assert window.act_run.isEnabled() and window.act_maps.isEnabled() and not window.act_cancel.isEnabled()
+    qtbot.waitUntil(lambda: window.runner.running() == [], timeout=WAIT_MS)
+    assert len(strips) == 4  # the worker stopped between strips; nothing more was shown
+    window.act_maps.trigger()
+    _idle(qtbot, window)
+    assert len(strips) == 14 and session.segmentation is not None
+    assert np.array_equal(session.picture, render_view(session.view_request())[0])
+
+
+def test_large_images_are_drawn_in_a_worker(qtbot, window, tmp_path, monkeypatch):
+    from gmmseg.gui import session as session_module
+
+    monkeypatch.setattr(session_module, "INLINE_RENDER_PIXELS", 1000)
+    _open(qtbot, window, SAMPLE)  # its picture is made by the worker that loads it
+    session = window.session
+    assert not session.is_running("render") and window.canvas.current_pixmap().width() == 600
+    _fit(qtbot, window, n_components=3)  # the label view is drawn by the fit's worker
+    assert not session.is_running("render") and session.view == "labels"
+    session.set_view("soft")
+    assert session.is_running("render")  # other views are drawn off the GUI thread too
+    qtbot.waitUntil(lambda: not session.is_running("render"), timeout=WAIT_MS)
+    assert window.canvas.current_pixmap().width() == 600 and session.picture is not None
+
+
+def test_auto_k_honours_every_setting(qtbot, window):
+    from gmmseg import select_k
+
+    _open(qtbot, window, sample_images_dir() / "surface_good.png")
+    wanted = _set_every_setting(window)
+    window.session.set_k_range(1, 4)
+    window.session.run_auto_k(refit=False)
+    _idle(qtbot, window)
+    expected = select_k(window.session.image, k_range=range(1, 5), params=wanted).rows
+    assert window.session.k_rows == expected
+
+
+def test_inspection_fit_uses_the_model_panel(qtbot, window):
+    _open(qtbot, window, sample_images_dir() / "surface_good.png")
+    wanted = _set_every_setting(window, spatial_weight=0.2)
+    window.inspection.settings_form.widgets["smoothing_sigma"].setValue(2.5)
+    window.session.set_references([sample_images_dir() / "surface_good.png"])
+    window.session.fit_inspector()
+    _idle(qtbot, window)
+    inspector = window.session.inspector
+    wanted = wanted.replace(smoothing=0.0, spatial_weight=0.0)
+    assert inspector.params == wanted and inspector.segmenter_.params == wanted
+    assert inspector.inspection.smoothing_sigma == 2.5 and not inspector.inspection.auto_k
+    assert "(one of the references)" in window.inspection.verdict_label.text()
+
+
+def test_minimum_area_applies_to_the_model_in_use(qtbot, window):
+    _open(qtbot, window, sample_images_dir() / "surface_defect.png")
+    window.session.set_settings(window.session.settings.replace(n_components=3))
+    window.session.set_references([sample_images_dir() / "surface_good.png"])
+    window.session.fit_inspector()
+    _idle(qtbot, window)
+    assert window.session.inspection.regions
+    window.inspection.settings_form.widgets["min_area"].setValue(1_000_000)
+    assert window.session.inspector.inspection.min_area == 1_000_000
+    assert window.session.inspection.regions == [] and window.session.inspection.passed
+
+
+@pytest.mark.parametrize("scales", [(1,), (1, 2, 4)])
+def test_texture_only_models_fit_and_draw(qtbot, window, scales):
+    """With texture alone there is no colour block to preview or draw in the
+    colour space; the fit, its progress and the colour-space panel still work."""
+    assert _open(qtbot, window, SAMPLE)
+    seg = _fit(qtbot, window, n_components=3, feature_set="texture", texture_scales=scales, smoothing=0.0,
+               spatial_weight=0.0)
+    assert seg.n_components == 3
+    window.colour_space.redraw(recompute=True)
+    assert window.colour_space.density._density is not None and window.colour_space.density._ellipses == []
 
 
 def test_corrupt_file_leaves_the_current_image(qtbot, window, tmp_path, monkeypatch):
     shown = []
     monkeypatch.setattr(QMessageBox, "critical", lambda *args: shown.append(args[2]))
-    window.open_image(SAMPLE)
+    _open(qtbot, window, SAMPLE)
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    assert window.open_image(bad) is False
-    assert shown and "broken.png" in shown[0]
-    assert window.image_path == SAMPLE and window.canvas.has_image()
-    assert window.open_image(tmp_path / "missing.jpg") is False
+    assert not _open(qtbot, window, bad)
+    assert shown and "broken.png" in shown[0] and "broken.png" in window.status.label.text()
+    assert window.session.image_path == SAMPLE and window.canvas.has_image()
+    assert not _open(qtbot, window, tmp_path / "missing.jpg")
     assert "file not found" in shown[-1]
+    assert window.files.recent == [str(SAMPLE.resolve())]
 
 
 def test_image_larger_than_memory_allows_is_opened_only_when_confirmed(qtbot, window, tmp_path, monkeypatch):
@@ -148,71 +424,80 @@ def test_image_larger_than_memory_allows_is_opened_only_when_confirmed(qtbot, wi
 
     path = tmp_path / "big.png"
     Image.fromarray(np.full((30, 40, 3), 200, dtype=np.uint8)).save(path)
-    window.open_image(SAMPLE)
+    _open(qtbot, window, SAMPLE)
     monkeypatch.setattr(gmmseg.io, "default_max_pixels", lambda: 1000)  # as if memory held 1000 pixels
     asked = []
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.Cancel)
-    assert window.open_image(path) is False
+    assert not _open(qtbot, window, path)
     assert "40 x 30" in asked[0]
     assert "max_pixels" not in asked[0] and "Open it anyway?" in asked[0]
-    assert window.image_path == SAMPLE
+    assert window.session.image_path == SAMPLE
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Open)
-    assert window.open_image(path) is True and window.image.width == 40
+    assert _open(qtbot, window, path) and window.session.image.width == 40
 
 
-def test_export_and_read_back(qtbot, window, tmp_path):
-    window.open_image(SAMPLE)
-    window.k_spin.setValue(3)
-    _fit(qtbot, window)
-    out = tmp_path / "export"
-    with qtbot.waitSignal(window.exportFinished, timeout=WAIT_MS) as blocker:
-        window.start_export(out, ["labels", "masks", "probabilities", "summary"], overwrite=False)
-    names = sorted(p.split("/")[-1] for p in blocker.args[0])
-    assert names == ["labels.png", "mask_0.png", "mask_1.png", "mask_2.png", "probabilities.tif", "summary.json"]
-    labels = np.asarray(Image.open(out / "labels.png"))
-    np.testing.assert_array_equal(labels, window.segmentation.labels)
-    np.testing.assert_array_equal(tifffile.imread(out / "probabilities.tif"), window.segmentation.probabilities)
-    assert json.loads((out / "summary.json").read_text())["settings"]["n_components"] == 3
-    assert window.save_view(tmp_path / "view.png")
-    assert Image.open(tmp_path / "view.png").size == (600, 400)
+def _slow_loads(monkeypatch):
+    """Loads that wait for ``release`` to be set (in the worker), so a test
+    can act while an image is loading."""
+    from gmmseg.gui import session as session_module
+
+    release = threading.Event()
+    started = []
+
+    def load_image(path, max_pixels=None):
+        started.append(Path(path).name)
+        release.wait(WAIT_MS / 1000)
+        return real_load(path, max_pixels=max_pixels)
+
+    real_load = session_module.load_image
+    monkeypatch.setattr(session_module, "load_image", load_image)
+    return release, started
 
 
-def test_auto_k_and_model_files(qtbot, window, tmp_path):
+def test_an_image_loads_in_a_worker_and_esc_cancels_it(qtbot, window, monkeypatch):
+    _open(qtbot, window, SAMPLE)
+    session = window.session
+    release, started = _slow_loads(monkeypatch)
+    surface = sample_images_dir() / "surface_good.png"
+    window.open_image(surface)
+    qtbot.waitUntil(lambda: started == ["surface_good.png"], timeout=WAIT_MS)
+    # the window serves events while the image loads, and says so
+    assert session.is_running("load") and window.status.label.text() == "loading surface_good.png..."
+    assert window.act_cancel.isEnabled() and not window.status.bar.isHidden()
+    window.act_cancel.trigger()  # Esc
+    assert not session.busy and session.image_path == SAMPLE and window.act_run.isEnabled()
+    assert window.status.label.text().startswith("opening cancelled; coffee.jpg")
+    release.set()
+    qtbot.waitUntil(lambda: window.runner.running() == [], timeout=WAIT_MS)
+    qtbot.wait(50)  # what the cancelled load still delivers is ignored
+    assert session.image_path == SAMPLE and window.windowTitle().startswith("coffee.jpg")
+    assert window.canvas.current_pixmap().width() == 600
+
+
+def test_opening_another_image_while_one_loads_replaces_it(qtbot, window, monkeypatch):
+    release, started = _slow_loads(monkeypatch)
     window.open_image(sample_images_dir() / "surface_good.png")
-    window.iter_spin.setValue(50)
-    with qtbot.waitSignal(window.autoKFinished, timeout=WAIT_MS) as blocker:
-        window.run_auto_k()
-    best = blocker.args[0]
-    assert window.k_spin.value() == best
-    rows = window.autok_rows
-    assert [r["k"] for r in rows] == list(range(1, len(rows) + 1))
-    assert min(rows, key=lambda r: r["bic_300"])["k"] == best  # the default K criterion
-    assert "effective sample size of 300 pixels" in window.progress_label.text()
-    window.bic_plot.pointClicked.emit(2.0)  # clicking a point picks that K
-    assert window.k_spin.value() == 2
-    _fit(qtbot, window)
-    path = tmp_path / "model.json"
-    window.segmenter.save(path)
-    labels = window.segmentation.labels.copy()
+    qtbot.waitUntil(lambda: len(started) == 1, timeout=WAIT_MS)
     window.open_image(SAMPLE)
-    window.open_image(sample_images_dir() / "surface_good.png")
-    with qtbot.waitSignal(window.fitFinished, timeout=WAIT_MS):
-        assert window.load_model(path)
-    np.testing.assert_array_equal(window.segmentation.labels, labels)
+    qtbot.waitUntil(lambda: len(started) == 2, timeout=WAIT_MS)
+    release.set()
+    qtbot.waitUntil(lambda: not window.session.busy and window.runner.running() == [], timeout=WAIT_MS)
+    assert window.session.image_path == SAMPLE and window.canvas.current_pixmap().width() == 600
+    assert window.files.recent == [str(SAMPLE.resolve())]
 
 
 def test_settings_are_kept_between_sessions(qtbot, tmp_path):
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     first = MainWindow(settings)
     qtbot.addWidget(first)
-    first.open_image(SAMPLE)
-    first.k_spin.setValue(7)
-    first.cov_combo.setCurrentText("diag")
+    _open(qtbot, first, SAMPLE)
+    first.model_panel.widgets["n_components"].setValue(7)
+    first.model_panel.widgets["covariance_type"].setCurrentText("diag")
     first.close()
     second = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(second)
-    assert second.k_spin.value() == 7 and second.cov_combo.currentText() == "diag"
-    assert second.recent and second.recent[0].endswith("coffee.jpg")
+    assert second.session.settings.n_components == 7 and second.session.settings.covariance_type == "diag"
+    assert second.files.recent and second.files.recent[0].endswith("coffee.jpg")
     assert second.recent_menu.actions()[0].text().endswith("coffee.jpg")
     second.close()
 
@@ -245,60 +530,11 @@ def test_qt_bindings_do_not_leak_none(qtbot):
     assert sys.getrefcount(None) - before > -100
 
 
-def test_inspection_mode(qtbot, window, tmp_path):
-    import csv
-
-    from imagefiles import write_inspection_set
-
-    refs, parts = write_inspection_set(tmp_path, (1, 2, 3), (20, 21), 60)
-    panel = window.inspection
-    panel.set_references(refs)
-    with qtbot.waitSignal(panel.fitted, timeout=WAIT_MS):
-        panel.fit()
-    with qtbot.waitSignal(panel.inspected, timeout=WAIT_MS):
-        assert panel.open_folder(parts)
-    assert window.view_mode == "inspection" and panel.index == 0
-    first = panel.result
-    assert not first.passed and panel.regions.rowCount() == len(first.regions) >= 3
-    assert "FAIL" in panel.verdict_label.text() and "image score" in panel.verdict_label.text()
-    assert first.image_score > first.image_threshold == panel.inspector.image_threshold_
-    shown = window.current_rgb()
-    assert np.any(np.all(shown == [255, 30, 30], axis=2))  # region outlines are drawn
-    # Clicking a region zooms onto it.
-    before = window.canvas.scale_factor()
-    panel.zoom_to_region(0)
-    assert window.canvas.scale_factor() > before
-    # A stricter false-alarm rate re-thresholds live without rescoring.
-    score = panel.score
-    loose_area = first.mask.sum()
-    panel.far_slider.setValue(panel.far_slider.minimum())
-    assert panel.score is score and panel.result.mask.sum() <= loose_area
-    panel.far_slider.setValue(-40)
-    # The false-reject rate re-thresholds images live, from the calibration.
-    strict = panel.inspector.image_threshold_
-    panel.settings_form.widgets["false_reject_rate"].setValue(0.4)
-    assert panel.inspector.false_reject_rate == 0.4 and panel.inspector.image_threshold_ < strict
-    assert panel.result.image_threshold == panel.inspector.image_threshold_ and panel.score is score
-    panel.settings_form.widgets["false_reject_rate"].setValue(0.05)
-    # Step to the defect-free part with the keyboard shortcut's slot.
-    with qtbot.waitSignal(panel.inspected, timeout=WAIT_MS):
-        panel.next_image()
-    with qtbot.waitSignal(panel.inspected, timeout=WAIT_MS):
-        panel.next_image()
-    assert panel.index == 2 and panel.result.passed and panel.result.regions == []
-    assert "PASS" in panel.verdict_label.text()
-    with qtbot.waitSignal(panel.reportWritten, timeout=WAIT_MS):
-        panel.write_report(tmp_path / "report.csv")
-    rows = list(csv.DictReader(open(tmp_path / "report.csv")))
-    assert [Path(r["input"]).name for r in rows] == ["part20.png", "part21.png", "part99_good.png"]
-    assert [r["verdict"] for r in rows] == ["fail", "fail", "pass"]
-
-
 def test_export_dialog_asks_before_replacing(qtbot, window, tmp_path, monkeypatch):
     from gmmseg.gui.dialogs import ExportDialog
 
-    window.open_image(SAMPLE)
-    window.k_spin.setValue(2)
+    _open(qtbot, window, SAMPLE)
+    window.session.set_settings(window.session.settings.replace(n_components=2))
     _fit(qtbot, window)
     out = tmp_path / "exp"
     out.mkdir()
@@ -325,9 +561,8 @@ def test_drop_a_file_opens_it(qtbot, window):
     mime.setUrls([QUrl.fromLocalFile(str(SAMPLE))])
     event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
                        Qt.KeyboardModifier.NoModifier)
-    with qtbot.waitSignal(window.imageLoaded, timeout=5000):
-        window.dropEvent(event)
-    assert window.image_path == SAMPLE
+    window.dropEvent(event)
+    qtbot.waitUntil(lambda: window.session.image_path == SAMPLE, timeout=WAIT_MS)
 
 
 def test_running_workers_are_counted(qtbot):
@@ -347,9 +582,6 @@ def test_running_workers_are_counted(qtbot):
     assert Worker.running_count() == 0
 
 
-# ---------------------------------------------------------------------------
-# The Model panel is the settings table: every setting is there, survives a
-# restart, and reaches Run, Auto K and the inspection fit.
 def _set_every_setting(window, **values):
     """Put a non-default value in every widget of the Model panel."""
     from gmmseg import SegmenterParams
@@ -358,7 +590,7 @@ def _set_every_setting(window, **values):
                              smoothing=1.5, max_iter=9, tol=0.0, reg_covar=1e-4, n_init=2, n_starts=3,
                              init_params="random", random_state=5, max_samples=5000, k_criterion="aic",
                              spatial_fit_pixels=9000, texture_scales=(1, 3), illumination_sigma=4.0).replace(**values)
-    window.model_panel.set_values(wanted)
+    window.model_panel.form.set_values(wanted)
     return wanted
 
 
@@ -370,46 +602,14 @@ def test_every_model_setting_survives_a_restart(qtbot, tmp_path):
     qtbot.addWidget(first)
     assert set(first.model_panel.widgets) == set(SegmenterParams.names())
     wanted = _set_every_setting(first, spatial_weight=0.3)
-    assert first.current_params() == wanted
+    assert first.model_panel.form.params() == wanted
     first.inspection.settings_form.widgets["min_area"].setValue(40)
     first.close()
     second = MainWindow(QSettings(settings_file, QSettings.Format.IniFormat))
     qtbot.addWidget(second)
-    assert second.current_params() == wanted
+    assert second.model_panel.form.params() == wanted
     assert second.inspection.settings_form.params().min_area == 40
     second.close()
-
-
-def test_auto_k_honours_every_setting(qtbot, window):
-    from gmmseg import select_k
-
-    window.open_image(sample_images_dir() / "surface_good.png")
-    wanted = _set_every_setting(window)
-    with qtbot.waitSignal(window.autoKFinished, timeout=WAIT_MS):
-        window.run_auto_k()
-    ks = [r["k"] for r in window.autok_rows]
-    expected = select_k(window.image, k_range=ks, params=wanted).rows
-    assert window.autok_rows == expected
-
-
-def test_inspection_fit_uses_the_model_panel(qtbot, window):
-    window.open_image(sample_images_dir() / "surface_good.png")
-    wanted = _set_every_setting(window, spatial_weight=0.2)
-    window.inspection.settings_form.widgets["smoothing_sigma"].setValue(2.5)
-    window.inspection.set_references([sample_images_dir() / "surface_good.png"])
-    with qtbot.waitSignal(window.inspection.fitted, timeout=WAIT_MS):
-        window.inspection.fit()
-    inspector = window.inspection.inspector
-    # Everything but the spatial prior and positions: inspection models colours alone.
-    wanted = wanted.replace(smoothing=0.0, spatial_weight=0.0)
-    assert inspector.params == wanted and inspector.segmenter_.params == wanted
-    assert inspector.inspection.smoothing_sigma == 2.5 and not inspector.inspection.auto_k
-    # With "Choose K by BIC" the panel's other settings still reach the sweep.
-    window.inspection.settings_form.widgets["auto_k"].setChecked(True)
-    with qtbot.waitSignal(window.inspection.fitted, timeout=WAIT_MS):
-        window.inspection.fit()
-    chosen = window.inspection.inspector
-    assert chosen.inspection.auto_k and chosen.segmenter_.params == wanted.replace(n_components=chosen.k_selection_.best_k)
 
 
 def test_odd_stored_settings_and_unshowable_model_values(qtbot, tmp_path):
@@ -425,69 +625,14 @@ def test_odd_stored_settings_and_unshowable_model_values(qtbot, tmp_path):
     store.sync()
     window = MainWindow(QSettings(ini, QSettings.Format.IniFormat))
     qtbot.addWidget(window)
-    params = window.current_params()
+    params = window.model_panel.form.params()
     assert params.n_components == 7 and params.random_state == 0 and params.tol == 1e-3
     assert params.covariance_type == "full" and params.max_samples is None
     path = tmp_path / "m.json"
     Segmenter(2, tol=1e-12, random_state=0).fit(np.random.RandomState(0).rand(20, 20, 3)).save(path)
     assert window.load_model(path)
-    assert "tol=1e-12" in window.statusBar().currentMessage()
-    assert window.current_params().n_components == 2
+    qtbot.waitUntil(lambda: not window.session.busy, timeout=WAIT_MS)
+    assert "tol=1e-12" in window.session.status_text
+    assert window.model_panel.form.params().n_components == 2
     window.close()
 
-
-def test_minimum_area_applies_to_the_model_in_use(qtbot, window):
-    window.open_image(sample_images_dir() / "surface_defect.png")
-    window.k_spin.setValue(3)
-    window.inspection.set_references([sample_images_dir() / "surface_good.png"])
-    with qtbot.waitSignal(window.inspection.inspected, timeout=WAIT_MS):
-        window.inspection.fit()
-    assert window.inspection.result.regions
-    with qtbot.waitSignal(window.inspection.inspected, timeout=WAIT_MS):
-        window.inspection.settings_form.widgets["min_area"].setValue(1_000_000)
-    assert window.inspection.inspector.inspection.min_area == 1_000_000
-    assert window.inspection.result.regions == [] and window.inspection.result.passed
-
-
-def test_live_preview_and_ellipses_with_position_features(qtbot, window):
-    """With the default position features the live preview labels colours by
-    the mixture's colour marginal, and the colour-space panel draws it."""
-    import warnings
-
-    from gmmseg import EMProgress, Segmenter, load_image
-    from gmmseg.gui.workers import FitWorker
-
-    image = load_image(SAMPLE)
-    params = Segmenter(4, random_state=0).params
-    assert params.spatial_weight > 0
-    worker = FitWorker(image, params)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        seg = Segmenter(params=params).fit(image)
-    gm = seg.gmm_
-    assert gm.means_.shape[1] == 5
-    progress = EMProgress(0, 1, 0.0, 0.0, gm.weights_, gm.means_, gm.covariances_, False, gm.precisions_cholesky_)
-    preview = worker._render_preview(worker._preview_data(Segmenter(params=params)), progress, "full")
-    pixels = np.frombuffer(preview.constBits(), np.uint8)[: preview.width() * preview.height() * 3]
-    assert not preview.isNull() and len(np.unique(pixels)) > 3
-    window.open_image(SAMPLE)
-    window._fit_params = params
-    window._update_density(live={"means": gm.means_, "covariances": gm.covariances_})
-    assert len(window.density._ellipses) == 4
-
-
-@pytest.mark.parametrize("scales", [(1,), (1, 2, 4)])
-def test_texture_only_models_fit_and_draw(qtbot, window, monkeypatch, scales):
-    """With texture alone there is no colour block to preview or draw in the
-    colour space (one scale gives fewer features than the colour space has);
-    the fit, the live updates and the colour-space panel still work."""
-    from gmmseg.gui import workers
-
-    monkeypatch.setattr(workers, "PREVIEW_INTERVAL_S", 0.0)  # a preview on every iteration
-    assert window.open_image(SAMPLE)
-    window.model_panel.set_values(window.current_params().replace(
-        n_components=3, feature_set="texture", texture_scales=scales, smoothing=0.0, spatial_weight=0.0))
-    assert not _fit(qtbot, window)
-    assert window.segmentation.n_components == 3
-    window._update_density(recompute=True)
-    assert window.density._density is not None

@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-# Debian packages that Qt's xcb platform plugin needs beyond a bare system.
+# Debian packages that Qt's xcb platform plugin and GUI library need beyond a bare system.
 XCB_LIBRARIES = {
     "xcb-cursor": "libxcb-cursor0",
     "xcb-icccm": "libxcb-icccm4",
@@ -15,6 +15,11 @@ XCB_LIBRARIES = {
     "xcb-xkb": "libxcb-xkb1",
     "xkbcommon-x11": "libxkbcommon-x11-0",
     "xcb-shape": "libxcb-shape0",
+    # what Qt's GUI and D-Bus libraries link to (ldd), missing from slim images
+    "EGL": "libegl1",
+    "GL": "libgl1",
+    "fontconfig": "libfontconfig1",
+    "dbus-1": "libdbus-1-3",
 }
 
 
@@ -51,7 +56,9 @@ def run(image=None, argv=None):
     app.setOrganizationName("gmmseg")
     window = MainWindow()
     window.show()
-    window.statusBar().showMessage(f"ready in {time.perf_counter() - start:.2f} s", 4000)
+    # In the status area, not as a temporary status-bar message: that one was
+    # drawn over the status area's own text ("loading ..." when an image is given).
+    window.session.set_status(f"Ready in {time.perf_counter() - start:.2f} s. {window.session.status_text}")
     if image:
         window.open_image(image)
     return app.exec()

@@ -1,9 +1,39 @@
 """The image canvas: zoom around the cursor, drag to pan, fit and 100 %."""
 
+import sys
+
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QImage, QPainter, QPixmap
 from PySide6.QtWidgets import QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView
+
+# Rows converted at a time: numpy copies of this size release the GIL, so
+# the GUI thread runs between them (QImage.convertToFormat holds the GIL for
+# the whole image: 80-100 ms at 24 megapixels).
+_CONVERT_ROWS_PIXELS = 1 << 20
+# Format_RGB32 holds each pixel as the 32-bit number 0xffRRGGBB: in memory
+# B, G, R, 255 on little-endian machines, 255, R, G, B on big-endian ones.
+_RGB_BYTES, _ALPHA_BYTE = (slice(2, None, -1), 3) if sys.byteorder == "little" else (slice(1, 4), 0)
+
+
+def qimage_for_display(rgb):
+    """A 32-bit QImage (the format the screen draws without converting) of
+    an (H, W, 3) uint8 array, filled by numpy strip by strip in the calling
+    (worker) thread, so that neither making nor showing it stalls the GUI."""
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    h, w, _ = rgb.shape
+    image = QImage(w, h, QImage.Format.Format_RGB32)
+    if h == 0 or w == 0:
+        return image
+    stride = image.bytesPerLine()
+    rows = np.frombuffer(image.bits(), dtype=np.uint8, count=stride * h).reshape(h, stride)
+    pixels = rows[:, : 4 * w].reshape(h, w, 4)
+    step = max(1, _CONVERT_ROWS_PIXELS // w)
+    for start in range(0, h, step):
+        part = pixels[start:start + step]
+        part[..., _RGB_BYTES] = rgb[start:start + step]
+        part[..., _ALPHA_BYTE] = 255
+    return image
 
 
 def qimage_from_rgb(rgb):
@@ -19,6 +49,10 @@ def qimage_from_rgb(rgb):
     rows = np.frombuffer(image.bits(), dtype=np.uint8, count=stride * h).reshape(h, stride)
     rows[:, : 3 * w] = rgb.reshape(h, 3 * w)
     return image
+
+
+EMPTY_HINT = ("Open an image: File > Open (Ctrl+O), drag and drop a file here,\n"
+              "or try File > Open Sample.\n\nThen press Run (Ctrl+R) to segment it.")
 
 
 class ImageCanvas(QGraphicsView):
@@ -45,6 +79,7 @@ class ImageCanvas(QGraphicsView):
         self.setMouseTracking(True)
         self._fit_on_resize = True
         self._size = (0, 0)
+        self._strips = []
 
     # -- content ---------------------------------------------------------
     def set_image(self, qimage, reset_view=False, logical_size=None):
@@ -54,7 +89,8 @@ class ImageCanvas(QGraphicsView):
         over the full image's area.
         """
         size = logical_size or (qimage.width(), qimage.height())
-        pixmap = QPixmap.fromImage(qimage)
+        self._clear_strips()
+        pixmap = QPixmap.fromImage(qimage)  # a 32-bit QImage is shared, not copied
         self._item.setPixmap(pixmap)
         self._item.setScale(size[0] / max(qimage.width(), 1))
         self._scene.setSceneRect(QRectF(0, 0, size[0], size[1]))
@@ -62,7 +98,34 @@ class ImageCanvas(QGraphicsView):
             self._size = size
             self.fit_to_window()
 
+    def add_strip(self, row, qimage):
+        """Draw rows of the full-resolution picture from ``row`` down over
+        what is shown (a preview), until the next :meth:`set_image`."""
+        item = QGraphicsPixmapItem(QPixmap.fromImage(qimage))
+        item.setTransformationMode(Qt.TransformationMode.FastTransformation)
+        item.setPos(0, row)
+        item.setZValue(1)
+        self._scene.addItem(item)
+        self._strips.append(item)
+
+    def _clear_strips(self):
+        for item in self._strips:
+            self._scene.removeItem(item)
+        self._strips = []
+
+    def paintEvent(self, event):
+        super().paintEvent(event)
+        if not self.has_image():  # the empty start screen says what to do
+            painter = QPainter(self.viewport())
+            painter.setPen(Qt.GlobalColor.white)
+            font = painter.font()
+            font.setPointSizeF(font.pointSizeF() * 1.3)
+            painter.setFont(font)
+            painter.drawText(self.viewport().rect(), Qt.AlignmentFlag.AlignCenter, EMPTY_HINT)
+            painter.end()
+
     def clear(self):
+        self._clear_strips()
         self._item.setPixmap(QPixmap())
         self._size = (0, 0)
 

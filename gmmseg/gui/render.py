@@ -1,7 +1,14 @@
 """Array-to-picture conversions for the views (NumPy only, no Qt, no loops
 over pixels), so they can run in worker threads and be tested alone."""
 
+from dataclasses import dataclass, field
+
 import numpy as np
+
+from ..engine import GaussianMixture
+from ..export import display_colors, inspection_overlay
+from ..io import ImageData
+from ..segment import Segmenter
 
 VIEW_MODES = ("original", "labels", "soft", "uncertainty", "anomaly")
 VIEW_TITLES = {
@@ -12,6 +19,7 @@ VIEW_TITLES = {
     "anomaly": "Anomaly overlay",
 }
 ANOMALY_COLOR = np.array([255, 40, 40], dtype=np.uint8)
+PREVIEW_PIXELS = 1_000_000  # previews of a running fit are drawn on a grid of at most this many pixels
 
 
 def _perceptual_lut(n=256):
@@ -127,3 +135,143 @@ def full_covariances(covs, K, d, covariance_type):
     if covariance_type == "diag":
         return np.stack([np.diag(c) for c in covs])
     return np.stack([c * np.eye(d) for c in covs])
+
+
+@dataclass(frozen=True)
+class ViewRequest:
+    """Everything a view's picture depends on (a snapshot, safe to hand to a
+    worker thread)."""
+
+    mode: str
+    base_rgb: np.ndarray
+    segmentation: object = None
+    component: int = 0
+    opacity: float = 0.6
+    overlay: bool = True
+    visible: list = field(default_factory=list)
+    percentile: float = 1.0
+    colors: np.ndarray | None = None
+    inspection: object = None
+
+
+_STRIP = 1 << 20  # pixels drawn at a time: bounded temporaries, and a cancel check between strips
+
+
+def _strips(height, width):
+    rows = max(1, _STRIP // max(width, 1))
+    return [(r, min(height, r + rows)) for r in range(0, height, rows)]
+
+
+def render_view(request, cancelled=lambda: False):
+    """The picture of a view, strip by strip: ``(rgb, threshold, fraction)``.
+
+    ``threshold`` and ``fraction`` are the anomaly view's log-likelihood
+    threshold and the fraction of pixels below it (None for other views).
+    Raises :class:`InterruptedError` when ``cancelled()`` turns True.
+    """
+    base, seg, mode = request.base_rgb, request.segmentation, request.mode
+    if mode == "inspection":
+        result = request.inspection
+        if result is None or result.mask.shape != base.shape[:2]:
+            return base, None, None
+        return inspection_overlay(base, result), None, None
+    if mode == "original" or seg is None:
+        return base, None, None
+    H, W = seg.mask.shape
+    threshold = fraction = None
+    if mode == "anomaly":
+        threshold = seg.anomaly_threshold(request.percentile)
+        if cancelled():
+            raise InterruptedError
+    if (mode in ("labels", "anomaly")) and not request.overlay:
+        return base, threshold, _fraction(seg, threshold) if threshold is not None else None
+    out = np.empty_like(base)
+    flagged = 0
+    colors = seg.component_colors if request.colors is None else request.colors
+    k = int(np.clip(request.component, 0, seg.n_components - 1))
+    K = seg.n_components
+    for start, stop in _strips(H, W):
+        if cancelled():
+            raise InterruptedError
+        part = base[start:stop]
+        mask = seg.mask[start:stop]
+        if mode == "labels":
+            rgb, valid = label_colors(seg.map_rows("labels", start, stop), colors, request.visible or None)
+            out[start:stop] = blend(part, rgb, request.opacity, where=valid)
+        elif mode == "soft":
+            p = seg.map_rows("probabilities", start, stop)[..., k]
+            out[start:stop] = colormap(np.where(mask, p, np.nan), 0.0, 1.0)
+        elif mode == "uncertainty":
+            values = np.full(mask.shape, np.nan, dtype=np.float32)
+            if K == 1:
+                values[mask] = 0.0
+            else:
+                p = seg.map_rows("probabilities", start, stop)[mask]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    terms = np.where(p > 0, p * np.log(p), 0.0)
+                values[mask] = np.clip(-terms.sum(axis=1) / np.log(K), 0.0, 1.0)
+            out[start:stop] = colormap(values, 0.0, 1.0)
+        elif mode == "anomaly":
+            with np.errstate(invalid="ignore"):
+                below = (seg.map_rows("log_likelihood", start, stop) < threshold) & mask
+            flagged += int(below.sum())
+            flat = np.broadcast_to(ANOMALY_COLOR, part.shape)
+            out[start:stop] = blend(part, flat, max(request.opacity, 0.35), where=below)
+        else:
+            raise ValueError(f"unknown view mode {mode!r}; expected one of {', '.join(VIEW_MODES)}")
+    if mode == "anomaly":
+        fraction = flagged / max(int(seg.mask.sum()), 1)
+    return out, threshold, fraction
+
+
+def _fraction(seg, threshold):
+    with np.errstate(invalid="ignore"):
+        return float(((seg.log_likelihood < threshold) & seg.mask).sum() / max(int(seg.mask.sum()), 1))
+
+
+def preview_labels(image, model, params, cache):
+    """A label picture of a running (or just fitted) mixture on a grid of
+    at most ``PREVIEW_PIXELS`` pixels: ``(rgb, (width, height))``, or None
+    for a mixture without colour features.
+
+    ``model`` is an :class:`gmmseg.EMProgress` or a fitted Segmenter; with
+    position features the preview labels colours by the mixture's colour
+    marginal. ``cache`` (a dict) keeps the grid's colour table between calls.
+    """
+    if not params.features.uses_color:
+        return None
+    if not cache:
+        H, W = image.mask.shape
+        step = max(1, int(np.ceil(np.sqrt(H * W / PREVIEW_PIXELS))))
+        grid = ImageData(pixels=image.pixels[::step, ::step], mask=image.mask[::step, ::step],
+                         bit_depth=image.bit_depth, mode=image.mode, value_range=image.value_range)
+        table = Segmenter(params=params).color_table(grid)
+        base = checkerboard_under(np.ascontiguousarray(image.to_uint8()[::step, ::step]), grid.mask)
+        cache.update(table=table, base=base, size=(W, H))
+    table = cache["table"]
+    gm = getattr(model, "gmm_", None)
+    if gm is not None:
+        weights, means, covariances, prec_chol = gm.weights_, gm.means_, gm.covariances_, gm.precisions_cholesky_
+        covariance_type = gm.covariance_type
+    else:
+        weights, means, covariances, prec_chol = model.weights, model.means, model.covariances, model.precisions_cholesky
+        covariance_type = params.covariance_type
+    X = table.features
+    c = X.shape[1]
+    means = np.asarray(means)
+    K, d = means.shape
+    if d > c:
+        covs = full_covariances(np.asarray(covariances), K, d, covariance_type)[:, :c, :c]
+        prec = np.stack([np.linalg.inv(np.linalg.cholesky(cov)).T for cov in covs])
+        mixture = GaussianMixture.from_parameters(weights, means[:, :c], prec)
+    else:
+        mixture = GaussianMixture.from_parameters(weights, means, prec_chol, covariance_type=covariance_type)
+    labels_u = mixture.predict(X) if X.shape[0] else np.empty(0, np.int64)
+    counts = table.counts
+    mass = np.bincount(labels_u, weights=counts, minlength=K)
+    colours = np.stack([np.bincount(labels_u, weights=counts * table.colors[:, j], minlength=K) for j in range(3)], axis=1)
+    colours = np.where(mass[:, None] > 0, colours / np.maximum(mass, 1e-12)[:, None], 0.5)
+    colours = display_colors(colours, image.is_gray)
+    labels = np.where(table.index >= 0, labels_u[np.maximum(table.index, 0)], -1)
+    rgb, valid = label_colors(labels, colours)
+    return blend(cache["base"], rgb, 0.6, where=valid), cache["size"]

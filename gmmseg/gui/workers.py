@@ -1,27 +1,19 @@
-"""Long work off the GUI thread: fits, K sweeps, exports, kernel warm-up.
+"""Worker threads: the Qt runner of the session's jobs, and the kernel warm-up.
 
 Every worker is a QThread that reports through signals and stops when asked
-(``cancel()``); the main window keeps track of them and waits for them on
-close, so none is left running.
+(``cancel()``); the runner keeps every worker it started, including those
+the session has stopped listening to, and waits for them on close, so none
+is left running.
 """
 
 import threading
 import time
 import traceback
-import warnings
 
-import numpy as np
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QObject, Qt, QThread, Signal
 
-from .. import workflows
-from ..engine import ConvergenceWarning, GaussianMixture, warm_up
-from ..inspection import Inspector
-from ..segment import Segmenter, select_k
-from .canvas import qimage_from_rgb
-from .render import blend, full_covariances, label_colors
-
-PREVIEW_INTERVAL_S = 0.4
-PREVIEW_PIXELS = 1_500_000  # previews are drawn on a grid of at most this many pixels
+from ..engine import warm_up
+from .session import JobCancelled, _one_line, run_job
 
 
 class Worker(QThread):
@@ -57,9 +49,8 @@ class Worker(QThread):
         try:
             self.work()
         except Exception as exc:  # reported, never raised into Qt
-            message = str(exc).strip() or type(exc).__name__
             self.debug_traceback = traceback.format_exc()
-            self.failed.emit(message.splitlines()[0])
+            self.failed.emit(_one_line(exc))
         finally:
             with Worker._running_lock:
                 Worker._running -= 1
@@ -68,151 +59,69 @@ class Worker(QThread):
         raise NotImplementedError
 
 
-class FitWorker(Worker):
-    """Fit a Segmenter on an image, reporting every EM iteration.
+class JobWorker(Worker):
+    """Runs one job function of the session with its :class:`JobContext`;
+    the job's reports travel to the GUI thread as ``progressed`` signals."""
 
-    Signals: ``progress(dict)`` per iteration (iteration, lower_bound,
-    change, weights, means, covariances, precisions_cholesky);
-    ``preview((QImage, (width, height)))`` a label view of the current
-    parameters, on a grid of at most ``PREVIEW_PIXELS``, every
-    ``PREVIEW_INTERVAL_S``; ``stopped()`` as the fit ends on cancel (the
-    maps of the last state are computed after it);
-    ``finished_fit(segmenter, segmentation, cancelled)``.
-    """
+    progressed = Signal(object)
+    succeeded = Signal(object)
 
-    progress = Signal(object)
-    preview = Signal(object)
-    stopped = Signal()
-    finished_fit = Signal(object, object, bool)
-
-    def __init__(self, image, params, base_rgb=None, opacity=0.6, parent=None):
+    def __init__(self, name, function, job, parent=None):
         super().__init__(parent)
-        self.image = image
-        self.params = params  # a SegmenterParams (immutable)
-        self.base_rgb = base_rgb
-        self.opacity = opacity
+        self.name = name
+        self.function = function
+        self.job = job
 
-    def _preview_data(self, segmenter):
-        """Unique-colour features and their pixel map, for fast previews
-        (with position features the preview shows the colour marginal)."""
-        table = segmenter.color_table(self.image)
-        # Unique-colour index of each pixel on a coarse grid (-1: masked out).
-        H, W = self.image.mask.shape
-        step = max(1, int(np.ceil(np.sqrt(H * W / PREVIEW_PIXELS))))
-        grid = np.ascontiguousarray(table.index[::step, ::step])
-        base = None if self.base_rgb is None else np.ascontiguousarray(self.base_rgb[::step, ::step])
-        return table.features, table.counts, grid, table.colors, base
-
-    def _render_preview(self, data, progress, covariance_type):
-        X, counts, grid, display, base = data
-        c = X.shape[1]
-        if progress.means.shape[1] > c:
-            # Position features follow the colours: label colours by the
-            # mixture's colour marginal (the colour block of each Gaussian).
-            K, d = progress.means.shape
-            covs = full_covariances(np.asarray(progress.covariances), K, d, covariance_type)[:, :c, :c]
-            prec_chol = np.stack([np.linalg.inv(np.linalg.cholesky(cov)).T for cov in covs])
-            gm = GaussianMixture.from_parameters(progress.weights, progress.means[:, :c], prec_chol)
-        else:
-            gm = GaussianMixture.from_parameters(progress.weights, progress.means, progress.precisions_cholesky,
-                                                 covariance_type=covariance_type)
-        labels_u = gm.predict(X)
-        K = len(progress.weights)
-        mass = np.bincount(labels_u, weights=counts, minlength=K)
-        colours = np.stack([np.bincount(labels_u, weights=counts * display[:, c], minlength=K) for c in range(3)], axis=1)
-        colours = np.where(mass[:, None] > 0, colours / np.maximum(mass, 1e-12)[:, None], 0.5)
-        labels = np.where(grid >= 0, labels_u[np.maximum(grid, 0)], -1)
-        rgb, valid = label_colors(labels, colours)
-        if base is not None:
-            rgb = blend(base, rgb, self.opacity, where=valid)
-        return qimage_from_rgb(rgb)
+    def cancel(self):
+        super().cancel()
+        self.job.cancel()
 
     def work(self):
-        segmenter = Segmenter(params=self.params)
-        # Previews label pixels by the mixture's colour block; a texture-only
-        # model has none, and gets no preview.
-        data = self._preview_data(segmenter) if segmenter.features.uses_color else None
-        last_preview = [time.perf_counter()]
-
-        def stop_now():
-            if self.cancelled:
-                self.stopped.emit()  # the fit ends as the callback returns True
-                return True
-            return False
-
-        def callback(p):
-            if stop_now():
-                return True
-            if p.phase not in ("em", "spatial"):
-                return False
-            self.progress.emit({
-                "phase": p.phase, "init": p.init, "iteration": p.iteration, "lower_bound": p.lower_bound,
-                "change": p.change,
-                "weights": p.weights, "means": p.means, "covariances": p.covariances,
-            })
-            now = time.perf_counter()
-            if data is not None and now - last_preview[0] > PREVIEW_INTERVAL_S and not self.cancelled:
-                size = self.image.mask.shape[::-1]
-                self.preview.emit((self._render_preview(data, p, segmenter.covariance_type), size))
-                last_preview[0] = time.perf_counter()
-            return stop_now()
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            segmentation = segmenter.fit_predict(self.image, callback=callback, probabilities=True)  # the soft maps are shown
-        self.finished_fit.emit(segmenter, segmentation, bool(segmenter.gmm_.stopped_))
+        try:
+            result = self.function(self.job)
+        except (JobCancelled, InterruptedError):
+            return
+        if not self.job.cancelled:
+            self.succeeded.emit(result)
 
 
-class PredictWorker(Worker):
-    """Apply a loaded Segmenter to an image."""
+class QtRunner(QObject):
+    """Starts the session's jobs in worker threads; progress and results
+    arrive in the GUI thread (queued connections)."""
 
-    finished_predict = Signal(object, object)
-
-    def __init__(self, segmenter, image, parent=None):
+    def __init__(self, parent=None):
         super().__init__(parent)
-        self.segmenter, self.image = segmenter, image
+        self.workers = set()
 
-    def work(self):
-        self.finished_predict.emit(self.segmenter, self.segmenter.predict(self.image, probabilities=True))
+    def start(self, name, work, job, *, done=None, failed=None, inline=False):
+        if inline:  # small enough to do at once in the GUI thread
+            run_job(work, job, done, failed)
+            return
+        worker = JobWorker(name, work, job)
+        queued = Qt.ConnectionType.QueuedConnection
+        deliver, job._report = job._report, worker.progressed.emit
+        worker.progressed.connect(deliver, queued)
+        if done is not None:
+            worker.succeeded.connect(done, queued)
+        if failed is not None:
+            worker.failed.connect(failed, queued)
+        worker.finished.connect(lambda w=worker: self._forget(w), queued)
+        self.workers.add(worker)
+        worker.start()
 
+    def _forget(self, worker):
+        self.workers.discard(worker)
+        worker.deleteLater()
 
-class AutoKWorker(Worker):
-    """BIC/AIC over a range of K; ``row(dict)`` as each K is done."""
+    def running(self):
+        return [w for w in self.workers if w.isRunning()]
 
-    row = Signal(object)
-    finished_sweep = Signal(object)
-
-    def __init__(self, image, k_range, params, parent=None):
-        super().__init__(parent)
-        self.image, self.k_range, self.params = image, k_range, params
-
-    def work(self):
-        def on_row(row):
-            self.row.emit(row)
-            return self.cancelled
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the window says when K is at the edge of the range
-            result = select_k(self.image, k_range=self.k_range, params=self.params, callback=on_row)
-        self.finished_sweep.emit(result)
-
-
-class ExportWorker(Worker):
-    """Write the chosen export files; ``step(done, total, name)``."""
-
-    step = Signal(int, int, str)
-    finished_export = Signal(object)
-
-    def __init__(self, segmentation, image, out_dir, outputs, overwrite, percentile, segmenter, parent=None):
-        super().__init__(parent)
-        self.args = (segmentation, image, out_dir, outputs, overwrite, percentile, segmenter)
-
-    def work(self):
-        seg, image, out_dir, outputs, overwrite, percentile, segmenter = self.args
-        written = workflows.export_files(seg, image, out_dir, segmenter, outputs=outputs, overwrite=overwrite,
-                                         anomaly_percentile=percentile,
-                                         progress=lambda done, total, name: self.step.emit(done, total, name))
-        self.finished_export.emit(written)
+    def stop_all(self, timeout_ms=30000):
+        """Cancel every worker and wait for them (on close)."""
+        for worker in list(self.workers):
+            worker.cancel()
+        for worker in list(self.workers):
+            worker.wait(timeout_ms)
 
 
 class WarmupWorker(Worker):
@@ -224,55 +133,3 @@ class WarmupWorker(Worker):
         start = time.perf_counter()
         warm_up()
         self.warmed.emit(time.perf_counter() - start)
-
-
-class InspectorFitWorker(Worker):
-    """Fit an Inspector on reference images."""
-
-    finished_inspector = Signal(object)
-
-    def __init__(self, references, params, inspection, parent=None):
-        super().__init__(parent)
-        self.references, self.params, self.inspection = list(references), params, inspection
-
-    def work(self):
-        inspector = Inspector(params=self.params, inspection=self.inspection)
-        self.finished_inspector.emit(inspector.fit(self.references))
-
-
-class ScoreWorker(Worker):
-    """Anomaly score maps of one image (the slow part of an inspection)."""
-
-    scored = Signal(object, object, object)  # image, unsmoothed score, calibrated score
-
-    def __init__(self, inspector, image, parent=None):
-        super().__init__(parent)
-        self.inspector, self.image = inspector, image
-
-    def work(self):
-        raw, score = self.inspector.score_maps(self.image)
-        self.scored.emit(self.image, raw, score)
-
-
-class ReportWorker(Worker):
-    """Inspect a list of images and write the CSV report (as the CLI does)."""
-
-    step = Signal(int, int, str)
-    finished_report = Signal(str, int, int)  # path, images, defective
-
-    def __init__(self, inspector, paths, threshold, report, parent=None):
-        super().__init__(parent)
-        self.inspector, self.paths, self.threshold, self.report = inspector, list(paths), threshold, report
-
-    def work(self):
-        rows = []
-        for i, path in enumerate(self.paths):
-            if self.cancelled:
-                break
-            self.step.emit(i, len(self.paths), path.name)
-            try:
-                rows.append(workflows.inspection_row(path, self.inspector, self.threshold))
-            except (OSError, ValueError) as exc:
-                rows.append(workflows.failed_row(path, exc))
-        workflows.write_report(self.report, rows)
-        self.finished_report.emit(str(self.report), len(rows), sum(r.get("verdict") == "fail" for r in rows))
