@@ -179,6 +179,11 @@ def test_inspection_follows_opened_and_stepped_images(qtbot, window, tmp_path, m
     assert session.inspection is not None and session.view == "inspection"
     assert panel.verdict_label.text().startswith("part20.png") and "FAIL" in panel.verdict_label.text()
     assert panel.regions.rowCount() == len(session.inspection.regions) >= 1
+    header = panel.regions.horizontalHeader()
+    for col in range(panel.regions.columnCount()):  # no header cut, no value wrapped
+        texts = [panel.regions.horizontalHeaderItem(col).text()]
+        texts += [panel.regions.item(row, col).text() for row in range(panel.regions.rowCount())]
+        assert header.sectionSize(col) >= max(header.fontMetrics().horizontalAdvance(t) for t in texts), texts
     assert panel.report_button.isEnabled()  # a report of the one image inspected
     assert window.files.open_folder(parts)
     _idle(qtbot, window)
