@@ -10,7 +10,7 @@ from PIL import Image
 
 pytest.importorskip("PySide6")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
-from PySide6.QtWidgets import QFileDialog, QMessageBox  # noqa: E402
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QMessageBox, QTabBar  # noqa: E402
 
 from gmmseg.gui.dialogs import ExportDialog  # noqa: E402
 from gmmseg.gui.file_actions import IMAGE_FILTER  # noqa: E402
@@ -104,6 +104,38 @@ def test_the_window_fits_a_laptop_screen(qtbot, window):
     assert window.model_panel.run_button.isVisibleTo(window)
 
 
+def _check_dock_tabs(qtbot, window):
+    """One visible tab bar per tabified pair, naming the pair, under the dock
+    shown and over no dock (Qt once left a stale second bar over the docks)."""
+    groups = [(window.dock_components, window.dock_inspection), (window.dock_anomaly, window.dock_space),
+              (window.dock_conv, window.dock_bic)]
+    for first, second in groups:
+        for dock in (second, first):
+            dock.raise_()
+            qtbot.waitUntil(lambda d=dock: d.visibleRegion().isEmpty() is False)
+            bars = [b for b in window.findChildren(QTabBar, options=Qt.FindChildOption.FindDirectChildrenOnly)
+                    if b.isVisible()]
+            assert len(bars) == len(groups), [[b.tabText(i) for i in range(b.count())] for b in bars]
+            mine = [b for b in bars if {b.tabText(i) for i in range(b.count())}
+                    == {first.windowTitle(), second.windowTitle()}]
+            assert len(mine) == 1
+            assert mine[0].geometry().top() >= dock.geometry().bottom()
+            assert mine[0].geometry().left() == dock.geometry().left()
+            shown = [d for d in window.findChildren(QDockWidget) if not d.visibleRegion().isEmpty()]
+            for bar in bars:
+                assert not any(bar.geometry().intersects(d.geometry()) for d in shown), bar.tabText(0)
+
+
+def test_each_tabified_dock_pair_has_one_tab_bar(qtbot, window, tmp_path):
+    _check_dock_tabs(qtbot, window)
+    window.close()  # writes the window state; the next window restores it
+    again = MainWindow(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(again)
+    again.show()
+    _check_dock_tabs(qtbot, again)
+    again.close()
+
+
 def test_the_overlay_toggle_is_a_check_box(qtbot, window):
     _open(qtbot, window, SAMPLE)
     _fit(qtbot, window, n_components=3)
@@ -147,6 +179,11 @@ def test_inspection_follows_opened_and_stepped_images(qtbot, window, tmp_path, m
     assert session.inspection is not None and session.view == "inspection"
     assert panel.verdict_label.text().startswith("part20.png") and "FAIL" in panel.verdict_label.text()
     assert panel.regions.rowCount() == len(session.inspection.regions) >= 1
+    header = panel.regions.horizontalHeader()
+    for col in range(panel.regions.columnCount()):  # no header cut, no value wrapped
+        texts = [panel.regions.horizontalHeaderItem(col).text()]
+        texts += [panel.regions.item(row, col).text() for row in range(panel.regions.rowCount())]
+        assert header.sectionSize(col) >= max(header.fontMetrics().horizontalAdvance(t) for t in texts), texts
     assert panel.report_button.isEnabled()  # a report of the one image inspected
     assert window.files.open_folder(parts)
     _idle(qtbot, window)

@@ -106,7 +106,12 @@ class InspectionPanel(QWidget):
         v.addWidget(self.verdict_label)
         self.regions = QTableWidget(0, 6)
         self.regions.setHorizontalHeaderLabels(["#", "Area", "x", "y", "w x h", "Max score"])
-        self.regions.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header = self.regions.horizontalHeader()
+        # Six equal columns cut "Max score" and wrapped "181 x 82" in a dock of usual width:
+        # the short columns take what their header and values need, the two long ones the rest.
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        for col in (4, 5):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
         self.regions.verticalHeader().setVisible(False)
         self.regions.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.regions.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
