@@ -673,3 +673,22 @@ def test_odd_stored_settings_and_unshowable_model_values(qtbot, tmp_path):
     assert window.model_panel.form.params().n_components == 2
     window.close()
 
+
+
+def test_a_new_image_starts_with_empty_plots(qtbot, window, tmp_path):
+    """The last fit's curve, its axes and the histogram go with its image."""
+    assert _open(qtbot, window, SAMPLE)
+    _fit(qtbot, window, n_components=3)
+    convergence = window.convergence.plot
+    empty_range = convergence.default_range
+    assert len(convergence.curve.getData()[0]) > 0
+    assert not np.allclose(convergence.getViewBox().viewRange(), empty_range)
+    other = tmp_path / "other.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(other)
+    assert _open(qtbot, window, other)
+    x, _ = convergence.curve.getData()
+    assert x is None or len(x) == 0
+    np.testing.assert_allclose(convergence.getViewBox().viewRange(), empty_range)
+    assert convergence.getAxis("left").labelText == "log-likelihood per pixel"
+    histogram = window.anomaly_panel.plot
+    assert not histogram.threshold.isVisible() and len(histogram.bars.opts["height"]) == 0

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from ..features import color_features, unique_colors
 from ..params import MAX_COMPONENTS, SegmenterParams
-from .plots import CriterionPlot, convergence_plot, histogram_plot
+from .plots import CriterionPlot, clear_convergence, convergence_plot, histogram_plot
 from .render import display_colors, full_covariances
 from .settings_form import SettingsForm, set_combo_tips
 from .widgets import DensityView
@@ -211,7 +211,7 @@ class ConvergencePanel(QWidget):
         self.plot = convergence_plot()
         layout.addWidget(self.plot)
         session.events.fit_progress.connect(self._on_progress)
-        session.events.image.connect(lambda: self.plot.curve.setData([], []))
+        session.events.image.connect(lambda: clear_convergence(self.plot))
 
     def _on_progress(self, progress, history):
         spatial = progress.phase == "spatial"

@@ -48,7 +48,19 @@ def convergence_plot():
     """Log-likelihood (or the spatial fit's objective) per EM iteration."""
     widget = _plot("EM iteration", "log-likelihood per pixel", integer_x=True)
     widget.curve = widget.plot([], [], pen=pg.mkPen("#1f77b4", width=2))
+    widget.default_range = widget.getViewBox().viewRange()
     return widget
+
+
+def clear_convergence(widget) -> None:
+    """Back to the empty plot of a new image: no curve, EM's labels, and the
+    axes of no data (an empty curve alone keeps the last fit's range)."""
+    widget.curve.setData([], [])
+    widget.setLabel("bottom", "EM iteration")
+    widget.setLabel("left", "log-likelihood per pixel")
+    (x0, x1), (y0, y1) = widget.default_range
+    widget.setRange(xRange=(x0, x1), yRange=(y0, y1), padding=0)
+    widget.enableAutoRange()  # the next fit's curve sets the range again
 
 
 class CriterionPlot(pg.GraphicsLayoutWidget):
