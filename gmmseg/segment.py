@@ -1400,14 +1400,12 @@ class Segmenter:
         labels = np.empty((H, W), dtype=np.int32)
         log_likelihood = np.empty((H, W), dtype=np.float32)
         probabilities = np.empty((H, W, K), dtype=np.float32) if keep_probabilities else None
+        maps = {"labels": labels, "log_likelihood": log_likelihood, "probabilities": probabilities}
         names = MAP_NAMES if keep_probabilities else ("labels", "log_likelihood")
-        scratch = {}  # buffers every strip reuses (each strip's maps are copied out before the next)
+        scratch = {}  # buffers every strip reuses
         for start, stop in _row_chunks(H, W):
-            part = self._strip_maps(image, start, stop, names, scratch)
-            labels[start:stop] = part["labels"]
-            log_likelihood[start:stop] = part["log_likelihood"]
-            if keep_probabilities:
-                probabilities[start:stop] = part["probabilities"]
+            # each strip's maps are written into the whole maps' rows (no copies)
+            self._strip_maps(image, start, stop, names, scratch, out={name: maps[name][start:stop] for name in names})
             if progress is not None:
                 progress(stop, H)
         # A copy of this segmenter computes the probabilities on demand, so
@@ -1416,8 +1414,8 @@ class Segmenter:
         return Segmentation(labels, probabilities, log_likelihood, mask.copy(), self.component_colors_, gm.weights_,
                             self.component_names_, source=source)
 
-    def _strip_maps(self, image: ImageData, start: int, stop: int, names: Iterable[str], scratch: dict | None = None
-                    ) -> dict[str, np.ndarray]:
+    def _strip_maps(self, image: ImageData, start: int, stop: int, names: Iterable[str], scratch: dict | None = None,
+                    out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Maps ``names`` (of ``MAP_NAMES``) of rows ``start:stop`` of an image.
 
         The features are computed on those rows and the rows of context
@@ -1434,8 +1432,9 @@ class Segmenter:
         log-likelihood is the mixture's own density either way.
 
         With ``scratch`` (a dict of reusable buffers, for a loop over the
-        strips of one image) the maps returned are views into it, valid
-        until the next strip.
+        strips of one image) the maps returned may be views into it, valid
+        until the next strip. With ``out`` (a dict of arrays of the strip's
+        shape, one per name) the maps are written there and returned.
         """
         gm = self.gmm_
         names = tuple(names)
@@ -1447,22 +1446,32 @@ class Segmenter:
         first, last = max(0, start - halo), min(H, stop + halo)
         X, index = self._feature_table(image, self.channels_, rows=(first, last), scratch=scratch)
         inner = slice(start - first, stop - first)
-        out = {}
+        shape = (stop - start, W)
         if X.shape[0] == 0:  # every pixel masked
-            shape = (stop - start, W)
             defaults = {"labels": np.full(shape, -1, np.int32), "probabilities": np.zeros(shape + (K,), np.float32),
                         "log_likelihood": np.full(shape, np.nan, np.float32)}
-            return {name: defaults[name] for name in names}
-        if smoothing:
-            labels = np.full(index.shape, -1, dtype=np.int32)
-            # the mixture's density comes with its posteriors, the maps' first pass
-            log_likelihood = np.full(index.shape, np.nan, dtype=np.float32) if "log_likelihood" in names else None
-            q = potts_posteriors(gm, X, index, self.smoothing, _MAP_SWEEPS, labels=labels,
-                                 log_likelihood=log_likelihood, scratch=scratch)
-            out["labels"], out["probabilities"] = labels[inner], q[inner]
-            if log_likelihood is not None:
-                out["log_likelihood"] = log_likelihood[inner]
+            if out is None:
+                return {name: defaults[name] for name in names}
+            for name in names:
+                out[name][...] = defaults[name]
             return {name: out[name] for name in names}
+        if smoothing:
+            if out is None:
+                out = {name: np.empty(shape, dtype) for name, dtype in (("labels", np.int32),
+                                                                        ("log_likelihood", np.float32))
+                       if name in names}
+            labels, log_likelihood = out.get("labels"), out.get("log_likelihood")
+            if not image.mask[start:stop].all():  # the kernel writes used pixels only
+                for values, outside in ((labels, -1), (log_likelihood, np.nan)):
+                    if values is not None:
+                        values.fill(outside)
+            # the mixture's density comes with its posteriors, the maps' first
+            # pass; the rows of context are read, not written
+            q = potts_posteriors(gm, X, index, self.smoothing, _MAP_SWEEPS, labels=labels,
+                                 log_likelihood=log_likelihood, scratch=scratch, rows=(inner.start, inner.stop),
+                                 out=out.get("probabilities"), probabilities="probabilities" in names)
+            maps = {"labels": labels, "probabilities": q, "log_likelihood": log_likelihood}
+            return {name: maps[name] for name in names}
         if maps_wanted:
             labels_u, proba_u, ll_u = gm.estimate(X, proba_dtype=np.float32)
         else:
@@ -1470,7 +1479,12 @@ class Segmenter:
             ll_u = gm.score_samples(X)
         table = _TableMaps(index[inner], None if labels_u is None else labels_u.astype(np.int32, copy=False), proba_u,
                            ll_u.astype(np.float32, copy=False))
-        return {name: table.rows(name, 0, stop - start) for name in names}
+        maps = {name: table.rows(name, 0, stop - start) for name in names}
+        if out is None:
+            return maps
+        for name in names:
+            out[name][...] = maps[name]
+        return {name: out[name] for name in names}
 
     def fit_predict(self, image: ImageLike, callback: Callable[[EMProgress], bool | None] | None = None, *,
                     probabilities: bool = False, max_pixels: int | None = None) -> "Segmentation":
