@@ -29,7 +29,7 @@ from .features import (
     image_lightness,
     lab_lightness,
     luminance,
-    numbered_colors,
+    position_axes,
     position_features,
     texture_features,
     texture_reach,
@@ -46,6 +46,8 @@ from .persistence import (
 )
 
 _CHUNK_ROWS = 1 << 18
+# About this many pixels per parallel task building per-pixel feature rows.
+_FEATURE_CELLS = 1 << 16
 # Mean-field sweeps of the maps after the mixture's own posteriors (the
 # fitted model is fixed by then; more sweeps change less than 1 % of labels).
 _MAP_SWEEPS = 3
@@ -308,6 +310,62 @@ def _start_reporter(callback, start_index):
                                    None, None, None, False, phase="init"))
 
     return report
+
+
+class _ColourRows:
+    """The colour features of an image's pixels, numbered across strips.
+
+    The strips of one image share most of their colours (a 12-megapixel
+    photo: 0.3 million distinct colours, 0.6 million counted strip by
+    strip), so 8-bit colours keep one numbering for the whole image (a
+    ``2**24`` table) and each colour's features are computed once, in the
+    first strip it appears in. Deeper or non-level colours fall back to the
+    strip's own distinct colours.
+    """
+
+    def __init__(self, channels: int, color_space: str, width: int):
+        self.channels = channels
+        self.color_space = color_space
+        self.table = np.full(1 << (8 * channels), -1, dtype=np.int32) if channels <= 3 else None
+        self.features = np.empty((0, width), dtype=np.float32)
+        self.count = 0
+
+    @classmethod
+    def of(cls, scratch: dict | None, config: FeatureConfig, channels: int) -> "_ColourRows":
+        """The numbering kept in ``scratch`` (a new one without it)."""
+        numbering = None if scratch is None else scratch.get("colour_rows")
+        if numbering is None or (numbering.channels, numbering.color_space) != (channels, config.color_space):
+            numbering = cls(channels, config.color_space, config.n_color_features(channels))
+            if scratch is not None:
+                scratch["colour_rows"] = numbering
+        return numbering
+
+    def rows(self, colors: np.ndarray, bit_depth: int, scratch: dict | None) -> tuple[np.ndarray, np.ndarray]:
+        """A float32 feature table and each colour's row in it (int32)."""
+        n, c = colors.shape
+        if self.table is not None and bit_depth <= 8:
+            inverse = scratch_array(scratch, "inverse", (n,), np.int32)
+            new_codes = scratch_array(scratch, "new_codes", (n,), np.int64)
+            new, exact = _counting.number_colors(np.ascontiguousarray(colors, dtype=np.float32), self.table,
+                                                 self.count, inverse, new_codes)
+            if exact:
+                if new:
+                    codes = new_codes[:new]
+                    levels = np.column_stack([(codes >> (8 * (c - 1 - i))) & 255 for i in range(c)])
+                    features = color_features(levels.astype(np.float32) / np.float32(255.0), self.color_space)
+                    self._append(features.astype(np.float32))
+                return self.features[: self.count], inverse
+        unique, _, inverse = unique_colors(colors, bit_depth)
+        return color_features(unique, self.color_space).astype(np.float32), inverse.astype(np.int32)
+
+    def _append(self, features: np.ndarray) -> None:
+        end = self.count + features.shape[0]
+        if end > self.features.shape[0]:  # grows by doubling: copies stay linear in the colours
+            grown = np.empty((max(end, 2 * self.features.shape[0]), self.features.shape[1]), dtype=np.float32)
+            grown[: self.count] = self.features[: self.count]
+            self.features = grown
+        self.features[self.count : end] = features
+        self.count = end
 
 
 @dataclass
@@ -1265,36 +1323,40 @@ class Segmenter:
         part = _every(image, step) if rows is None else _rows(image, *rows)
         mask = part.mask
         config = self.features
-        index = np.full(mask.shape, -1, dtype=np.int32)
-        if config.uses_color:
-            colors = self._colors_for_model(part, channels)
-            # A row per pixel is all that is needed here: with per-pixel
-            # features the colours need not be sorted or counted.
-            numbered = numbered_colors(colors, image.bit_depth, scratch) if config.per_pixel else None
-            unique, inverse = numbered if numbered is not None else unique_colors(colors, image.bit_depth)[::2]
-            feats = color_features(unique, config.color_space)
         if not config.per_pixel:
+            colors = self._colors_for_model(part, channels)
+            unique, _, inverse = unique_colors(colors, image.bit_depth)
+            index = np.full(mask.shape, -1, dtype=np.int32)
             index[mask] = inverse
-            return feats, index
-        # One float32 row per pixel (as the fit's), built column by column:
-        # no (N, d) float64 temporaries on large images.
-        n = int(np.count_nonzero(mask))
+            return color_features(unique, config.color_space), index
+        # One float32 row per pixel (as the fit's), filled by one kernel pass
+        # over the rows (colour features gathered from a per-colour table,
+        # positions, each pixel's row number): no (N, d) float64 temporaries
+        # on large images, and in parallel.
+        mask = np.ascontiguousarray(mask)
+        h, w = mask.shape
+        used = np.count_nonzero(mask, axis=1)
+        offsets = np.zeros(h + 1, dtype=np.int64)
+        np.cumsum(used, out=offsets[1:])
+        n = int(offsets[-1])
         X = scratch_array(scratch, "X", (n, config.n_features(channels)), np.float32)
-        c = 0
+        index = scratch_array(scratch, "index", (h, w), np.int32)
+        table, inverse = np.zeros((1, 0), np.float32), np.zeros(1, np.int32)
         if config.uses_color:
-            table = feats.astype(np.float32)
-            map_rows(lambda a, b: _counting.gather_columns(table, inverse, X, c, a, b), n)
-            c += table.shape[1]
+            table, inverse = _ColourRows.of(scratch, config, channels).rows(
+                self._colors_for_model(part, channels), image.bit_depth, scratch)
+        xs = ys = np.empty(0, np.float32)
+        if config.uses_position:
+            xs, ys = position_axes(mask.shape, config.spatial_weight, step=step, full_shape=image.mask.shape,
+                                   first_row=first_row)
+        map_rows(lambda a, b: _counting.feature_rows(table, inverse, mask, offsets, xs, ys, X, index, a, b), h,
+                 rows_per_task=max(1, _FEATURE_CELLS // max(w, 1)))
         if config.uses_texture:
+            c = table.shape[1]
             stats = self.texture_stats_ if texture_stats is None else texture_stats
             grid = self._texture_grid(image, step) if rows is None else self._texture_rows(image, *rows)
             for j in range(grid.shape[2]):  # standardised column by column (no (N, T) temporary)
                 X[:, c + j] = (grid[:, :, j][mask] - np.float32(stats[0][j])) * np.float32(1.0 / stats[1][j])
-            c += grid.shape[2]
-        if config.uses_position:
-            X[:, c:] = position_features(mask, config.spatial_weight, step=step, full_shape=image.mask.shape,
-                                         first_row=first_row)
-        index[mask] = np.arange(n, dtype=np.int32)
         return X, index
 
     @staticmethod

@@ -126,16 +126,57 @@ def test_unique_colors_of_values_between_codes_use_the_exact_float_path():
     assert sorted(counts.tolist()) == [1.0, 2.0]
 
 
-def test_numbered_colors_number_in_order_of_appearance():
-    from gmmseg.features import numbered_colors, unique_colors
+def test_colours_are_numbered_in_order_of_appearance_across_calls():
+    from gmmseg._counting import number_colors
 
     rng = np.random.default_rng(3)
-    colors = (rng.integers(0, 6, size=(5000, 3)) * 51 / 255).astype(np.float32)
-    unique, inverse = numbered_colors(colors, 8)
-    np.testing.assert_array_equal(unique[inverse], colors)
-    assert inverse.dtype == np.int32 and inverse[0] == 0
-    first = [int(np.flatnonzero(inverse == r)[0]) for r in range(len(unique))]
-    assert first == sorted(first)  # numbered by first appearance
-    assert len(unique) == len(unique_colors(colors, 8)[0])
-    assert numbered_colors(colors, 16) is None  # deeper data: the sorting path
-    assert numbered_colors(colors + np.float32(1e-3), 8) is None  # not 8-bit levels
+    levels = rng.integers(0, 6, size=(5000, 3)) * 51
+    colors = (levels / 255).astype(np.float32)
+    codes = (levels[:, 0] << 16) | (levels[:, 1] << 8) | levels[:, 2]
+    table = np.full(1 << 24, -1, dtype=np.int32)
+    found, rows = np.empty(0, np.int64), []
+    for part in (colors[:3000], colors[3000:]):  # two strips share one numbering
+        inverse = np.empty(len(part), np.int32)
+        new_codes = np.empty(len(part), np.int64)
+        new, exact = number_colors(part, table, len(found), inverse, new_codes)
+        assert exact
+        found = np.concatenate([found, new_codes[:new]])
+        rows.append(inverse)
+    inverse = np.concatenate(rows)
+    np.testing.assert_array_equal(found[inverse], codes)
+    first = [int(np.flatnonzero(inverse == r)[0]) for r in range(len(found))]
+    assert first == sorted(first) and len(found) == len(np.unique(codes))  # each colour once, by first appearance
+    # values that are not 8-bit levels: refused, and the numbering is as it was
+    before = table.copy()
+    odd = np.concatenate([(rng.integers(0, 256, size=(50, 3)) / 255).astype(np.float32), [[0.5, 0.5, 0.5]]])
+    new, exact = number_colors(odd.astype(np.float32), table, len(found), np.empty(51, np.int32),
+                               np.empty(51, np.int64))
+    assert not exact
+    np.testing.assert_array_equal(table, before)
+
+
+def test_feature_rows_are_the_gathered_colours_and_positions_of_the_used_pixels():
+    from gmmseg._counting import feature_rows
+    from gmmseg.features import position_axes
+
+    rng = np.random.default_rng(4)
+    mask = rng.random((9, 13)) > 0.3
+    mask[4] = False  # a row without used pixels
+    table = rng.random((6, 3)).astype(np.float32)
+    n = int(mask.sum())
+    inverse = rng.integers(0, 6, size=n).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])
+    xs, ys = position_axes(mask.shape, 0.7, full_shape=(40, 13), first_row=20)
+    X = np.full((n, 5), np.nan, np.float32)
+    index = np.full(mask.shape, -7, np.int32)
+    for a, b in ((0, 4), (4, 5), (5, 9)):
+        feature_rows(table, inverse, mask, offsets, xs, ys, X, index, a, b)
+    np.testing.assert_array_equal(X[:, :3], table[inverse])
+    np.testing.assert_array_equal(X[:, 3:], position_features(mask, 0.7, full_shape=(40, 13), first_row=20))
+    expected = np.full(mask.shape, -1)
+    expected[mask] = np.arange(n)
+    np.testing.assert_array_equal(index, expected)
+    # positions only (no colour columns)
+    feature_rows(np.zeros((1, 0), np.float32), np.zeros(1, np.int32), mask, offsets, xs, ys, X[:, :2], index, 0, 9)
+    np.testing.assert_array_equal(X[:, :2], X[:, 3:])
+
