@@ -160,27 +160,53 @@ def _exp32(v):
 
 
 @kernel(fastmath=FASTMATH)
-def _map_row(table, cells, last, beta, prev, cur, nxt, pot, q, mx, total, best, rows, loglik):
-    """One grid row of a mean-field update for the maps, in float32:
-    ``q[k, x]`` (component-major) receives the new distributions of the
-    row's cells (``cells``: their table rows, -1 outside), zero outside,
-    ``best`` each cell's most probable component, and a non-empty ``loglik``
-    (with ``beta == 0``: the mixture's log-density) each used cell's log of
-    the sum its posteriors normalise. ``prev``, ``cur`` and ``nxt`` are the
-    previous level's rows around it. Returns whether any cell is used."""
+def _map_row(logp, cells, beta, prev, cur, nxt, padded, q, mx, total, best, loglik):
+    """One grid row of a mean-field update for the maps, in float32.
+
+    ``logp[k, x]`` (component-major) are the row's cells' weighted
+    log-densities; with ``beta != 0`` the potentials add ``beta`` times the
+    sum of the 8 neighbours' distributions of the previous level (rows
+    ``prev``, ``cur``, ``nxt``; zero beyond the ends). ``q[k, x]`` receives
+    the new distributions (zero where ``cells`` is -1), ``best`` each cell's
+    most probable component, and a non-empty ``loglik`` (with ``beta == 0``:
+    the mixture's log-density) each used cell's log of the sum its
+    posteriors normalise. ``padded``: a row of W + 2 values, scratch.
+    Returns whether any cell is used.
+    """
     K, W = q.shape
     n_used = 0
     for x in range(W):
-        i = cells[x]
-        rows[x] = i if i >= 0 else last  # outside cells read a valid row and weigh 0
-        n_used += i >= 0
+        n_used += cells[x] >= 0
     if n_used == 0:
         for k in range(K):
             qk = q[k]
             for x in range(W):
                 qk[x] = np.float32(0.0)
         return False
-    _log_potentials(table, rows, beta, prev, cur, nxt, pot, q)
+    if beta == 0.0:
+        for k in range(K):
+            qk = q[k]
+            lk = logp[k]
+            for x in range(W):
+                qk[x] = lk[x]
+    else:
+        # The 3x3 box sums from the column sums, minus the centre; the
+        # column sums padded with a zero at each end, so that the loop over
+        # the row has no carried value or branch and vectorises.
+        weight = q.dtype.type(beta)
+        zero = q.dtype.type(0.0)
+        padded[0] = zero
+        padded[W + 1] = zero
+        for k in range(K):
+            pk = prev[k]
+            ck = cur[k]
+            nk = nxt[k]
+            for x in range(W):
+                padded[x + 1] = pk[x] + ck[x] + nk[x]
+            qk = q[k]
+            lk = logp[k]
+            for x in range(W):
+                qk[x] = lk[x] + weight * (padded[x] + padded[x + 1] + padded[x + 2] - ck[x])
     # Every loop here runs over the row (and vectorises); the most probable
     # component is the largest log-potential.
     for x in range(W):
@@ -222,8 +248,9 @@ def potts_map_band(table, index, beta, n_sweeps, r0, r1, row0, q_out, labels, lo
     levels are computed as a wavefront down the band: after level 0 of row
     t, level 1 of row t - 1, level 2 of row t - 2 and so on, each level
     keeping its last three rows (component-major) in a ring while they are
-    still in cache. Level s is computed on rows ``n_sweeps - s`` beyond the
-    band on each side (within the grid): those of a neighbouring band,
+    still in cache, and the rows' table values (gathered once, for every
+    level) in another. Level s is computed on rows ``n_sweeps - s`` beyond
+    the band on each side (within the grid): those of a neighbouring band,
     computed again. Each cell's arithmetic is that of a plain sweep of the
     whole grid (zero beyond the grid's border, 0 on cells outside the
     index), whatever the band, so bands give the whole grid's result.
@@ -239,9 +266,10 @@ def potts_map_band(table, index, beta, n_sweeps, r0, r1, row0, q_out, labels, lo
     last = table.shape[0] - 1
     S = n_sweeps if beta != 0.0 else 0
     ring = np.empty((max(S, 1), 3, K, W), dtype=np.float32)
+    logp = np.empty((S + 1, K, W), dtype=np.float32)  # row y's table values at y % (S + 1)
     zero = np.zeros((K, W), dtype=np.float32)
     final = np.empty((K, W), dtype=np.float32)
-    pot = np.empty((K, W), dtype=np.float32)
+    padded = np.empty(W + 2, dtype=np.float32)
     mx = np.empty(W, dtype=np.float32)
     total = np.empty(W, dtype=np.float32)
     best = np.empty(W, dtype=np.int32)
@@ -255,8 +283,17 @@ def potts_map_band(table, index, beta, n_sweeps, r0, r1, row0, q_out, labels, lo
             y = t - s
             if y < max(0, r0 - S + s) or y >= min(H, r1 + S - s):
                 continue
+            cells = index[y]
+            lp = logp[y % (S + 1)]
             if s == 0:
                 prev = cur = nxt = zero  # not read: the mixture's own posteriors
+                for x in range(W):
+                    i = cells[x]
+                    rows[x] = i if i >= 0 else last  # outside cells read a valid row and weigh 0
+                for x in range(W):
+                    source = table[rows[x]]
+                    for k in range(K):
+                        lp[k, x] = source[k]
             else:
                 below = ring[s - 1]
                 prev = below[(y - 1) % 3] if y > 0 else zero
@@ -264,8 +301,7 @@ def potts_map_band(table, index, beta, n_sweeps, r0, r1, row0, q_out, labels, lo
                 nxt = below[(y + 1) % 3] if y + 1 < H else zero
             out_ll = loglik[y - row0] if s == 0 and want_loglik and r0 <= y < r1 else no_loglik
             q = final if s == S else ring[s, y % 3]
-            used = _map_row(table, index[y], last, beta if s > 0 else 0.0, prev, cur, nxt, pot, q, mx, total,
-                            best, rows, out_ll)
+            used = _map_row(lp, cells, beta if s > 0 else 0.0, prev, cur, nxt, padded, q, mx, total, best, out_ll)
             if s < S:
                 continue
             if want_q:
@@ -276,7 +312,6 @@ def potts_map_band(table, index, beta, n_sweeps, r0, r1, row0, q_out, labels, lo
                         qy[x, k] = qk[x]
             if want_labels and used:
                 ly = labels[y - row0]
-                cells = index[y]
                 for x in range(W):
                     if cells[x] >= 0:
                         ly[x] = best[x]
