@@ -8,9 +8,9 @@ least-significant-digit radix sort, three stable counting passes of 8 bits,
 orders them in linear time and gives exactly numpy's answer.
 
 Per-pixel feature rows (strips of a large image) need a row per colour but
-no sorted rows and no counts: :func:`number_colors` numbers colours in order
-of first appearance through a table of every code, and :func:`feature_rows`
-writes each used pixel's row.
+no sorted rows and no counts: :func:`level_codes` and :func:`number_codes`
+number colours in order of first appearance through a table of every code,
+and :func:`feature_rows` writes each used pixel's row.
 """
 
 import numpy as np
@@ -85,32 +85,37 @@ def color_codes(colors, bits):
 
 
 @kernel
-def number_colors(colors, table, first, inverse, new_codes):
-    """Number 8-bit colours in order of first appearance, in a numbering
-    that outlives the call (the strips of one image share it).
-
-    ``colors`` (n, c) float32, c <= 3, are multiples of 1/255 in [0, 1];
-    ``table`` (int32, ``2**(8 * c)`` entries) holds the row of every colour
-    code numbered so far and -1 for the others. Codes not seen before get
-    rows ``first``, ``first + 1``, ... and are listed in ``new_codes``; each
-    colour's row goes to ``inverse`` (n). Returns ``(new, exact)``: the
-    number of new codes, and False (the table then as it was) when some
-    value is not such a multiple. One pass, a few nanoseconds per colour:
-    no sort, no per-call table.
-    """
-    n, c = colors.shape
+def level_codes(colors, codes, start, stop):
+    """Codes of colours [start, stop) of ``colors`` (n, c) float32, c <= 3,
+    that are multiples of 1/255 in [0, 1]: channel levels packed 8 bits
+    apiece, first channel highest, into ``codes`` (int32); row ranges may
+    run in parallel. Returns False (the codes then unusable) as soon as a
+    value is not such a multiple (the test of :func:`color_codes`)."""
+    c = colors.shape[1]
     top = np.float32(255.0)
-    new = 0
-    for i in range(n):
+    for i in range(start, stop):
         code = 0
         for j in range(c):
             value = colors[i, j]
             level = np.int64(np.rint(value * top))
             if level < 0 or level > 255 or np.float32(level) / top != value:
-                for k in range(new):  # not 8-bit levels: forget this call's codes
-                    table[new_codes[k]] = -1
-                return 0, False
+                return False
             code = (code << 8) | level
+        codes[i] = code
+    return True
+
+
+@kernel
+def number_codes(codes, table, first, inverse, new_codes):
+    """Number colour codes in order of first appearance, in a numbering that
+    outlives the call (the strips of one image share it): ``table`` holds
+    the row of every code numbered so far and -1 for the others. Codes not
+    seen before get rows ``first``, ``first + 1``, ... and are listed in
+    ``new_codes``; each code's row goes to ``inverse``. Returns the number
+    of new codes. A few nanoseconds per code: no sort, no per-call table."""
+    new = 0
+    for i in range(codes.shape[0]):
+        code = codes[i]
         row = table[code]
         if row < 0:
             row = first + new
@@ -118,7 +123,7 @@ def number_colors(colors, table, first, inverse, new_codes):
             new_codes[new] = code
             new += 1
         inverse[i] = row
-    return new, True
+    return new
 
 
 @kernel

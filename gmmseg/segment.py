@@ -344,11 +344,13 @@ class _ColourRows:
         """A float32 feature table and each colour's row in it (int32)."""
         n, c = colors.shape
         if self.table is not None and bit_depth <= 8:
-            inverse = scratch_array(scratch, "inverse", (n,), np.int32)
-            new_codes = scratch_array(scratch, "new_codes", (n,), np.int64)
-            new, exact = _counting.number_colors(np.ascontiguousarray(colors, dtype=np.float32), self.table,
-                                                 self.count, inverse, new_codes)
+            colors = np.ascontiguousarray(colors, dtype=np.float32)
+            codes = scratch_array(scratch, "codes", (n,), np.int32)
+            exact = all(map_rows(lambda a, b: _counting.level_codes(colors, codes, a, b), n))
             if exact:
+                inverse = scratch_array(scratch, "inverse", (n,), np.int32)
+                new_codes = scratch_array(scratch, "new_codes", (n,), np.int32)
+                new = _counting.number_codes(codes, self.table, self.count, inverse, new_codes)
                 if new:
                     codes = new_codes[:new]
                     levels = np.column_stack([(codes >> (8 * (c - 1 - i))) & 255 for i in range(c)])

@@ -127,32 +127,33 @@ def test_unique_colors_of_values_between_codes_use_the_exact_float_path():
 
 
 def test_colours_are_numbered_in_order_of_appearance_across_calls():
-    from gmmseg._counting import number_colors
+    from gmmseg._counting import level_codes, number_codes
 
     rng = np.random.default_rng(3)
     levels = rng.integers(0, 6, size=(5000, 3)) * 51
     colors = (levels / 255).astype(np.float32)
-    codes = (levels[:, 0] << 16) | (levels[:, 1] << 8) | levels[:, 2]
+    expected = (levels[:, 0] << 16) | (levels[:, 1] << 8) | levels[:, 2]
+    codes = np.empty(len(colors), np.int32)
+    assert level_codes(colors, codes, 0, 2000) and level_codes(colors, codes, 2000, 5000)
+    np.testing.assert_array_equal(codes, expected)
     table = np.full(1 << 24, -1, dtype=np.int32)
     found, rows = np.empty(0, np.int64), []
-    for part in (colors[:3000], colors[3000:]):  # two strips share one numbering
+    for part in (codes[:3000], codes[3000:]):  # two strips share one numbering
         inverse = np.empty(len(part), np.int32)
-        new_codes = np.empty(len(part), np.int64)
-        new, exact = number_colors(part, table, len(found), inverse, new_codes)
-        assert exact
+        new_codes = np.empty(len(part), np.int32)
+        new = number_codes(part, table, len(found), inverse, new_codes)
         found = np.concatenate([found, new_codes[:new]])
         rows.append(inverse)
     inverse = np.concatenate(rows)
-    np.testing.assert_array_equal(found[inverse], codes)
+    np.testing.assert_array_equal(found[inverse], expected)
     first = [int(np.flatnonzero(inverse == r)[0]) for r in range(len(found))]
-    assert first == sorted(first) and len(found) == len(np.unique(codes))  # each colour once, by first appearance
-    # values that are not 8-bit levels: refused, and the numbering is as it was
-    before = table.copy()
-    odd = np.concatenate([(rng.integers(0, 256, size=(50, 3)) / 255).astype(np.float32), [[0.5, 0.5, 0.5]]])
-    new, exact = number_colors(odd.astype(np.float32), table, len(found), np.empty(51, np.int32),
-                               np.empty(51, np.int64))
-    assert not exact
-    np.testing.assert_array_equal(table, before)
+    assert first == sorted(first) and len(found) == len(np.unique(expected))  # each colour once, by first appearance
+    # values that are not 8-bit levels, or outside [0, 1]
+    for odd in (0.5, 1.0 + 1 / 255, -1 / 255, 2.0):
+        part = colors[:40].copy()
+        part[17, 1] = odd
+        assert not level_codes(part, codes, 0, 40)
+        assert level_codes(part, codes, 0, 17)  # the rows before it are fine
 
 
 def test_feature_rows_are_the_gathered_colours_and_positions_of_the_used_pixels():
