@@ -48,6 +48,8 @@ from .persistence import (
 _CHUNK_ROWS = 1 << 18
 # About this many pixels per parallel task building per-pixel feature rows.
 _FEATURE_CELLS = 1 << 16
+# Distinct colours per parallel task converting them to features.
+_COLOUR_BLOCK = 1 << 14
 # Mean-field sweeps of the maps after the mixture's own posteriors (the
 # fitted model is fixed by then; more sweeps change less than 1 % of labels).
 _MAP_SWEEPS = 3
@@ -354,19 +356,25 @@ class _ColourRows:
                 if new:
                     codes = new_codes[:new]
                     levels = np.column_stack([(codes >> (8 * (c - 1 - i))) & 255 for i in range(c)])
-                    features = color_features(levels.astype(np.float32) / np.float32(255.0), self.color_space)
-                    self._append(features.astype(np.float32))
+                    self._append(levels.astype(np.float32) / np.float32(255.0))
                 return self.features[: self.count], inverse
         unique, _, inverse = unique_colors(colors, bit_depth)
         return color_features(unique, self.color_space).astype(np.float32), inverse.astype(np.int32)
 
-    def _append(self, features: np.ndarray) -> None:
-        end = self.count + features.shape[0]
+    def _append(self, colors: np.ndarray) -> None:
+        """Features of new colours after the others' (the colour conversions,
+        NumPy on blocks of colours, run on the engine's threads)."""
+        end = self.count + colors.shape[0]
         if end > self.features.shape[0]:  # grows by doubling: copies stay linear in the colours
             grown = np.empty((max(end, 2 * self.features.shape[0]), self.features.shape[1]), dtype=np.float32)
             grown[: self.count] = self.features[: self.count]
             self.features = grown
-        self.features[self.count : end] = features
+        target = self.features[self.count : end]
+
+        def convert(a, b):
+            target[a:b] = color_features(colors[a:b], self.color_space)
+
+        map_rows(convert, colors.shape[0], rows_per_task=_COLOUR_BLOCK)
         self.count = end
 
 
