@@ -23,6 +23,11 @@ log-density table (M, K) float32 is the only other large array: small for
 colour tables, as large as ``q`` when every cell has its own row (position
 features). Strips depend on the grid's size only, and their statistics are
 added in strip order: results do not depend on the number of threads.
+
+The maps of a fitted model (:func:`potts_posteriors`: the mixture's
+posteriors, then a few sweeps) need no statistics between sweeps, so they
+run as a wavefront down bands of rows (:func:`potts_map_band`): no (H, W, K)
+map exists but the result's.
 """
 
 import math
