@@ -155,3 +155,16 @@ def feature_rows(table, inverse, mask, offsets, xs, ys, X, index, start, stop):
                 target[d - 1] = ys[y]
             index[y, x] = i
             i += 1
+
+
+@kernel
+def gather_rows(values, rows, fill, out, start, stop):
+    """out[i] = values[rows[i]] for i in [start, stop), and ``fill`` where
+    rows[i] is -1: per-colour results spread to the pixels (all 2-D)."""
+    width = values.shape[1]
+    for i in range(start, stop):
+        r = rows[i]
+        source = values[r] if r >= 0 else fill
+        target = out[i]
+        for j in range(width):
+            target[j] = source[j]

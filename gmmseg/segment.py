@@ -81,15 +81,18 @@ class _TableMaps:
         self.index = index
         self.values = {"labels": labels, "probabilities": probabilities, "log_likelihood": log_likelihood}
 
-    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        index = self.index[start:stop]
+    def rows(self, name: str, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        index = np.ascontiguousarray(self.index[start:stop])
         values = self.values[name]
+        if out is None:
+            out = np.empty(index.shape + values.shape[1:], dtype=values.dtype)
         masked = {"labels": -1, "probabilities": 0.0, "log_likelihood": np.nan}[name]
-        inside = index >= 0
-        if inside.all():
-            return values[index.ravel()].reshape(index.shape + values.shape[1:])
-        out = np.full(index.shape + values.shape[1:], masked, dtype=values.dtype)
-        out[inside] = values[index[inside]]
+        # One kernel pass on the engine's threads, straight into ``out``
+        # (numpy's gather runs on one core and needs a copy into a result).
+        table = values.reshape(values.shape[0], int(np.prod(values.shape[1:], dtype=np.int64)))
+        fill = np.full(table.shape[1], masked, dtype=values.dtype)
+        rows, target = index.reshape(-1), out.reshape(index.size, table.shape[1])
+        map_rows(lambda a, b: _counting.gather_rows(table, rows, fill, target, a, b), index.size)
         return out
 
 
@@ -101,8 +104,9 @@ class _StripMaps:
         self.segmenter = segmenter
         self.image = image
 
-    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        return self.segmenter._strip_maps(self.image, start, stop, (name,))[name]
+    def rows(self, name: str, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        return self.segmenter._strip_maps(self.image, start, stop, (name,), out=None if out is None else {name: out}
+                                          )[name]
 
 
 class Segmentation:
@@ -155,7 +159,7 @@ class Segmentation:
             first = self._source.rows(name, 0, min(H, 1))
             out = np.empty((H, W) + first.shape[2:], dtype=first.dtype)
             for start, stop in _row_chunks(H, W):
-                out[start:stop] = self._source.rows(name, start, stop)
+                self._source.rows(name, start, stop, out=out[start:stop])
             self._maps[name] = out
         return self._maps[name]
 
