@@ -318,6 +318,20 @@ def _start_reporter(callback, start_index):
     return report
 
 
+def _color_features_in_blocks(colors: np.ndarray, color_space: str, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`color_features` of many colours, converted in blocks on the
+    engine's threads (NumPy releases the GIL), into ``out`` (default: a new
+    float64 array)."""
+    if out is None:
+        out = np.empty((colors.shape[0], color_features(colors[:0], color_space).shape[1]), dtype=np.float64)
+
+    def convert(a, b):
+        out[a:b] = color_features(colors[a:b], color_space)
+
+    map_rows(convert, colors.shape[0], rows_per_task=_COLOUR_BLOCK)
+    return out
+
+
 class _ColourRows:
     """The colour features of an image's pixels, numbered across strips.
 
@@ -366,19 +380,13 @@ class _ColourRows:
         return color_features(unique, self.color_space).astype(np.float32), inverse.astype(np.int32)
 
     def _append(self, colors: np.ndarray) -> None:
-        """Features of new colours after the others' (the colour conversions,
-        NumPy on blocks of colours, run on the engine's threads)."""
+        """Features of new colours after the others'."""
         end = self.count + colors.shape[0]
         if end > self.features.shape[0]:  # grows by doubling: copies stay linear in the colours
             grown = np.empty((max(end, 2 * self.features.shape[0]), self.features.shape[1]), dtype=np.float32)
             grown[: self.count] = self.features[: self.count]
             self.features = grown
-        target = self.features[self.count : end]
-
-        def convert(a, b):
-            target[a:b] = color_features(colors[a:b], self.color_space)
-
-        map_rows(convert, colors.shape[0], rows_per_task=_COLOUR_BLOCK)
+        _color_features_in_blocks(colors, self.color_space, self.features[self.count : end])
         self.count = end
 
 
@@ -1340,9 +1348,12 @@ class Segmenter:
         if not config.per_pixel:
             colors = self._colors_for_model(part, channels)
             unique, _, inverse = unique_colors(colors, image.bit_depth)
-            index = np.full(mask.shape, -1, dtype=np.int32)
-            index[mask] = inverse
-            return color_features(unique, config.color_space), index
+            if inverse.size == mask.size:  # every pixel used: the rows are the index map
+                index = inverse.astype(np.int32, copy=False).reshape(mask.shape)
+            else:
+                index = np.full(mask.shape, -1, dtype=np.int32)
+                index[mask] = inverse
+            return _color_features_in_blocks(unique, config.color_space), index
         # One float32 row per pixel (as the fit's), filled by one kernel pass
         # over the rows (colour features gathered from a per-colour table,
         # positions, each pixel's row number): no (N, d) float64 temporaries
