@@ -86,6 +86,9 @@ class _TableMaps:
         values = self.values[name]
         if out is None:
             out = np.empty(index.shape + values.shape[1:], dtype=values.dtype)
+        elif not out.flags.c_contiguous:  # the kernel writes rows of a flat view
+            out[...] = self.rows(name, start, stop)
+            return out
         masked = {"labels": -1, "probabilities": 0.0, "log_likelihood": np.nan}[name]
         # One kernel pass on the engine's threads, straight into ``out``
         # (numpy's gather runs on one core and needs a copy into a result).
@@ -1566,12 +1569,7 @@ class Segmenter:
             ll_u = gm.score_samples(X)
         table = _TableMaps(index[inner], None if labels_u is None else labels_u.astype(np.int32, copy=False), proba_u,
                            ll_u.astype(np.float32, copy=False))
-        maps = {name: table.rows(name, 0, stop - start) for name in names}
-        if out is None:
-            return maps
-        for name in names:
-            out[name][...] = maps[name]
-        return {name: out[name] for name in names}
+        return {name: table.rows(name, 0, stop - start, out=None if out is None else out[name]) for name in names}
 
     def fit_predict(self, image: ImageLike, callback: Callable[[EMProgress], bool | None] | None = None, *,
                     probabilities: bool = False, max_pixels: int | None = None) -> "Segmentation":
