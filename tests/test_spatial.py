@@ -113,6 +113,9 @@ def test_posteriors_in_bands_and_row_ranges_equal_the_whole_grids(beta, monkeypa
         assert q is None
         np.testing.assert_array_equal(labels, whole[1][4:17])
         np.testing.assert_array_equal(loglik, whole[2][4:17])
+    for bad in ((5, H + 1), (-1, 3), (6, 5)):
+        with pytest.raises(ValueError, match="rows"):
+            potts_posteriors(gm, X, index, beta, 3, rows=bad)
 
 
 def test_one_spatial_em_iteration_equals_the_numpy_reference():

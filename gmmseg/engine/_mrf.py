@@ -596,6 +596,8 @@ def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None, log_likelihood=N
     H, W = index.shape
     K = gm.means_.shape[0]
     start, stop = (0, H) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= start <= stop <= H:
+        raise ValueError(f"rows must be a range of the grid's {H} rows, got {start}:{stop}.")
     h = stop - start
     if not probabilities:
         q = np.empty((0, 0, 0), dtype=np.float32)
