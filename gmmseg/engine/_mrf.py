@@ -164,7 +164,10 @@ def _exp32(v):
     return e if v >= _F32_EXP_MIN else np.float32(0.0)
 
 
-@kernel(fastmath=FASTMATH)
+# error_model="numpy": no ZeroDivisionError test on the reciprocals of the
+# sums (each is at least 1, the most probable component's exp(0)), a test
+# that kept that loop from vectorising; the results are the same.
+@kernel(fastmath=FASTMATH, error_model="numpy")
 def _map_row(logp, cells, beta, prev, cur, nxt, padded, q, mx, total, best, loglik):
     """One grid row of a mean-field update for the maps, in float32.
 
