@@ -118,6 +118,24 @@ def test_posteriors_in_bands_and_row_ranges_equal_the_whole_grids(beta, monkeypa
             potts_posteriors(gm, X, index, beta, 3, rows=bad)
 
 
+def test_maps_of_a_cell_without_any_density_raise_as_a_division_by_zero():
+    """The engine turns a division by zero into a ValueError naming the
+    overflow (overflow_as_value_error); the maps' kernel raises it too."""
+    from gmmseg.engine import _mrf
+
+    table = np.zeros((4, 3), dtype=np.float32)
+    table[2] = -np.inf  # every component's density underflowed
+    index = np.arange(4, dtype=np.int32).reshape(2, 2)
+    q = np.empty((2, 2, 3), np.float32)
+    no_labels, no_loglik = np.empty((0, 0), np.int32), np.empty((0, 0), np.float32)
+    for beta, sweeps in ((0.0, 0), (1.0, 2)):
+        with pytest.raises(ZeroDivisionError):
+            _mrf.potts_map_band(table, index, beta, sweeps, 0, 2, 0, q, no_labels, no_loglik)
+    index[1, 0] = -1  # outside the index: no part, no error
+    _mrf.potts_map_band(table, index, 1.0, 2, 0, 2, 0, q, no_labels, no_loglik)
+    assert (q[1, 0] == 0).all() and np.allclose(q[0].sum(axis=-1), 1.0)
+
+
 def test_one_spatial_em_iteration_equals_the_numpy_reference():
     """E-step: one synchronous mean-field sweep from the mixture's posteriors;
     M-step: weighted means, covariances and weights of those distributions."""

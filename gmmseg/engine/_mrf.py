@@ -164,9 +164,10 @@ def _exp32(v):
     return e if v >= _F32_EXP_MIN else np.float32(0.0)
 
 
-# error_model="numpy": no ZeroDivisionError test on the reciprocals of the
-# sums (each is at least 1, the most probable component's exp(0)), a test
-# that kept that loop from vectorising; the results are the same.
+# error_model="numpy": no ZeroDivisionError test on each reciprocal of the
+# sums (a test that kept that loop from vectorising); a sum is at least 1
+# (the most probable component's exp(0)) unless every density underflowed,
+# which the row raises once, as the test would.
 @kernel(fastmath=FASTMATH, error_model="numpy")
 def _map_row(logp, cells, beta, prev, cur, nxt, padded, q, mx, total, best, loglik):
     """One grid row of a mean-field update for the maps, in float32.
@@ -237,8 +238,13 @@ def _map_row(logp, cells, beta, prev, cur, nxt, padded, q, mx, total, best, logl
         for x in range(W):
             if cells[x] >= 0:
                 loglik[x] = mx[x] + math.log(total[x])
+    empty = 0  # used cells whose every component's density underflowed
     for x in range(W):
-        total[x] = _F32_ONE / total[x] if cells[x] >= 0 else np.float32(0.0)
+        used = cells[x] >= 0
+        empty += used & (total[x] == np.float32(0.0))
+        total[x] = _F32_ONE / total[x] if used else np.float32(0.0)
+    if empty:  # what the python error model's division test would raise (see overflow_as_value_error)
+        raise ZeroDivisionError("float division by zero")
     for k in range(K):
         qk = q[k]
         for x in range(W):
