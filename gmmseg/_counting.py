@@ -1,4 +1,4 @@
-"""Numba kernel for exact colour counting: the distinct integer colour codes
+"""Numba kernels for exact colour counting: the distinct integer colour codes
 of an image with their pixel counts and every pixel's row.
 
 ``numpy.unique(keys, return_inverse=True, return_counts=True)`` sorts the
@@ -6,6 +6,11 @@ keys by comparison (about 90 ms for a one-megapixel photo, the largest part
 of inspecting it). Colour codes of 8-bit images have at most 24 bits, so a
 least-significant-digit radix sort, three stable counting passes of 8 bits,
 orders them in linear time and gives exactly numpy's answer.
+
+Per-pixel feature rows (strips of a large image) need a row per colour but
+no sorted rows and no counts: :func:`level_codes` and :func:`number_codes`
+number colours in order of first appearance through a table of every code,
+and :func:`feature_rows` writes each used pixel's row.
 """
 
 import numpy as np
@@ -80,43 +85,86 @@ def color_codes(colors, bits):
 
 
 @kernel
-def number_codes(keys, table):
-    """Number the distinct values of ``keys`` (non-negative int64 below
-    ``table.size``) in order of first appearance: returns ``(values,
-    inverse)`` with ``values[inverse] == keys`` (inverse int32).
-
-    One pass through ``table`` (int32, every entry -1, and so again on
-    return), so for 24-bit colour codes (a 64 MB table) it costs a few
-    nanoseconds per key instead of a sort; meant for keys that need a row
-    number each but not sorted rows (a feature table of some rows of an
-    image). The table is reset by walking the values found, not by clearing
-    it, so one table serves many calls.
-    """
-    n = keys.shape[0]
-    values = np.empty(n, dtype=np.int64)
-    inverse = np.empty(n, dtype=np.int32)
-    distinct = 0
-    for i in range(n):
-        key = keys[i]
-        row = table[key]
-        if row < 0:
-            row = distinct
-            table[key] = row
-            values[row] = key
-            distinct += 1
-        inverse[i] = row
-    for row in range(distinct):
-        table[values[row]] = -1
-    return values[:distinct].copy(), inverse
+def level_codes(colors, codes, start, stop):
+    """Codes of colours [start, stop) of ``colors`` (n, c) float32, c <= 3,
+    that are multiples of 1/255 in [0, 1]: channel levels packed 8 bits
+    apiece, first channel highest, into ``codes`` (int32); row ranges may
+    run in parallel. Returns False (the codes then unusable) as soon as a
+    value is not such a multiple (the test of :func:`color_codes`)."""
+    c = colors.shape[1]
+    top = np.float32(255.0)
+    for i in range(start, stop):
+        code = 0
+        for j in range(c):
+            value = colors[i, j]
+            level = np.int64(np.rint(value * top))
+            if level < 0 or level > 255 or np.float32(level) / top != value:
+                return False
+            code = (code << 8) | level
+        codes[i] = code
+    return True
 
 
 @kernel
-def gather_columns(table, rows, out, column, start, stop):
-    """out[i, column + j] = table[rows[i], j] for i in [start, stop): the
-    per-colour features of each pixel, written into its feature row."""
+def number_codes(codes, table, first, inverse, new_codes):
+    """Number colour codes in order of first appearance, in a numbering that
+    outlives the call (the strips of one image share it): ``table`` holds
+    the row of every code numbered so far and -1 for the others. Codes not
+    seen before get rows ``first``, ``first + 1``, ... and are listed in
+    ``new_codes``; each code's row goes to ``inverse``. Returns the number
+    of new codes. A few nanoseconds per code: no sort, no per-call table."""
+    new = 0
+    for i in range(codes.shape[0]):
+        code = codes[i]
+        row = table[code]
+        if row < 0:
+            row = first + new
+            table[code] = row
+            new_codes[new] = code
+            new += 1
+        inverse[i] = row
+    return new
+
+
+@kernel
+def feature_rows(table, inverse, mask, offsets, xs, ys, X, index, start, stop):
+    """Rows [start, stop) of a grid of pixels into per-pixel feature rows:
+    the i-th used pixel (row-major) gets ``X[i, :c] = table[inverse[i]]``
+    (its colour's features; none when ``table`` has no columns), and with
+    positions (``xs`` not empty) ``X[i, -2:] = (xs[x], ys[y])``; ``index[y,
+    x]`` is i, or -1 where ``mask`` is False. ``offsets[y]``: the number of
+    used pixels before row y. One pass over the rows instead of a gather, a
+    position table and a scatter of pixel numbers."""
+    w = mask.shape[1]
     width = table.shape[1]
+    d = X.shape[1]
+    position = xs.shape[0] > 0
+    for y in range(start, stop):
+        i = offsets[y]
+        for x in range(w):
+            if not mask[y, x]:
+                index[y, x] = -1
+                continue
+            target = X[i]
+            if width > 0:
+                source = table[inverse[i]]
+                for j in range(width):
+                    target[j] = source[j]
+            if position:
+                target[d - 2] = xs[x]
+                target[d - 1] = ys[y]
+            index[y, x] = i
+            i += 1
+
+
+@kernel
+def gather_rows(values, rows, fill, out, start, stop):
+    """out[i] = values[rows[i]] for i in [start, stop), and ``fill`` where
+    rows[i] is -1: per-colour results spread to the pixels (all 2-D)."""
+    width = values.shape[1]
     for i in range(start, stop):
-        source = table[rows[i]]
+        r = rows[i]
+        source = values[r] if r >= 0 else fill
         target = out[i]
         for j in range(width):
-            target[column + j] = source[j]
+            target[j] = source[j]

@@ -281,28 +281,14 @@ def unique_colors(colors, bit_depth):
     return colors[first], counts.astype(np.float64), inverse.ravel().astype(np.int64)
 
 
-def numbered_colors(colors, bit_depth, scratch=None):
-    """The distinct colours of 8-bit colours (or grey levels) in order of
-    first appearance and each colour's row: ``(unique, inverse)`` with
-    ``unique[inverse] == colors``; ``None`` for other data (use
-    :func:`unique_colors`). Cheaper than :func:`unique_colors` (no sort, no
-    counts) where only a row per pixel is needed. ``scratch`` (a dict)
-    keeps the numbering table for the next call."""
-    n, c = colors.shape
-    if bit_depth > 8 or c > 3:
-        return None
-    keys, exact = _counting.color_codes(np.ascontiguousarray(colors, dtype=np.float32), 8)
-    if not exact:
-        return None
-    size = 1 << (8 * c)
-    table = None if scratch is None else scratch.get("code_table")
-    if table is None or table.size != size:
-        table = np.full(size, -1, dtype=np.int32)
-        if scratch is not None:
-            scratch["code_table"] = table
-    present, inverse = _counting.number_codes(keys, table)
-    unique = np.column_stack([(present >> (8 * (c - 1 - i))) & 255 for i in range(c)]).astype(np.float32)
-    return unique / np.float32(255.0), inverse
+def position_axes(shape, spatial_weight, step=1, full_shape=None, first_row=0):
+    """The x feature of each column and the y feature of each row of a grid
+    of ``shape`` (float32), as :func:`position_features` gives them."""
+    h, w = shape if full_shape is None else full_shape
+    scale = spatial_weight * step / max(h, w)
+    xs = (np.arange(shape[1]) * scale).astype(np.float32)
+    ys = ((np.arange(shape[0]) + first_row) * scale).astype(np.float32)  # first_row: with step 1
+    return xs, ys
 
 
 def position_features(mask, spatial_weight, step=1, full_shape=None, first_row=0):
@@ -313,10 +299,7 @@ def position_features(mask, spatial_weight, step=1, full_shape=None, first_row=0
     or (with ``step=1``) its rows from ``first_row`` on: positions are then
     those of the pixels in the whole image.
     """
-    h, w = mask.shape if full_shape is None else full_shape
-    scale = spatial_weight * step / max(h, w)
-    xs = (np.arange(mask.shape[1]) * scale).astype(np.float32)
-    ys = ((np.arange(mask.shape[0]) + first_row) * scale).astype(np.float32)  # first_row: with step 1
+    xs, ys = position_axes(mask.shape, spatial_weight, step, full_shape, first_row)
     out = np.empty((int(np.count_nonzero(mask)), 2), dtype=np.float32)
     if out.shape[0] == mask.size:  # every pixel: no index arrays needed
         out[:, 0] = np.tile(xs, mask.shape[0])

@@ -29,7 +29,7 @@ from .features import (
     image_lightness,
     lab_lightness,
     luminance,
-    numbered_colors,
+    position_axes,
     position_features,
     texture_features,
     texture_reach,
@@ -46,6 +46,10 @@ from .persistence import (
 )
 
 _CHUNK_ROWS = 1 << 18
+# About this many pixels per parallel task building per-pixel feature rows.
+_FEATURE_CELLS = 1 << 16
+# Distinct colours per parallel task converting them to features.
+_COLOUR_BLOCK = 1 << 14
 # Mean-field sweeps of the maps after the mixture's own posteriors (the
 # fitted model is fixed by then; more sweeps change less than 1 % of labels).
 _MAP_SWEEPS = 3
@@ -77,15 +81,21 @@ class _TableMaps:
         self.index = index
         self.values = {"labels": labels, "probabilities": probabilities, "log_likelihood": log_likelihood}
 
-    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        index = self.index[start:stop]
+    def rows(self, name: str, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        index = np.ascontiguousarray(self.index[start:stop])
         values = self.values[name]
+        if out is None:
+            out = np.empty(index.shape + values.shape[1:], dtype=values.dtype)
+        elif not out.flags.c_contiguous:  # the kernel writes rows of a flat view
+            out[...] = self.rows(name, start, stop)
+            return out
         masked = {"labels": -1, "probabilities": 0.0, "log_likelihood": np.nan}[name]
-        inside = index >= 0
-        if inside.all():
-            return values[index.ravel()].reshape(index.shape + values.shape[1:])
-        out = np.full(index.shape + values.shape[1:], masked, dtype=values.dtype)
-        out[inside] = values[index[inside]]
+        # One kernel pass on the engine's threads, straight into ``out``
+        # (numpy's gather runs on one core and needs a copy into a result).
+        table = values.reshape(values.shape[0], int(np.prod(values.shape[1:], dtype=np.int64)))
+        fill = np.full(table.shape[1], masked, dtype=values.dtype)
+        rows, target = index.reshape(-1), out.reshape(index.size, table.shape[1])
+        map_rows(lambda a, b: _counting.gather_rows(table, rows, fill, target, a, b), index.size)
         return out
 
 
@@ -97,8 +107,9 @@ class _StripMaps:
         self.segmenter = segmenter
         self.image = image
 
-    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        return self.segmenter._strip_maps(self.image, start, stop, (name,))[name]
+    def rows(self, name: str, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        return self.segmenter._strip_maps(self.image, start, stop, (name,), out=None if out is None else {name: out}
+                                          )[name]
 
 
 class Segmentation:
@@ -151,7 +162,7 @@ class Segmentation:
             first = self._source.rows(name, 0, min(H, 1))
             out = np.empty((H, W) + first.shape[2:], dtype=first.dtype)
             for start, stop in _row_chunks(H, W):
-                out[start:stop] = self._source.rows(name, start, stop)
+                self._source.rows(name, start, stop, out=out[start:stop])
             self._maps[name] = out
         return self._maps[name]
 
@@ -308,6 +319,78 @@ def _start_reporter(callback, start_index):
                                    None, None, None, False, phase="init"))
 
     return report
+
+
+def _color_features_in_blocks(colors: np.ndarray, color_space: str, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`color_features` of many colours, converted in blocks on the
+    engine's threads (NumPy releases the GIL), into ``out`` (default: a new
+    float64 array)."""
+    if out is None:
+        out = np.empty((colors.shape[0], color_features(colors[:0], color_space).shape[1]), dtype=np.float64)
+
+    def convert(a, b):
+        out[a:b] = color_features(colors[a:b], color_space)
+
+    map_rows(convert, colors.shape[0], rows_per_task=_COLOUR_BLOCK)
+    return out
+
+
+class _ColourRows:
+    """The colour features of an image's pixels, numbered across strips.
+
+    The strips of one image share most of their colours (a 12-megapixel
+    photo: 0.3 million distinct colours, 0.6 million counted strip by
+    strip), so 8-bit colours keep one numbering for the whole image (a
+    ``2**24`` table) and each colour's features are computed once, in the
+    first strip it appears in. Deeper or non-level colours fall back to the
+    strip's own distinct colours.
+    """
+
+    def __init__(self, channels: int, color_space: str, width: int):
+        self.channels = channels
+        self.color_space = color_space
+        self.table = np.full(1 << (8 * channels), -1, dtype=np.int32) if channels <= 3 else None
+        self.features = np.empty((0, width), dtype=np.float32)
+        self.count = 0
+
+    @classmethod
+    def of(cls, scratch: dict | None, config: FeatureConfig, channels: int) -> "_ColourRows":
+        """The numbering kept in ``scratch`` (a new one without it)."""
+        numbering = None if scratch is None else scratch.get("colour_rows")
+        if numbering is None or (numbering.channels, numbering.color_space) != (channels, config.color_space):
+            numbering = cls(channels, config.color_space, config.n_color_features(channels))
+            if scratch is not None:
+                scratch["colour_rows"] = numbering
+        return numbering
+
+    def rows(self, colors: np.ndarray, bit_depth: int, scratch: dict | None) -> tuple[np.ndarray, np.ndarray]:
+        """A float32 feature table and each colour's row in it (int32)."""
+        n, c = colors.shape
+        if self.table is not None and bit_depth <= 8:
+            colors = np.ascontiguousarray(colors, dtype=np.float32)
+            codes = scratch_array(scratch, "codes", (n,), np.int32)
+            exact = all(map_rows(lambda a, b: _counting.level_codes(colors, codes, a, b), n))
+            if exact:
+                inverse = scratch_array(scratch, "inverse", (n,), np.int32)
+                new_codes = scratch_array(scratch, "new_codes", (n,), np.int32)
+                new = _counting.number_codes(codes, self.table, self.count, inverse, new_codes)
+                if new:
+                    codes = new_codes[:new]
+                    levels = np.column_stack([(codes >> (8 * (c - 1 - i))) & 255 for i in range(c)])
+                    self._append(levels.astype(np.float32) / np.float32(255.0))
+                return self.features[: self.count], inverse
+        unique, _, inverse = unique_colors(colors, bit_depth)
+        return color_features(unique, self.color_space).astype(np.float32), inverse.astype(np.int32)
+
+    def _append(self, colors: np.ndarray) -> None:
+        """Features of new colours after the others'."""
+        end = self.count + colors.shape[0]
+        if end > self.features.shape[0]:  # grows by doubling: copies stay linear in the colours
+            grown = np.empty((max(end, 2 * self.features.shape[0]), self.features.shape[1]), dtype=np.float32)
+            grown[: self.count] = self.features[: self.count]
+            self.features = grown
+        _color_features_in_blocks(colors, self.color_space, self.features[self.count : end])
+        self.count = end
 
 
 @dataclass
@@ -1265,36 +1348,43 @@ class Segmenter:
         part = _every(image, step) if rows is None else _rows(image, *rows)
         mask = part.mask
         config = self.features
-        index = np.full(mask.shape, -1, dtype=np.int32)
-        if config.uses_color:
-            colors = self._colors_for_model(part, channels)
-            # A row per pixel is all that is needed here: with per-pixel
-            # features the colours need not be sorted or counted.
-            numbered = numbered_colors(colors, image.bit_depth, scratch) if config.per_pixel else None
-            unique, inverse = numbered if numbered is not None else unique_colors(colors, image.bit_depth)[::2]
-            feats = color_features(unique, config.color_space)
         if not config.per_pixel:
-            index[mask] = inverse
-            return feats, index
-        # One float32 row per pixel (as the fit's), built column by column:
-        # no (N, d) float64 temporaries on large images.
-        n = int(np.count_nonzero(mask))
+            colors = self._colors_for_model(part, channels)
+            unique, _, inverse = unique_colors(colors, image.bit_depth)
+            if inverse.size == mask.size:  # every pixel used: the rows are the index map
+                index = inverse.astype(np.int32, copy=False).reshape(mask.shape)
+            else:
+                index = np.full(mask.shape, -1, dtype=np.int32)
+                index[mask] = inverse
+            return _color_features_in_blocks(unique, config.color_space), index
+        # One float32 row per pixel (as the fit's), filled by one kernel pass
+        # over the rows (colour features gathered from a per-colour table,
+        # positions, each pixel's row number): no (N, d) float64 temporaries
+        # on large images, and in parallel.
+        mask = np.ascontiguousarray(mask)
+        h, w = mask.shape
+        used = np.count_nonzero(mask, axis=1)
+        offsets = np.zeros(h + 1, dtype=np.int64)
+        np.cumsum(used, out=offsets[1:])
+        n = int(offsets[-1])
         X = scratch_array(scratch, "X", (n, config.n_features(channels)), np.float32)
-        c = 0
+        index = scratch_array(scratch, "index", (h, w), np.int32)
+        table, inverse = np.zeros((1, 0), np.float32), np.zeros(1, np.int32)
         if config.uses_color:
-            table = feats.astype(np.float32)
-            map_rows(lambda a, b: _counting.gather_columns(table, inverse, X, c, a, b), n)
-            c += table.shape[1]
+            table, inverse = _ColourRows.of(scratch, config, channels).rows(
+                self._colors_for_model(part, channels), image.bit_depth, scratch)
+        xs = ys = np.empty(0, np.float32)
+        if config.uses_position:
+            xs, ys = position_axes(mask.shape, config.spatial_weight, step=step, full_shape=image.mask.shape,
+                                   first_row=first_row)
+        map_rows(lambda a, b: _counting.feature_rows(table, inverse, mask, offsets, xs, ys, X, index, a, b), h,
+                 rows_per_task=max(1, _FEATURE_CELLS // max(w, 1)))
         if config.uses_texture:
+            c = table.shape[1]
             stats = self.texture_stats_ if texture_stats is None else texture_stats
             grid = self._texture_grid(image, step) if rows is None else self._texture_rows(image, *rows)
             for j in range(grid.shape[2]):  # standardised column by column (no (N, T) temporary)
                 X[:, c + j] = (grid[:, :, j][mask] - np.float32(stats[0][j])) * np.float32(1.0 / stats[1][j])
-            c += grid.shape[2]
-        if config.uses_position:
-            X[:, c:] = position_features(mask, config.spatial_weight, step=step, full_shape=image.mask.shape,
-                                         first_row=first_row)
-        index[mask] = np.arange(n, dtype=np.int32)
         return X, index
 
     @staticmethod
@@ -1406,14 +1496,12 @@ class Segmenter:
         labels = np.empty((H, W), dtype=np.int32)
         log_likelihood = np.empty((H, W), dtype=np.float32)
         probabilities = np.empty((H, W, K), dtype=np.float32) if keep_probabilities else None
+        maps = {"labels": labels, "log_likelihood": log_likelihood, "probabilities": probabilities}
         names = MAP_NAMES if keep_probabilities else ("labels", "log_likelihood")
-        scratch = {}  # buffers every strip reuses (each strip's maps are copied out before the next)
+        scratch = {}  # buffers every strip reuses
         for start, stop in _row_chunks(H, W):
-            part = self._strip_maps(image, start, stop, names, scratch)
-            labels[start:stop] = part["labels"]
-            log_likelihood[start:stop] = part["log_likelihood"]
-            if keep_probabilities:
-                probabilities[start:stop] = part["probabilities"]
+            # each strip's maps are written into the whole maps' rows (no copies)
+            self._strip_maps(image, start, stop, names, scratch, out={name: maps[name][start:stop] for name in names})
             if strips is not None:
                 strips(start, stop, {"labels": labels[start:stop], "log_likelihood": log_likelihood[start:stop]})
             if progress is not None:
@@ -1424,8 +1512,8 @@ class Segmenter:
         return Segmentation(labels, probabilities, log_likelihood, mask.copy(), self.component_colors_, gm.weights_,
                             self.component_names_, source=source)
 
-    def _strip_maps(self, image: ImageData, start: int, stop: int, names: Iterable[str], scratch: dict | None = None
-                    ) -> dict[str, np.ndarray]:
+    def _strip_maps(self, image: ImageData, start: int, stop: int, names: Iterable[str], scratch: dict | None = None,
+                    out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Maps ``names`` (of ``MAP_NAMES``) of rows ``start:stop`` of an image.
 
         The features are computed on those rows and the rows of context
@@ -1442,8 +1530,9 @@ class Segmenter:
         log-likelihood is the mixture's own density either way.
 
         With ``scratch`` (a dict of reusable buffers, for a loop over the
-        strips of one image) the maps returned are views into it, valid
-        until the next strip.
+        strips of one image) the maps returned may be views into it, valid
+        until the next strip. With ``out`` (a dict of arrays of the strip's
+        shape, one per name) the maps are written there and returned.
         """
         gm = self.gmm_
         names = tuple(names)
@@ -1455,22 +1544,32 @@ class Segmenter:
         first, last = max(0, start - halo), min(H, stop + halo)
         X, index = self._feature_table(image, self.channels_, rows=(first, last), scratch=scratch)
         inner = slice(start - first, stop - first)
-        out = {}
+        shape = (stop - start, W)
         if X.shape[0] == 0:  # every pixel masked
-            shape = (stop - start, W)
             defaults = {"labels": np.full(shape, -1, np.int32), "probabilities": np.zeros(shape + (K,), np.float32),
                         "log_likelihood": np.full(shape, np.nan, np.float32)}
-            return {name: defaults[name] for name in names}
-        if smoothing:
-            labels = np.full(index.shape, -1, dtype=np.int32)
-            # the mixture's density comes with its posteriors, the maps' first pass
-            log_likelihood = np.full(index.shape, np.nan, dtype=np.float32) if "log_likelihood" in names else None
-            q = potts_posteriors(gm, X, index, self.smoothing, _MAP_SWEEPS, labels=labels,
-                                 log_likelihood=log_likelihood, scratch=scratch)
-            out["labels"], out["probabilities"] = labels[inner], q[inner]
-            if log_likelihood is not None:
-                out["log_likelihood"] = log_likelihood[inner]
+            if out is None:
+                return {name: defaults[name] for name in names}
+            for name in names:
+                out[name][...] = defaults[name]
             return {name: out[name] for name in names}
+        if smoothing:
+            if out is None:
+                out = {name: np.empty(shape, dtype) for name, dtype in (("labels", np.int32),
+                                                                        ("log_likelihood", np.float32))
+                       if name in names}
+            labels, log_likelihood = out.get("labels"), out.get("log_likelihood")
+            if not image.mask[start:stop].all():  # the kernel writes used pixels only
+                for values, outside in ((labels, -1), (log_likelihood, np.nan)):
+                    if values is not None:
+                        values.fill(outside)
+            # the mixture's density comes with its posteriors, the maps' first
+            # pass; the rows of context are read, not written
+            q = potts_posteriors(gm, X, index, self.smoothing, _MAP_SWEEPS, labels=labels,
+                                 log_likelihood=log_likelihood, scratch=scratch, rows=(inner.start, inner.stop),
+                                 out=out.get("probabilities"), probabilities="probabilities" in names)
+            maps = {"labels": labels, "probabilities": q, "log_likelihood": log_likelihood}
+            return {name: maps[name] for name in names}
         if maps_wanted:
             labels_u, proba_u, ll_u = gm.estimate(X, proba_dtype=np.float32)
         else:
@@ -1478,7 +1577,7 @@ class Segmenter:
             ll_u = gm.score_samples(X)
         table = _TableMaps(index[inner], None if labels_u is None else labels_u.astype(np.int32, copy=False), proba_u,
                            ll_u.astype(np.float32, copy=False))
-        return {name: table.rows(name, 0, stop - start) for name in names}
+        return {name: table.rows(name, 0, stop - start, out=None if out is None else out[name]) for name in names}
 
     def fit_predict(self, image: ImageLike, callback: Callable[[EMProgress], bool | None] | None = None, *,
                     probabilities: bool = False, max_pixels: int | None = None) -> "Segmentation":

@@ -126,16 +126,58 @@ def test_unique_colors_of_values_between_codes_use_the_exact_float_path():
     assert sorted(counts.tolist()) == [1.0, 2.0]
 
 
-def test_numbered_colors_number_in_order_of_appearance():
-    from gmmseg.features import numbered_colors, unique_colors
+def test_colours_are_numbered_in_order_of_appearance_across_calls():
+    from gmmseg._counting import level_codes, number_codes
 
     rng = np.random.default_rng(3)
-    colors = (rng.integers(0, 6, size=(5000, 3)) * 51 / 255).astype(np.float32)
-    unique, inverse = numbered_colors(colors, 8)
-    np.testing.assert_array_equal(unique[inverse], colors)
-    assert inverse.dtype == np.int32 and inverse[0] == 0
-    first = [int(np.flatnonzero(inverse == r)[0]) for r in range(len(unique))]
-    assert first == sorted(first)  # numbered by first appearance
-    assert len(unique) == len(unique_colors(colors, 8)[0])
-    assert numbered_colors(colors, 16) is None  # deeper data: the sorting path
-    assert numbered_colors(colors + np.float32(1e-3), 8) is None  # not 8-bit levels
+    levels = rng.integers(0, 6, size=(5000, 3)) * 51
+    colors = (levels / 255).astype(np.float32)
+    expected = (levels[:, 0] << 16) | (levels[:, 1] << 8) | levels[:, 2]
+    codes = np.empty(len(colors), np.int32)
+    assert level_codes(colors, codes, 0, 2000) and level_codes(colors, codes, 2000, 5000)
+    np.testing.assert_array_equal(codes, expected)
+    table = np.full(1 << 24, -1, dtype=np.int32)
+    found, rows = np.empty(0, np.int64), []
+    for part in (codes[:3000], codes[3000:]):  # two strips share one numbering
+        inverse = np.empty(len(part), np.int32)
+        new_codes = np.empty(len(part), np.int32)
+        new = number_codes(part, table, len(found), inverse, new_codes)
+        found = np.concatenate([found, new_codes[:new]])
+        rows.append(inverse)
+    inverse = np.concatenate(rows)
+    np.testing.assert_array_equal(found[inverse], expected)
+    first = [int(np.flatnonzero(inverse == r)[0]) for r in range(len(found))]
+    assert first == sorted(first) and len(found) == len(np.unique(expected))  # each colour once, by first appearance
+    # values that are not 8-bit levels, or outside [0, 1]
+    for odd in (0.5, 1.0 + 1 / 255, -1 / 255, 2.0):
+        part = colors[:40].copy()
+        part[17, 1] = odd
+        assert not level_codes(part, codes, 0, 40)
+        assert level_codes(part, codes, 0, 17)  # the rows before it are fine
+
+
+def test_feature_rows_are_the_gathered_colours_and_positions_of_the_used_pixels():
+    from gmmseg._counting import feature_rows
+    from gmmseg.features import position_axes
+
+    rng = np.random.default_rng(4)
+    mask = rng.random((9, 13)) > 0.3
+    mask[4] = False  # a row without used pixels
+    table = rng.random((6, 3)).astype(np.float32)
+    n = int(mask.sum())
+    inverse = rng.integers(0, 6, size=n).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])
+    xs, ys = position_axes(mask.shape, 0.7, full_shape=(40, 13), first_row=20)
+    X = np.full((n, 5), np.nan, np.float32)
+    index = np.full(mask.shape, -7, np.int32)
+    for a, b in ((0, 4), (4, 5), (5, 9)):
+        feature_rows(table, inverse, mask, offsets, xs, ys, X, index, a, b)
+    np.testing.assert_array_equal(X[:, :3], table[inverse])
+    np.testing.assert_array_equal(X[:, 3:], position_features(mask, 0.7, full_shape=(40, 13), first_row=20))
+    expected = np.full(mask.shape, -1)
+    expected[mask] = np.arange(n)
+    np.testing.assert_array_equal(index, expected)
+    # positions only (no colour columns)
+    feature_rows(np.zeros((1, 0), np.float32), np.zeros(1, np.int32), mask, offsets, xs, ys, X[:, :2], index, 0, 9)
+    np.testing.assert_array_equal(X[:, :2], X[:, 3:])
+

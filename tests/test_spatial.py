@@ -81,6 +81,61 @@ def test_posteriors_give_the_mixtures_log_density_of_every_cell():
     assert (log_likelihood[~used] == -7.0).all()
 
 
+@pytest.mark.parametrize("beta", [0.0, 1.5])
+def test_posteriors_in_bands_and_row_ranges_equal_the_whole_grids(beta, monkeypatch):
+    """The maps' wavefront works band by band, computing each level a few
+    rows beyond the band again: any band length and any range of wanted rows
+    gives the whole grid's values exactly (the same arithmetic per cell)."""
+    from gmmseg.engine import _mrf
+
+    gm, X, index = _problem(seed=3, shape=(37, 23))
+    index[10:13] = -1  # whole rows outside the index
+    H, W = index.shape
+
+    def maps(rows=None, probabilities=True):
+        h = H if rows is None else rows[1] - rows[0]
+        labels = np.full((h, W), -7, dtype=np.int32)
+        loglik = np.full((h, W), -7.0, dtype=np.float32)
+        q = potts_posteriors(gm, X, index, beta, 3, labels=labels, log_likelihood=loglik, rows=rows,
+                             probabilities=probabilities)
+        return q, labels, loglik
+
+    whole = maps()
+    np.testing.assert_allclose(whole[0], _reference_posteriors(gm, X, index, beta, 3 if beta else 0), atol=2e-6)
+    for band in (1, 2, 5):
+        monkeypatch.setattr(_mrf, "rows_per_band", lambda width, band=band: band)
+        for a, b in ((0, H), (0, 1), (4, 17), (11, 12), (30, H)):
+            q, labels, loglik = maps((a, b))
+            np.testing.assert_array_equal(q, whole[0][a:b])
+            np.testing.assert_array_equal(labels, whole[1][a:b])
+            np.testing.assert_array_equal(loglik, whole[2][a:b])
+        q, labels, loglik = maps((4, 17), probabilities=False)
+        assert q is None
+        np.testing.assert_array_equal(labels, whole[1][4:17])
+        np.testing.assert_array_equal(loglik, whole[2][4:17])
+    for bad in ((5, H + 1), (-1, 3), (6, 5)):
+        with pytest.raises(ValueError, match="rows"):
+            potts_posteriors(gm, X, index, beta, 3, rows=bad)
+
+
+def test_maps_of_a_cell_without_any_density_raise_as_a_division_by_zero():
+    """The engine turns a division by zero into a ValueError naming the
+    overflow (overflow_as_value_error); the maps' kernel raises it too."""
+    from gmmseg.engine import _mrf
+
+    table = np.zeros((4, 3), dtype=np.float32)
+    table[2] = -np.inf  # every component's density underflowed
+    index = np.arange(4, dtype=np.int32).reshape(2, 2)
+    q = np.empty((2, 2, 3), np.float32)
+    no_labels, no_loglik = np.empty((0, 0), np.int32), np.empty((0, 0), np.float32)
+    for beta, sweeps in ((0.0, 0), (1.0, 2)):
+        with pytest.raises(ZeroDivisionError):
+            _mrf.potts_map_band(table, index, beta, sweeps, 0, 2, 0, q, no_labels, no_loglik)
+    index[1, 0] = -1  # outside the index: no part, no error
+    _mrf.potts_map_band(table, index, 1.0, 2, 0, 2, 0, q, no_labels, no_loglik)
+    assert (q[1, 0] == 0).all() and np.allclose(q[0].sum(axis=-1), 1.0)
+
+
 def test_one_spatial_em_iteration_equals_the_numpy_reference():
     """E-step: one synchronous mean-field sweep from the mixture's posteriors;
     M-step: weighted means, covariances and weights of those distributions."""

@@ -101,6 +101,25 @@ def test_colour_only_results_are_a_table_and_an_index_map():
     np.testing.assert_allclose(result.log_likelihood.ravel(), seg.gmm_.score_samples(X), rtol=1e-6)
 
 
+def test_colour_only_maps_of_transparent_pixels(monkeypatch):
+    img = _regions(45, 30)
+    alpha = np.full(img.shape[:2], 255, dtype=np.uint8)
+    alpha[10:14] = 0
+    alpha[30:, :7] = 0
+    rgba = np.dstack([img, alpha])
+    seg = gmmseg.Segmenter(3, random_state=0, spatial_weight=0.0, smoothing=0.0).fit(rgba)
+    monkeypatch.setattr(segment, "_STRIP_PIXELS", 30 * 4)  # the maps gathered strip by strip
+    result = seg.predict(rgba)
+    used = alpha > 0
+    X = gmmseg.features.color_features(gmmseg.load_image(rgba).pixels[used], "lab")
+    np.testing.assert_array_equal(result.labels[used], seg.gmm_.predict(X))
+    np.testing.assert_allclose(result.probabilities[used], seg.gmm_.predict_proba(X), atol=1e-6)
+    np.testing.assert_allclose(result.log_likelihood[used], seg.gmm_.score_samples(X), rtol=1e-6)
+    assert (result.labels[~used] == -1).all() and (result.probabilities[~used] == 0).all()
+    assert np.isnan(result.log_likelihood[~used]).all()
+    np.testing.assert_array_equal(result.map_rows("probabilities", 8, 33), result.probabilities[8:33])
+
+
 def test_masked_pixels_in_strips(monkeypatch):
     img = _regions(80, 30)
     alpha = np.full(img.shape[:2], 255, dtype=np.uint8)

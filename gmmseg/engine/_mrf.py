@@ -23,6 +23,11 @@ log-density table (M, K) float32 is the only other large array: small for
 colour tables, as large as ``q`` when every cell has its own row (position
 features). Strips depend on the grid's size only, and their statistics are
 added in strip order: results do not depend on the number of threads.
+
+The maps of a fitted model (:func:`potts_posteriors`: the mixture's
+posteriors, then a few sweeps) need no statistics between sweeps, so they
+run as a wavefront down bands of rows (:func:`potts_map_band`): no (H, W, K)
+map exists but the result's.
 """
 
 import math
@@ -38,6 +43,8 @@ from .gaussian_mixture import FLOAT32_LIMIT, EMProgress, overflow_as_value_error
 
 # About this many grid cells per parallel task (whole rows).
 _CELLS_PER_TASK = 1 << 16
+# About this many grid cells per band of the maps (whole rows; see rows_per_band).
+_BAND_CELLS = 1 << 18
 # A component the prior has emptied below this share of the cells is
 # re-seeded once (see fit_potts).
 _DEAD_SHARE = 1e-3
@@ -157,81 +164,171 @@ def _exp32(v):
     return e if v >= _F32_EXP_MIN else np.float32(0.0)
 
 
+# error_model="numpy": no ZeroDivisionError test on each reciprocal of the
+# sums (a test that kept that loop from vectorising); a sum is at least 1
+# (the most probable component's exp(0)) unless every density underflowed,
+# which the row raises once, as the test would.
+@kernel(fastmath=FASTMATH, error_model="numpy")
+def _map_row(logp, cells, beta, prev, cur, nxt, padded, q, mx, total, best, loglik):
+    """One grid row of a mean-field update for the maps, in float32.
+
+    ``logp[k, x]`` (component-major) are the row's cells' weighted
+    log-densities; with ``beta != 0`` the potentials add ``beta`` times the
+    sum of the 8 neighbours' distributions of the previous level (rows
+    ``prev``, ``cur``, ``nxt``; zero beyond the ends). ``q[k, x]`` receives
+    the new distributions (zero where ``cells`` is -1), ``best`` each cell's
+    most probable component, and a non-empty ``loglik`` (with ``beta == 0``:
+    the mixture's log-density) each used cell's log of the sum its
+    posteriors normalise. ``padded``: a row of W + 2 values, scratch.
+    Returns whether any cell is used.
+    """
+    K, W = q.shape
+    n_used = 0
+    for x in range(W):
+        n_used += cells[x] >= 0
+    if n_used == 0:
+        for k in range(K):
+            qk = q[k]
+            for x in range(W):
+                qk[x] = np.float32(0.0)
+        return False
+    if beta == 0.0:
+        for k in range(K):
+            qk = q[k]
+            lk = logp[k]
+            for x in range(W):
+                qk[x] = lk[x]
+    else:
+        # The 3x3 box sums from the column sums, minus the centre; the
+        # column sums padded with a zero at each end, so that the loop over
+        # the row has no carried value or branch and vectorises.
+        weight = q.dtype.type(beta)
+        zero = q.dtype.type(0.0)
+        padded[0] = zero
+        padded[W + 1] = zero
+        for k in range(K):
+            pk = prev[k]
+            ck = cur[k]
+            nk = nxt[k]
+            for x in range(W):
+                padded[x + 1] = pk[x] + ck[x] + nk[x]
+            qk = q[k]
+            lk = logp[k]
+            for x in range(W):
+                qk[x] = lk[x] + weight * (padded[x] + padded[x + 1] + padded[x + 2] - ck[x])
+    # Every loop here runs over the row (and vectorises); the most probable
+    # component is the largest log-potential.
+    for x in range(W):
+        mx[x] = q[0, x]
+        best[x] = 0
+        total[x] = np.float32(0.0)
+    for k in range(1, K):
+        qk = q[k]
+        for x in range(W):
+            if qk[x] > mx[x]:
+                mx[x] = qk[x]
+                best[x] = k
+    for k in range(K):
+        qk = q[k]
+        for x in range(W):
+            e = _exp32(qk[x] - mx[x])
+            qk[x] = e
+            total[x] += e
+    if loglik.shape[0] > 0:
+        for x in range(W):
+            if cells[x] >= 0:
+                loglik[x] = mx[x] + math.log(total[x])
+    empty = 0  # used cells whose every component's density underflowed
+    for x in range(W):
+        used = cells[x] >= 0
+        empty += used & (total[x] == np.float32(0.0))
+        total[x] = _F32_ONE / total[x] if used else np.float32(0.0)
+    if empty:  # what the python error model's division test would raise (see overflow_as_value_error)
+        raise ZeroDivisionError("float division by zero")
+    for k in range(K):
+        qk = q[k]
+        for x in range(W):
+            qk[x] *= total[x]
+    return True
+
+
 @kernel(fastmath=FASTMATH)
-def potts_map_sweep(table, index, q, above, below, r0, r1, beta, labels, loglik):
-    """One synchronous mean-field update of grid rows [r0, r1) of ``q`` for
-    the maps (no statistics, no objective), in float32 throughout: ``q``
-    and the table are float32, so the float64 arithmetic of
-    :func:`potts_sweep` (which a fit needs for its statistics) would buy
-    nothing here but half the vector width. ``beta == 0`` gives the
-    mixture's own posteriors without reading the neighbours. A non-empty
-    ``labels`` receives each updated cell's most probable component, and
-    with ``beta == 0`` a non-empty ``loglik`` (H, W) each cell's log-density
-    under the mixture (the log of the sum its posteriors normalise)."""
+def potts_map_band(table, index, beta, n_sweeps, r0, r1, row0, q_out, labels, loglik):
+    """The maps of grid rows [r0, r1): the mixture's posteriors (level 0),
+    then ``n_sweeps`` synchronous mean-field sweeps (levels 1, 2, ...), in
+    float32, without a (H, W, K) map of any level but the last.
+
+    Level s of row y needs level s - 1 of rows y - 1 to y + 1 only, so the
+    levels are computed as a wavefront down the band: after level 0 of row
+    t, level 1 of row t - 1, level 2 of row t - 2 and so on, each level
+    keeping its last three rows (component-major) in a ring while they are
+    still in cache, and the rows' table values (gathered once, for every
+    level) in another. Level s is computed on rows ``n_sweeps - s`` beyond
+    the band on each side (within the grid): those of a neighbouring band,
+    computed again. Each cell's arithmetic is that of a plain sweep of the
+    whole grid (zero beyond the grid's border, 0 on cells outside the
+    index), whatever the band, so bands give the whole grid's result.
+
+    Row y of the band's results goes to row ``y - row0`` of ``q_out`` ((rows,
+    W, K); empty: not wanted), of ``labels`` (the most probable component of
+    used cells; empty: not wanted) and of ``loglik`` (the mixture's
+    log-density of used cells; empty: not wanted). Cells outside the index
+    are 0 in ``q_out`` and not written in ``labels`` and ``loglik``.
+    """
     H, W = index.shape
     K = table.shape[1]
     last = table.shape[0] - 1
-    prev = np.empty((K, W), dtype=np.float32)
-    cur = np.empty((K, W), dtype=np.float32)
-    nxt = np.empty((K, W), dtype=np.float32)
-    pot = np.empty((K, W), dtype=np.float32)
-    expo = np.empty((K, W), dtype=np.float32)
+    S = n_sweeps if beta != 0.0 else 0
+    ring = np.empty((max(S, 1), 3, K, W), dtype=np.float32)
+    logp = np.empty((S + 1, K, W), dtype=np.float32)  # row y's table values at y % (S + 1)
+    zero = np.zeros((K, W), dtype=np.float32)
+    final = np.empty((K, W), dtype=np.float32)
+    padded = np.empty(W + 2, dtype=np.float32)
     mx = np.empty(W, dtype=np.float32)
     total = np.empty(W, dtype=np.float32)
     best = np.empty(W, dtype=np.int32)
     rows = np.empty(W, dtype=np.int64)
-    neighbours = beta != 0.0
+    no_loglik = np.empty(0, dtype=np.float32)
+    want_q = q_out.shape[0] > 0
     want_labels = labels.shape[0] > 0
-    want_loglik = loglik.shape[0] > 0 and not neighbours
-    if neighbours:
-        _load_row(above, 0, prev)
-        _load_row(q, r0, cur)
-    for y in range(r0, r1):
-        if neighbours:
-            _load_next_row(q, below, y, r1, nxt)
-        n_used = 0
-        for x in range(W):
-            i = index[y, x]
-            rows[x] = i if i >= 0 else last  # outside cells read a valid row and are not written
-            n_used += i >= 0
-        if n_used > 0:
-            _log_potentials(table, rows, beta, prev, cur, nxt, pot, expo)
-            # Every loop here runs over the row (and vectorises); the most
-            # probable component is the largest log-potential.
-            for x in range(W):
-                mx[x] = expo[0, x]
-                best[x] = 0
-                total[x] = np.float32(0.0)
-            for k in range(1, K):
-                ek = expo[k]
+    want_loglik = loglik.shape[0] > 0
+    for t in range(max(0, r0 - S), min(H, r1 + S) + S):
+        for s in range(S + 1):
+            y = t - s
+            if y < max(0, r0 - S + s) or y >= min(H, r1 + S - s):
+                continue
+            cells = index[y]
+            lp = logp[y % (S + 1)]
+            if s == 0:
+                prev = cur = nxt = zero  # not read: the mixture's own posteriors
                 for x in range(W):
-                    if ek[x] > mx[x]:
-                        mx[x] = ek[x]
-                        best[x] = k
-            for k in range(K):
-                ek = expo[k]
+                    i = cells[x]
+                    rows[x] = i if i >= 0 else last  # outside cells read a valid row and weigh 0
                 for x in range(W):
-                    e = _exp32(ek[x] - mx[x])
-                    ek[x] = e
-                    total[x] += e
-            if want_loglik:
+                    source = table[rows[x]]
+                    for k in range(K):
+                        lp[k, x] = source[k]
+            else:
+                below = ring[s - 1]
+                prev = below[(y - 1) % 3] if y > 0 else zero
+                cur = below[y % 3]
+                nxt = below[(y + 1) % 3] if y + 1 < H else zero
+            out_ll = loglik[y - row0] if s == 0 and want_loglik and r0 <= y < r1 else no_loglik
+            q = final if s == S else ring[s, y % 3]
+            used = _map_row(lp, cells, beta if s > 0 else 0.0, prev, cur, nxt, padded, q, mx, total, best, out_ll)
+            if s < S:
+                continue
+            if want_q:
+                qy = q_out[y - row0]
+                for k in range(K):  # component by component: the loops over the row vectorise
+                    qk = q[k]
+                    for x in range(W):
+                        qy[x, k] = qk[x]
+            if want_labels and used:
+                ly = labels[y - row0]
                 for x in range(W):
-                    if index[y, x] >= 0:
-                        loglik[y, x] = mx[x] + math.log(total[x])
-            for x in range(W):
-                # cells that take no part keep q = 0
-                total[x] = _F32_ONE / total[x] if index[y, x] >= 0 else np.float32(0.0)
-            qy = q[y]
-            for k in range(K):
-                ek = expo[k]
-                for x in range(W):
-                    qy[x, k] = ek[x] * total[x]
-            if want_labels:
-                for x in range(W):
-                    if index[y, x] >= 0:
-                        labels[y, x] = best[x]
-        if neighbours:
-            prev, cur, nxt = cur, nxt, prev
+                    if cells[x] >= 0:
+                        ly[x] = best[x]
 
 
 @kernel(fastmath=FASTMATH)
@@ -336,14 +433,19 @@ def rows_per_task(width):
     return max(2, _CELLS_PER_TASK // max(int(width), 1))
 
 
-def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None, maps_only=False, loglik=None):
+def rows_per_band(width):
+    """Grid rows per parallel band of the maps' wavefront: each band
+    computes ``n_sweeps`` levels of a few rows beyond its ends again, so
+    bands are several times longer than that."""
+    return max(16, _BAND_CELLS // max(int(width), 1))
+
+
+def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None):
     """One synchronous mean-field update of the whole map ``q`` (in place).
 
     With ``X`` and ``shift`` also returns the packed moments of the new
     distributions; returns ``(stats or None, objective, count)``. With
-    ``labels`` (H, W) int32, writes the most probable components too. With
-    ``maps_only`` (no ``X``): the float32 map kernel, and neither objective
-    nor count (0); its first sweep (``beta == 0``) also fills ``loglik``.
+    ``labels`` (H, W) int32, writes the most probable components too.
     """
     H, W = index.shape
     K = q.shape[2]
@@ -352,7 +454,6 @@ def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None
         X = np.zeros((1, 1))
         shift = np.zeros((K, 1))
     out_labels = np.empty((0, 0), dtype=np.int32) if labels is None else labels
-    out_loglik = np.empty((0, 0), dtype=np.float32) if loglik is None else loglik
     step = rows_per_task(W)
     zeros = np.zeros((1, W, K), dtype=q.dtype)
     # The old rows beside every strip, copied before any strip changes them.
@@ -363,9 +464,6 @@ def sweep(table, index, q, beta, X=None, shift=None, diagonal=False, labels=None
 
     def run(r0, r1):
         above, below = halos[r0]
-        if maps_only:
-            potts_map_sweep(table, index, q, above, below, r0, r1, float(beta), out_labels, out_loglik)
-            return None, 0.0, 0
         return potts_sweep(table, index, q, above, below, r0, r1, float(beta), X, shift, diagonal, want, out_labels)
 
     with overflow_as_value_error():
@@ -465,7 +563,8 @@ def _first_seen(index, n_rows):
     return order, renumbered
 
 
-def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None, log_likelihood=None, scratch=None):
+def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None, log_likelihood=None, scratch=None, *, rows=None,
+                     out=None, probabilities=True):
     """Mean-field label distributions of a grid under a fitted mixture.
 
     Parameters
@@ -480,25 +579,45 @@ def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None, log_likelihood=N
         Potts strength (0: the mixture's own posteriors).
     n_sweeps : int
         Mean-field sweeps after the mixture's posteriors.
-    labels : ndarray (H, W) of int32, optional
+    labels : ndarray (h, W) of int32, optional
         Receives the most probable component of every cell that takes part.
-    log_likelihood : ndarray (H, W) of float32, optional
+    log_likelihood : ndarray (h, W) of float32, optional
         Receives the log-density of every cell that takes part under the
         mixture (from the float32 table the maps use, to about 1e-6).
     scratch : dict, optional
         Reusable buffers (see :func:`scratch_array`): the returned map is
         then a view into them, valid until the next call with the same dict.
+    rows : (int, int), optional
+        The grid rows ``start:stop`` whose maps are wanted (default: all,
+        h = H); the others are context (they are read, not written).
+    out : ndarray (h, W, K) of float32, optional
+        Receives the distributions (and is returned).
+    probabilities : bool, default=True
+        False: only ``labels`` and ``log_likelihood`` are written (no
+        (h, W, K) map), and None is returned.
 
     Returns
     -------
-    ndarray (H, W, K) float32
+    ndarray (h, W, K) float32 or None
         Zero on cells that take no part.
     """
     index = _check_grid(X, index)
     H, W = index.shape
     K = gm.means_.shape[0]
-    q = scratch_array(scratch, "q", (H, W, K), np.float32)
-    q.fill(0.0)
+    start, stop = (0, H) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= start <= stop <= H:
+        raise ValueError(f"rows must be a range of the grid's {H} rows, got {start}:{stop}.")
+    h = stop - start
+    if not probabilities:
+        q = np.empty((0, 0, 0), dtype=np.float32)
+    elif out is None:
+        q = scratch_array(scratch, "q", (h, W, K), np.float32)
+    else:
+        q = out
+    for name, given, shape in (("labels", labels, (h, W)), ("log_likelihood", log_likelihood, (h, W)),
+                               ("out", out, (h, W, K))):
+        if given is not None and given.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {given.shape}.")
     table = _table(gm, X, scratch)
     if 0 < table.shape[0] < np.count_nonzero(index >= 0):
         # Rows renumbered by first appearance: the sweeps then read the table
@@ -506,12 +625,16 @@ def potts_posteriors(gm, X, index, beta, n_sweeps, labels=None, log_likelihood=N
         # a photo rarely share a colour, but a colour's pixels cluster).
         order, index = _first_seen(index, table.shape[0])
         table = table[order]
-    sweeps = n_sweeps if beta > 0 else 0
-    sweep(table, index, q, 0.0, labels=labels if sweeps == 0 else None, maps_only=True,
-          loglik=log_likelihood)  # the mixture's posteriors
-    for i in range(sweeps):
-        sweep(table, index, q, beta, labels=labels if i == sweeps - 1 else None, maps_only=True)
-    return q
+    out_labels = np.empty((0, 0), dtype=np.int32) if labels is None else labels
+    out_loglik = np.empty((0, 0), dtype=np.float32) if log_likelihood is None else log_likelihood
+    sweeps = int(n_sweeps) if beta > 0 else 0
+
+    def run(r0, r1):
+        potts_map_band(table, index, float(beta), sweeps, start + r0, start + r1, start, q, out_labels, out_loglik)
+
+    with overflow_as_value_error():
+        map_rows(run, h, rows_per_task=rows_per_band(W))
+    return q if probabilities else None
 
 
 def _window_means(values, used, radius):
