@@ -679,6 +679,9 @@ def test_a_new_image_starts_with_empty_plots(qtbot, window, tmp_path):
     """The last fit's curve, its axes and the histogram go with its image."""
     assert _open(qtbot, window, SAMPLE)
     _fit(qtbot, window, n_components=3)
+    window.session.set_view("anomaly")  # the histogram is drawn
+    _idle(qtbot, window)
+    assert not np.allclose(window.anomaly_panel.plot.getViewBox().viewRange(), window.anomaly_panel.plot.default_range)
     convergence = window.convergence.plot
     empty_range = convergence.default_range
     assert len(convergence.curve.getData()[0]) > 0
@@ -692,3 +695,4 @@ def test_a_new_image_starts_with_empty_plots(qtbot, window, tmp_path):
     assert convergence.getAxis("left").labelText == "log-likelihood per pixel"
     histogram = window.anomaly_panel.plot
     assert not histogram.threshold.isVisible() and len(histogram.bars.opts["height"]) == 0
+    np.testing.assert_allclose(histogram.getViewBox().viewRange(), histogram.default_range)

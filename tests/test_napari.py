@@ -19,6 +19,7 @@ from npe2 import PluginManifest  # noqa: E402  (napari brings npe2)
 from qtpy.QtCore import Qt, QThreadPool  # noqa: E402
 
 from gmmseg import Inspector, Segmenter, SegmenterParams  # noqa: E402
+from gmmseg.export import display_colors  # noqa: E402
 from gmmseg.io import load_image  # noqa: E402
 from gmmseg.napari import _reader  # noqa: E402
 from gmmseg.napari._layer_data import labels_data, region_rectangles  # noqa: E402
@@ -156,6 +157,11 @@ def test_grey_and_rgba_layers(viewer_widget, qtbot):
     assert _run(qtbot, widget, widget.run) == "segmented", widget.message.text()
     expected = Segmenter(params=widget.params()).fit_predict(grey)
     np.testing.assert_array_equal(viewer.layers["grey gmm labels"].data.astype(int) - 1, expected.labels)
+    # Grey components' mean colours are greys: the layer shows distinct hues instead, as labels.png does.
+    colormap = viewer.layers["grey gmm labels"].colormap
+    shown = np.array([colormap.map(k)[..., :3].ravel() for k in (1, 2)])
+    np.testing.assert_allclose(shown, display_colors(expected.component_colors, True), atol=1e-6)
+    assert np.abs(shown[0] - shown[1]).max() > 0.3
 
     # RGBA: transparent pixels are left out (label 0, as the application masks them).
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])

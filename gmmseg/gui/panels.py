@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from ..features import color_features, unique_colors
 from ..params import MAX_COMPONENTS, SegmenterParams
-from .plots import CriterionPlot, clear_convergence, convergence_plot, histogram_plot
+from .plots import CriterionPlot, clear_convergence, convergence_plot, histogram_plot, reset_range
 from .render import display_colors, full_covariances
 from .settings_form import SettingsForm, set_combo_tips
 from .widgets import DensityView
@@ -326,6 +326,7 @@ class AnomalyPanel(QWidget):
         if histogram is None:
             self.plot.bars.setOpts(x=[], height=[], width=1.0)
             self.plot.threshold.hide()
+            reset_range(self.plot)
         else:
             counts, edges = histogram
             self.plot.bars.setOpts(x=(edges[:-1] + edges[1:]) / 2, height=np.log1p(counts), width=edges[1] - edges[0])

@@ -52,15 +52,21 @@ def convergence_plot():
     return widget
 
 
+def reset_range(widget) -> None:
+    """The axes of a plot with no data (emptying its items alone keeps the
+    last data's range); the next data sets the range again."""
+    (x0, x1), (y0, y1) = widget.default_range
+    widget.setRange(xRange=(x0, x1), yRange=(y0, y1), padding=0)
+    widget.enableAutoRange()
+
+
 def clear_convergence(widget) -> None:
-    """Back to the empty plot of a new image: no curve, EM's labels, and the
-    axes of no data (an empty curve alone keeps the last fit's range)."""
+    """Back to the empty plot of a new image: no curve, EM's labels, the
+    axes of no data."""
     widget.curve.setData([], [])
     widget.setLabel("bottom", "EM iteration")
     widget.setLabel("left", "log-likelihood per pixel")
-    (x0, x1), (y0, y1) = widget.default_range
-    widget.setRange(xRange=(x0, x1), yRange=(y0, y1), padding=0)
-    widget.enableAutoRange()  # the next fit's curve sets the range again
+    reset_range(widget)
 
 
 class CriterionPlot(pg.GraphicsLayoutWidget):
@@ -133,4 +139,5 @@ def histogram_plot():
     widget.threshold = pg.InfiniteLine(angle=90, pen=pg.mkPen("#c62828", width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
     widget.addItem(widget.threshold)
     widget.threshold.hide()
+    widget.default_range = widget.getViewBox().viewRange()
     return widget

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..export import display_colors
 from ..inspection import InspectionResult, Region
 from ..io import ImageData, ImageLoadError, from_array
 from ..segment import Segmentation
@@ -133,11 +134,12 @@ def anomaly_layer(segmentation: Segmentation, image_name: str, percentile: float
 
 
 def segmentation_layers(segmentation: Segmentation, image_name: str, *, anomaly_percentile: float = 1.0,
-                        scale: Sequence[float] | None = None, translate: Sequence[float] | None = None
-                        ) -> list[LayerData]:
+                        scale: Sequence[float] | None = None, translate: Sequence[float] | None = None,
+                        is_gray: bool = False) -> list[LayerData]:
     """The layers of a segmentation, bottom to top: the probabilities (one
     plane per component, hidden), the log-likelihood (hidden), the labels in
-    the components' mean colours and the anomaly mask.
+    the components' mean colours (distinct hues for a grey image, as the
+    application and labels.png) and the anomaly mask.
 
     Parameters
     ----------
@@ -149,6 +151,9 @@ def segmentation_layers(segmentation: Segmentation, image_name: str, *, anomaly_
         lowest log-likelihood (as ``gmmseg segment`` does for anomaly.png).
     scale, translate : sequence of float, optional
         The image layer's, so the results lie over it.
+    is_gray : bool
+        The image is grey: its components' mean colours are greys too close
+        to tell apart.
     """
     place = {"scale": scale, "translate": translate}
     stats = segmentation.component_stats()
@@ -159,7 +164,7 @@ def segmentation_layers(segmentation: Segmentation, image_name: str, *, anomaly_
         "area_fraction": [float("nan")] + [round(s["area_fraction"], 4) for s in stats],
     }
     labels = (labels_data(segmentation.labels),
-              {"name": result_name(image_name, "labels"), "colormap": label_colormap(segmentation.component_colors),
+              {"name": result_name(image_name, "labels"), "colormap": label_colormap(display_colors(segmentation.component_colors, is_gray)),
                "features": features, "opacity": 0.6, **_placement(**place)}, "labels")
     # (K, H, W): napari gives the stacked axis a slider. A view, not a copy.
     probabilities = (np.moveaxis(segmentation.probabilities, 2, 0),

@@ -577,7 +577,7 @@ class SegmentationWidget(QWidget):
         self.segmenter, self.segmentation = segmenter, segmentation
         self._result_source = (name, placement)
         self._show_layers(segmentation_layers(segmentation, name, anomaly_percentile=self.percentile_spin.value(),
-                                              **placement))
+                                              is_gray=segmenter.channels_ == 1, **placement))
         gm = segmenter.gmm_
         seconds = time.perf_counter() - self._started
         text = f"{how} K={segmentation.n_components} on '{name}' in {seconds:.1f} s"
