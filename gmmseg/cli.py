@@ -7,6 +7,7 @@ Exit status: 0 success, 1 some inputs failed, 2 usage error, 3 defects found
 """
 
 import argparse
+import functools
 import glob
 import os
 import signal
@@ -325,8 +326,9 @@ def expand_inputs(items, recursive=False):
     return files, problems
 
 
-def _one_line(exc):
-    """An error as one line, in the command line's words."""
+def _one_line(exc, on_cluster=False):
+    """An error as one line, in the command line's words (``on_cluster``:
+    the image ran on a Dask worker, where --jobs does not apply)."""
     if isinstance(exc, OutputExistsError):
         return f"{exc.what}; not overwriting it (use --force)"
     if isinstance(exc, ImageTooLargeError):
@@ -335,6 +337,8 @@ def _one_line(exc):
         text = default_message(exc)
         if not text.startswith("out of memory"):
             text = "out of memory" + ("" if text == "MemoryError" else f" ({text})")
+        if on_cluster:
+            return f"{text}; give the Dask workers more memory or fewer threads each (dask worker --memory-limit, --nthreads)"
         return f"{text}; run fewer images at once (--jobs) or free memory"
     return default_message(exc)
 
@@ -632,7 +636,8 @@ def _run_on_cluster(client, tasks, results, progress):
         results[i] = row
         progress.update(row)
 
-    run_tasks(client, tasks, explain=_one_line, on_result=record, note=progress.note)
+    run_tasks(client, tasks, explain=functools.partial(_one_line, on_cluster=True), on_result=record,
+              note=progress.note)
 
 
 def _write_tables(out_dir, report, results, started, interrupted=False, overwrite=False):

@@ -570,6 +570,13 @@ def test_out_of_memory_names_the_image_and_the_memory_it_needs(tmp_path, monkeyp
     assert row["error"].startswith("out of memory: processing this 300 x 300 image needs about ")
     assert " MB (Unable to allocate 2.68 GiB" in row["error"]
     assert row["error"].endswith("run fewer images at once (--jobs) or free memory")
+    # On a Dask worker --jobs does not apply: the advice is about the workers.
+    import functools
+
+    row = workflows.run_task(task, functools.partial(cli._one_line, on_cluster=True))
+    assert " MB (Unable to allocate 2.68 GiB" in row["error"] and "--jobs" not in row["error"]
+    assert row["error"].endswith("give the Dask workers more memory or fewer threads each (dask worker --memory-limit, "
+                                 "--nthreads)")
     needed, width, height = workflows.memory_needed(task)
     assert (width, height) == (300, 300) and 300 * 300 * 8 * 4 < needed < 300 * 300 * 1000
     assert workflows.killed_message(task).startswith("out of memory: the worker process processing it was killed; "
