@@ -1580,21 +1580,29 @@ class Segmenter:
         return {name: table.rows(name, 0, stop - start, out=None if out is None else out[name]) for name in names}
 
     def fit_predict(self, image: ImageLike, callback: Callable[[EMProgress], bool | None] | None = None, *,
-                    probabilities: bool = False, max_pixels: int | None = None) -> "Segmentation":
+                    probabilities: bool = False, max_pixels: int | None = None,
+                    fitted: Callable[["Segmenter"], Any] | None = None,
+                    progress: Callable[[int, int], Any] | None = None,
+                    strips: Callable[[int, int, dict], Any] | None = None) -> "Segmentation":
         """Fit on an image and segment it; returns a :class:`Segmentation`.
 
         The same as ``fit(image).predict(image)``, but the image is loaded
         once, and with colour-only features its distinct colours and their
-        features are found once, not twice. ``probabilities`` and
-        ``max_pixels`` as in :meth:`predict`.
+        features are found once, not twice. ``probabilities``,
+        ``max_pixels``, ``progress`` and ``strips`` as in :meth:`predict`;
+        ``fitted(segmenter)``, when given, is called with the fitted model
+        before its maps are computed (e.g. to show a preview, or to keep
+        the model of a fit that was stopped).
         """
         image, data = self._fit(load_image(image, max_pixels=max_pixels), callback, max_pixels)
+        if fitted is not None:
+            fitted(self)
         table = None
         if data.pixel_rows is not None and not self.features.per_pixel:
             index = np.full(image.mask.shape, -1, dtype=np.int32)
             index[image.mask] = data.pixel_rows
             table = (data.X, index)
-        return self._segment(image, keep_probabilities=probabilities, table=table)
+        return self._segment(image, keep_probabilities=probabilities, table=table, progress=progress, strips=strips)
 
     # ------------------------------------------------------------------
     # state and model files

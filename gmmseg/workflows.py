@@ -159,22 +159,25 @@ def segment_file(source: ImageLike, params: SegmenterParams, *, callback=None, m
         phase("loading")
     image = load_image(source, max_pixels=max_pixels)
     segmenter = Segmenter(params=params)
-    if phase is None and fitted is None and strips is None:
-        return image, segmenter, segmenter.fit_predict(image, callback=callback)
 
     def report(progress):
         if phase is not None:
             phase(fit_phase_text(progress))
         return callback(progress) if callback is not None else None
 
+    def then_maps(model):
+        if fitted is not None:
+            fitted(model)
+        if phase is not None:
+            phase("maps")
+
     if phase is not None:
         phase("fitting")
-    segmenter.fit(image, callback=report)
-    if fitted is not None:
-        fitted(segmenter)
-    if phase is not None:
-        phase("maps")
-    return image, segmenter, segmenter.predict(image, progress=_maps_progress(phase), strips=strips)
+    # fit_predict, not fit then predict: a colour-only model's table of
+    # distinct colours is built once.
+    seg = segmenter.fit_predict(image, callback=report if phase is not None or callback is not None else None,
+                                fitted=then_maps, progress=_maps_progress(phase), strips=strips)
+    return image, segmenter, seg
 
 
 def score_image(source: ImageLike, inspector: Inspector, *, max_pixels: int | None = None

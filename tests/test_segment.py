@@ -300,6 +300,33 @@ def test_fit_predict_equals_fit_then_predict(kwargs):
     np.testing.assert_array_equal(a.log_likelihood, b.log_likelihood)
 
 
+@pytest.mark.parametrize("kwargs", [{"smoothing": 0.0, "spatial_weight": 0.0}, {}])
+def test_segment_file_with_progress_fits_once_and_equals_fit_then_predict(kwargs, monkeypatch):
+    """The application's path (phase, fitted and strips hooks) gives what
+    fit then predict gives, hears the fitted model before the maps, and a
+    colour-only model reuses the fit's table of distinct colours."""
+    from gmmseg import workflows
+    from gmmseg.params import SegmenterParams
+
+    img, _ = three_colour_image(noise=0.05)
+    expected = Segmenter(3, random_state=0, **kwargs).fit(img).predict(img)
+    built = []
+    original = Segmenter._feature_table
+    monkeypatch.setattr(Segmenter, "_feature_table", lambda self, *a, **kw: built.append(1) or original(self, *a, **kw))
+    heard, phases, rows = [], [], []
+    _, model, seg = workflows.segment_file(
+        img, SegmenterParams(n_components=3, random_state=0, **kwargs), phase=phases.append,
+        fitted=lambda m: heard.append((m.is_fitted, len(phases))), strips=lambda a, b, maps: rows.append((a, b)))
+    np.testing.assert_array_equal(seg.labels, expected.labels)
+    np.testing.assert_array_equal(seg.log_likelihood, expected.log_likelihood)
+    assert heard and heard[0][0] and model.is_fitted
+    assert phases[0] == "loading" and "fitting" in phases and phases.index("maps") == heard[0][1]
+    if kwargs:  # colour only, no smoothing: the table comes from the fit
+        assert built == [] and rows == []
+    else:  # per-pixel maps arrive in strips covering every row
+        assert rows[0][0] == 0 and rows[-1][1] == img.shape[0]
+
+
 @pytest.mark.parametrize("settings", [dict(), dict(feature_set="color+texture", texture_scales=(1, 2))])
 def test_log_likelihood_map_is_predicts(settings):
     """The map inspection uses equals predict's log-likelihood, masked
