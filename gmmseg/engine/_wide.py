@@ -36,7 +36,9 @@ units idled, and the FMA loops then left memory idle. The Mahalanobis
 kernels therefore prefetch the next block's rows into L2 while they
 compute, spread over the components so that the requests trickle out
 instead of filling the miss queues at once (measured interleaved with the
-old code on the filter-bank rows: 2-7 % less time per pass with 2 threads).
+old code on the filter-bank rows: 2-7 % less time per pass with 2 threads);
+the full-covariance kernel spreads them further, over each pass over the
+samples (a few lines each), which took another 5-8 % off a pass.
 Building the block still costs about a tenth of a pass at 16 and 32
 features (single thread, 200,000 rows: 2.6 of 25 ms and 7 of 82 ms); other
 ways of building it (row by row, column by column, in 64-row pieces) and
@@ -132,6 +134,18 @@ def prefetch_rows(X, row0, row1, part, parts):
 
 
 @kernel
+def prefetch_lines(X, offset, end, lines):
+    """Prefetch ``lines`` cache lines of X from byte ``offset`` on (a
+    multiple of 64), stopping at byte ``end``; returns the offset of the
+    next line to prefetch."""
+    stop = min(end, offset + 64 * lines)
+    while offset < stop:
+        _prefetch(X, offset)
+        offset += 64
+    return offset
+
+
+@kernel
 def load_centred(X, start, nb, center, zt):
     """zt[i, b] = X[start + b, i] - center[i] (as float64) for the block's
     rows; the padding rows of ``zt`` stay zero. Eight rows at a time, so
@@ -168,10 +182,19 @@ def load_centred(X, start, nb, center, zt):
 def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
     """logp[k, b] = const[k] - |U_k^T z_b - offsets_k|^2 / 2 for a centred
     block (see :func:`parameters`); ``y`` (4 rows) and ``q`` are scratch.
-    Meanwhile rows [pf0, pf1) of X, the next block, are prefetched, a K-th
-    of them after each component (see :func:`prefetch_rows`)."""
+    Meanwhile rows [pf0, pf1) of X, the next block, are prefetched, a few
+    lines before each pass over the samples: K (1 + g (g - 1) / 2) passes
+    for g groups of four outputs. Asking for a K-th of the block after each
+    component, 64 lines at once with 16 features, took 5-8 % more time for
+    the whole EM pass (single thread, 16 and 32 features, interleaved runs)."""
     K = const.shape[0]
     dp = zt.shape[0]
+    groups = dp // TILE
+    passes = K * (1 + groups * (groups - 1) // 2)
+    pf = pf0 * X.strides[0]
+    pf -= pf % 64
+    pf_end = max(pf0, pf1) * X.strides[0]
+    lines = (pf_end - pf + 63) // 64 // passes + 1  # + 1: rounding, never short
     y0 = y[0]
     y1 = y[1]
     y2 = y[2]
@@ -198,6 +221,7 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
         c1 = cv[1]
         c2 = cv[2]
         c3 = cv[3]
+        pf = prefetch_lines(X, pf, pf_end, lines)
         for b in range(nb):
             a0 = z0[b]
             a1 = z1[b]
@@ -237,6 +261,7 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
                 u32 = up[i0 + 3, j0 + 2]
                 u33 = up[i0 + 3, j0 + 3]
                 if i0 == 0:
+                    pf = prefetch_lines(X, pf, pf_end, lines)
                     for b in range(nb):
                         a0 = z0[b]
                         a1 = z1[b]
@@ -247,6 +272,7 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
                         y2[b] = a0 * u02 + a1 * u12 + a2 * u22 + a3 * u32 - c2
                         y3[b] = a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33 - c3
                 else:
+                    pf = prefetch_lines(X, pf, pf_end, lines)
                     for b in range(nb):
                         a0 = z0[b]
                         a1 = z1[b]
@@ -295,6 +321,7 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
             u67 = up[j0 + 2, j0 + 3]
             u77 = up[j0 + 3, j0 + 3]
             if i0 == 0:
+                pf = prefetch_lines(X, pf, pf_end, lines)
                 for b in range(nb):
                     a0 = z0[b]
                     a1 = z1[b]
@@ -310,6 +337,7 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
                     t3 = -c3 + a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33 + a4 * u47 + a5 * u57 + a6 * u67 + a7 * u77
                     q[b] += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
             else:
+                pf = prefetch_lines(X, pf, pf_end, lines)
                 for b in range(nb):
                     a0 = z0[b]
                     a1 = z1[b]
@@ -328,7 +356,6 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
         row = logp[k]
         for b in range(nb):
             row[b] = ck - 0.5 * q[b]
-        prefetch_rows(X, pf0, pf1, k, K)
 
 
 @kernel(fastmath=FASTMATH)
