@@ -11,10 +11,9 @@ each innermost loop runs over the samples of a block with its partial
 results in registers, so it vectorises (20-23 GFMA/s in the main loops):
 
 * the Mahalanobis term ``q = |U_k^T (z - m_k)|^2``: outputs ``y_j`` in
-  groups of four; each pass over the samples adds four (or, in the last
-  pass of a group, eight) inputs to them, the diagonal 4 x 4 tile of the
-  triangular factor only by its upper triangle, and the last pass adds the
-  squares of the group to ``q``;
+  groups of four; each pass over the samples adds four inputs to them,
+  and the last pass of a group, the diagonal 4 x 4 tile of the triangular
+  factor (only its upper triangle), adds the squares of the group to ``q``;
 * the second moments: 16 sums ``sum_b rd_ib z_jb`` per pass (10 on the
   diagonal tile), reduced over the samples.
 
@@ -183,14 +182,14 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
     """logp[k, b] = const[k] - |U_k^T z_b - offsets_k|^2 / 2 for a centred
     block (see :func:`parameters`); ``y`` (4 rows) and ``q`` are scratch.
     Meanwhile rows [pf0, pf1) of X, the next block, are prefetched, a few
-    lines before each pass over the samples: K (1 + g (g - 1) / 2) passes
-    for g groups of four outputs. Asking for a K-th of the block after each
+    lines before each pass over the samples: K (g (g + 1) / 2) passes for
+    g groups of four outputs. Asking for a K-th of the block after each
     component, 64 lines at once with 16 features, took 5-8 % more time for
     the whole EM pass (single thread, 16 and 32 features, interleaved runs)."""
     K = const.shape[0]
     dp = zt.shape[0]
     groups = dp // TILE
-    passes = K * (1 + groups * (groups - 1) // 2)
+    passes = K * (groups * (groups + 1) // 2)
     pf = pf0 * X.strides[0]
     pf -= pf % 64
     pf_end = max(pf0, pf1) * X.strides[0]
@@ -237,9 +236,9 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
             c1 = cv[j0 + 1]
             c2 = cv[j0 + 2]
             c3 = cv[j0 + 3]
-            # Inputs i0..i0+3 above the diagonal, all but the last chunk:
-            # the first sets y, the others add to it.
-            for i0 in range(0, j0 - TILE, TILE):
+            # Inputs i0..i0+3 above the diagonal: the first chunk sets y,
+            # the others add to it.
+            for i0 in range(0, j0, TILE):
                 z0 = zt[i0]
                 z1 = zt[i0 + 1]
                 z2 = zt[i0 + 2]
@@ -260,8 +259,8 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
                 u31 = up[i0 + 3, j0 + 1]
                 u32 = up[i0 + 3, j0 + 2]
                 u33 = up[i0 + 3, j0 + 3]
+                pf = prefetch_lines(X, pf, pf_end, lines)
                 if i0 == 0:
-                    pf = prefetch_lines(X, pf, pf_end, lines)
                     for b in range(nb):
                         a0 = z0[b]
                         a1 = z1[b]
@@ -272,7 +271,6 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
                         y2[b] = a0 * u02 + a1 * u12 + a2 * u22 + a3 * u32 - c2
                         y3[b] = a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33 - c3
                 else:
-                    pf = prefetch_lines(X, pf, pf_end, lines)
                     for b in range(nb):
                         a0 = z0[b]
                         a1 = z1[b]
@@ -282,34 +280,16 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
                         y1[b] += a0 * u01 + a1 * u11 + a2 * u21 + a3 * u31
                         y2[b] += a0 * u02 + a1 * u12 + a2 * u22 + a3 * u32
                         y3[b] += a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33
-            # The last pass: the chunk just above the diagonal (inputs
-            # i0..i0+3) and the diagonal tile (inputs j0..j0+3), added to
-            # -cv when there was no earlier pass, else to y; squares into q.
-            i0 = j0 - TILE
-            z0 = zt[i0]
-            z1 = zt[i0 + 1]
-            z2 = zt[i0 + 2]
-            z3 = zt[i0 + 3]
+            # The diagonal tile (inputs j0..j0+3, its upper triangle)
+            # finishes the four outputs; their squares go to q. A pass of
+            # its own: fused with the last chunk above (26 coefficients)
+            # it needed more than the 32 vector registers, and LLVM kept
+            # the spilled coefficients as whole vectors on the stack, read
+            # back in every round (the loop then waited on loads).
             z4 = zt[j0]
             z5 = zt[j0 + 1]
             z6 = zt[j0 + 2]
             z7 = zt[j0 + 3]
-            u00 = up[i0, j0]
-            u01 = up[i0, j0 + 1]
-            u02 = up[i0, j0 + 2]
-            u03 = up[i0, j0 + 3]
-            u10 = up[i0 + 1, j0]
-            u11 = up[i0 + 1, j0 + 1]
-            u12 = up[i0 + 1, j0 + 2]
-            u13 = up[i0 + 1, j0 + 3]
-            u20 = up[i0 + 2, j0]
-            u21 = up[i0 + 2, j0 + 1]
-            u22 = up[i0 + 2, j0 + 2]
-            u23 = up[i0 + 2, j0 + 3]
-            u30 = up[i0 + 3, j0]
-            u31 = up[i0 + 3, j0 + 1]
-            u32 = up[i0 + 3, j0 + 2]
-            u33 = up[i0 + 3, j0 + 3]
             u44 = up[j0, j0]
             u45 = up[j0, j0 + 1]
             u46 = up[j0, j0 + 2]
@@ -320,38 +300,17 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
             u66 = up[j0 + 2, j0 + 2]
             u67 = up[j0 + 2, j0 + 3]
             u77 = up[j0 + 3, j0 + 3]
-            if i0 == 0:
-                pf = prefetch_lines(X, pf, pf_end, lines)
-                for b in range(nb):
-                    a0 = z0[b]
-                    a1 = z1[b]
-                    a2 = z2[b]
-                    a3 = z3[b]
-                    a4 = z4[b]
-                    a5 = z5[b]
-                    a6 = z6[b]
-                    a7 = z7[b]
-                    t0 = -c0 + a0 * u00 + a1 * u10 + a2 * u20 + a3 * u30 + a4 * u44
-                    t1 = -c1 + a0 * u01 + a1 * u11 + a2 * u21 + a3 * u31 + a4 * u45 + a5 * u55
-                    t2 = -c2 + a0 * u02 + a1 * u12 + a2 * u22 + a3 * u32 + a4 * u46 + a5 * u56 + a6 * u66
-                    t3 = -c3 + a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33 + a4 * u47 + a5 * u57 + a6 * u67 + a7 * u77
-                    q[b] += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
-            else:
-                pf = prefetch_lines(X, pf, pf_end, lines)
-                for b in range(nb):
-                    a0 = z0[b]
-                    a1 = z1[b]
-                    a2 = z2[b]
-                    a3 = z3[b]
-                    a4 = z4[b]
-                    a5 = z5[b]
-                    a6 = z6[b]
-                    a7 = z7[b]
-                    t0 = y0[b] + a0 * u00 + a1 * u10 + a2 * u20 + a3 * u30 + a4 * u44
-                    t1 = y1[b] + a0 * u01 + a1 * u11 + a2 * u21 + a3 * u31 + a4 * u45 + a5 * u55
-                    t2 = y2[b] + a0 * u02 + a1 * u12 + a2 * u22 + a3 * u32 + a4 * u46 + a5 * u56 + a6 * u66
-                    t3 = y3[b] + a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33 + a4 * u47 + a5 * u57 + a6 * u67 + a7 * u77
-                    q[b] += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
+            pf = prefetch_lines(X, pf, pf_end, lines)
+            for b in range(nb):
+                a4 = z4[b]
+                a5 = z5[b]
+                a6 = z6[b]
+                a7 = z7[b]
+                t0 = y0[b] + a4 * u44
+                t1 = y1[b] + a4 * u45 + a5 * u55
+                t2 = y2[b] + a4 * u46 + a5 * u56 + a6 * u66
+                t3 = y3[b] + a4 * u47 + a5 * u57 + a6 * u67 + a7 * u77
+                q[b] += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
         ck = const[k]
         row = logp[k]
         for b in range(nb):
