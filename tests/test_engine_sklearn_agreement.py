@@ -203,3 +203,26 @@ def test_many_features_eight_components_agree_closely(n_features):
         ours = gmmseg.GaussianMixture(8, max_iter=10, tol=0.0, **init).fit(X)
     assert ref.weights_.min() > 0.05  # no collapsed component: the comparison is well conditioned
     _assert_same_model(ref, ours, rtol=1e-10)
+
+
+@pytest.mark.parametrize("n_features", [16, 32])
+def test_many_features_zero_weights_equal_removed_rows(n_features):
+    """Rows of weight zero, and responsibilities that underflow to zero, add
+    nothing: the wide kernels skip the spans of a block where a component's
+    weights are all exactly zero. Zero-weight rows across whole blocks and
+    parts of blocks give the model of the data without them."""
+    X = _correlated_features(n_features)
+    weights = np.ones(len(X))
+    weights[100:700] = 0.0  # a part of the first block, two whole blocks, a part of the third
+    weights[1000:1003] = 0.0
+    weights[5990:] = 0.0  # the end of the last block
+    kept = weights > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = SklearnGM(8, max_iter=1, random_state=0).fit(X[kept])
+        init = dict(weights_init=start.weights_, means_init=start.means_, precisions_init=start.precisions_)
+        a = gmmseg.GaussianMixture(8, max_iter=10, tol=0.0, **init).fit(X, sample_weight=weights)
+        b = gmmseg.GaussianMixture(8, max_iter=10, tol=0.0, **init).fit(X[kept])
+    np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=1e-12)
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a.covariances_, b.covariances_, rtol=1e-10, atol=1e-12)

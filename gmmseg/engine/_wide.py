@@ -11,10 +11,9 @@ each innermost loop runs over the samples of a block with its partial
 results in registers, so it vectorises (20-23 GFMA/s in the main loops):
 
 * the Mahalanobis term ``q = |U_k^T (z - m_k)|^2``: outputs ``y_j`` in
-  groups of four; each pass over the samples adds four (or, in the last
-  pass of a group, eight) inputs to them, the diagonal 4 x 4 tile of the
-  triangular factor only by its upper triangle, and the last pass adds the
-  squares of the group to ``q``;
+  groups of four; each pass over the samples adds four inputs to them,
+  and the last pass of a group, the diagonal 4 x 4 tile of the triangular
+  factor (only its upper triangle), adds the squares of the group to ``q``;
 * the second moments: 16 sums ``sum_b rd_ib z_jb`` per pass (10 on the
   diagonal tile), reduced over the samples.
 
@@ -36,7 +35,9 @@ units idled, and the FMA loops then left memory idle. The Mahalanobis
 kernels therefore prefetch the next block's rows into L2 while they
 compute, spread over the components so that the requests trickle out
 instead of filling the miss queues at once (measured interleaved with the
-old code on the filter-bank rows: 2-7 % less time per pass with 2 threads).
+old code on the filter-bank rows: 2-7 % less time per pass with 2 threads);
+the full-covariance kernel spreads them further, over each pass over the
+samples (a few lines each), which took another 5-8 % off a pass.
 Building the block still costs about a tenth of a pass at 16 and 32
 features (single thread, 200,000 rows: 2.6 of 25 ms and 7 of 82 ms); other
 ways of building it (row by row, column by column, in 64-row pieces) and
@@ -63,6 +64,7 @@ from .._jit import FASTMATH, kernel
 from ._kernels import _accumulate, _exponentiate, block_likelihood, block_outputs, stats_width
 
 TILE = 4  # rows and columns of a tile (the loops below are written out for 4)
+SPAN = 32  # the skipped spans of accumulate_full are multiples of this
 BLOCK = 256  # samples per block: a block's rows stay in L1/L2 up to 32 features
 
 
@@ -131,6 +133,18 @@ def prefetch_rows(X, row0, row1, part, parts):
 
 
 @kernel
+def prefetch_lines(X, offset, end, lines):
+    """Prefetch ``lines`` cache lines of X from byte ``offset`` on (a
+    multiple of 64), stopping at byte ``end``; returns the offset of the
+    next line to prefetch."""
+    stop = min(end, offset + 64 * lines)
+    while offset < stop:
+        _prefetch(X, offset)
+        offset += 64
+    return offset
+
+
+@kernel
 def load_centred(X, start, nb, center, zt):
     """zt[i, b] = X[start + b, i] - center[i] (as float64) for the block's
     rows; the padding rows of ``zt`` stay zero. Eight rows at a time, so
@@ -167,10 +181,19 @@ def load_centred(X, start, nb, center, zt):
 def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
     """logp[k, b] = const[k] - |U_k^T z_b - offsets_k|^2 / 2 for a centred
     block (see :func:`parameters`); ``y`` (4 rows) and ``q`` are scratch.
-    Meanwhile rows [pf0, pf1) of X, the next block, are prefetched, a K-th
-    of them after each component (see :func:`prefetch_rows`)."""
+    Meanwhile rows [pf0, pf1) of X, the next block, are prefetched, a few
+    lines before each pass over the samples: K (g (g + 1) / 2) passes for
+    g groups of four outputs. Asking for a K-th of the block after each
+    component, 64 lines at once with 16 features, took 5-8 % more time for
+    the whole EM pass (single thread, 16 and 32 features, interleaved runs)."""
     K = const.shape[0]
     dp = zt.shape[0]
+    groups = dp // TILE
+    passes = K * (groups * (groups + 1) // 2)
+    pf = pf0 * X.strides[0]
+    pf -= pf % 64
+    pf_end = max(pf0, pf1) * X.strides[0]
+    lines = (pf_end - pf + 63) // 64 // passes + 1  # + 1: rounding, never short
     y0 = y[0]
     y1 = y[1]
     y2 = y[2]
@@ -197,6 +220,7 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
         c1 = cv[1]
         c2 = cv[2]
         c3 = cv[3]
+        pf = prefetch_lines(X, pf, pf_end, lines)
         for b in range(nb):
             a0 = z0[b]
             a1 = z1[b]
@@ -212,9 +236,9 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
             c1 = cv[j0 + 1]
             c2 = cv[j0 + 2]
             c3 = cv[j0 + 3]
-            # Inputs i0..i0+3 above the diagonal, all but the last chunk:
-            # the first sets y, the others add to it.
-            for i0 in range(0, j0 - TILE, TILE):
+            # Inputs i0..i0+3 above the diagonal: the first chunk sets y,
+            # the others add to it.
+            for i0 in range(0, j0, TILE):
                 z0 = zt[i0]
                 z1 = zt[i0 + 1]
                 z2 = zt[i0 + 2]
@@ -235,6 +259,7 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
                 u31 = up[i0 + 3, j0 + 1]
                 u32 = up[i0 + 3, j0 + 2]
                 u33 = up[i0 + 3, j0 + 3]
+                pf = prefetch_lines(X, pf, pf_end, lines)
                 if i0 == 0:
                     for b in range(nb):
                         a0 = z0[b]
@@ -255,34 +280,16 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
                         y1[b] += a0 * u01 + a1 * u11 + a2 * u21 + a3 * u31
                         y2[b] += a0 * u02 + a1 * u12 + a2 * u22 + a3 * u32
                         y3[b] += a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33
-            # The last pass: the chunk just above the diagonal (inputs
-            # i0..i0+3) and the diagonal tile (inputs j0..j0+3), added to
-            # -cv when there was no earlier pass, else to y; squares into q.
-            i0 = j0 - TILE
-            z0 = zt[i0]
-            z1 = zt[i0 + 1]
-            z2 = zt[i0 + 2]
-            z3 = zt[i0 + 3]
+            # The diagonal tile (inputs j0..j0+3, its upper triangle)
+            # finishes the four outputs; their squares go to q. A pass of
+            # its own: fused with the last chunk above (26 coefficients)
+            # it needed more than the 32 vector registers, and LLVM kept
+            # the spilled coefficients as whole vectors on the stack, read
+            # back in every round (the loop then waited on loads).
             z4 = zt[j0]
             z5 = zt[j0 + 1]
             z6 = zt[j0 + 2]
             z7 = zt[j0 + 3]
-            u00 = up[i0, j0]
-            u01 = up[i0, j0 + 1]
-            u02 = up[i0, j0 + 2]
-            u03 = up[i0, j0 + 3]
-            u10 = up[i0 + 1, j0]
-            u11 = up[i0 + 1, j0 + 1]
-            u12 = up[i0 + 1, j0 + 2]
-            u13 = up[i0 + 1, j0 + 3]
-            u20 = up[i0 + 2, j0]
-            u21 = up[i0 + 2, j0 + 1]
-            u22 = up[i0 + 2, j0 + 2]
-            u23 = up[i0 + 2, j0 + 3]
-            u30 = up[i0 + 3, j0]
-            u31 = up[i0 + 3, j0 + 1]
-            u32 = up[i0 + 3, j0 + 2]
-            u33 = up[i0 + 3, j0 + 3]
             u44 = up[j0, j0]
             u45 = up[j0, j0 + 1]
             u46 = up[j0, j0 + 2]
@@ -293,41 +300,21 @@ def log_prob_full(zt, nb, factors, offsets, const, logp, y, q, X, pf0, pf1):
             u66 = up[j0 + 2, j0 + 2]
             u67 = up[j0 + 2, j0 + 3]
             u77 = up[j0 + 3, j0 + 3]
-            if i0 == 0:
-                for b in range(nb):
-                    a0 = z0[b]
-                    a1 = z1[b]
-                    a2 = z2[b]
-                    a3 = z3[b]
-                    a4 = z4[b]
-                    a5 = z5[b]
-                    a6 = z6[b]
-                    a7 = z7[b]
-                    t0 = -c0 + a0 * u00 + a1 * u10 + a2 * u20 + a3 * u30 + a4 * u44
-                    t1 = -c1 + a0 * u01 + a1 * u11 + a2 * u21 + a3 * u31 + a4 * u45 + a5 * u55
-                    t2 = -c2 + a0 * u02 + a1 * u12 + a2 * u22 + a3 * u32 + a4 * u46 + a5 * u56 + a6 * u66
-                    t3 = -c3 + a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33 + a4 * u47 + a5 * u57 + a6 * u67 + a7 * u77
-                    q[b] += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
-            else:
-                for b in range(nb):
-                    a0 = z0[b]
-                    a1 = z1[b]
-                    a2 = z2[b]
-                    a3 = z3[b]
-                    a4 = z4[b]
-                    a5 = z5[b]
-                    a6 = z6[b]
-                    a7 = z7[b]
-                    t0 = y0[b] + a0 * u00 + a1 * u10 + a2 * u20 + a3 * u30 + a4 * u44
-                    t1 = y1[b] + a0 * u01 + a1 * u11 + a2 * u21 + a3 * u31 + a4 * u45 + a5 * u55
-                    t2 = y2[b] + a0 * u02 + a1 * u12 + a2 * u22 + a3 * u32 + a4 * u46 + a5 * u56 + a6 * u66
-                    t3 = y3[b] + a0 * u03 + a1 * u13 + a2 * u23 + a3 * u33 + a4 * u47 + a5 * u57 + a6 * u67 + a7 * u77
-                    q[b] += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
+            pf = prefetch_lines(X, pf, pf_end, lines)
+            for b in range(nb):
+                a4 = z4[b]
+                a5 = z5[b]
+                a6 = z6[b]
+                a7 = z7[b]
+                t0 = y0[b] + a4 * u44
+                t1 = y1[b] + a4 * u45 + a5 * u55
+                t2 = y2[b] + a4 * u46 + a5 * u56 + a6 * u66
+                t3 = y3[b] + a4 * u47 + a5 * u57 + a6 * u67 + a7 * u77
+                q[b] += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
         ck = const[k]
         row = logp[k]
         for b in range(nb):
             row[b] = ck - 0.5 * q[b]
-        prefetch_rows(X, pf0, pf1, k, K)
 
 
 @kernel(fastmath=FASTMATH)
@@ -358,7 +345,12 @@ def accumulate_full(zt, nb, expo, factor, shifted, stats, a2, rd):
     ``stats``, ``A = sum_b r_b (z_b - m_k) z_b^T`` (upper triangle) to
     ``a2[k]``. The weight of sample b in component k is
     ``r_b = expo[k, b] * factor[b]``; ``rd`` (padded rows + 1) is scratch
-    for the weighted differences ``r_b (z_b - m_k)`` and the weights."""
+    for the weighted differences ``r_b (z_b - m_k)`` and the weights.
+    Only the span of the block where a component's weights are not exactly
+    zero is summed (on the filter-bank rows of bench_engine at 16 features,
+    13 % of the work lies outside these spans; the sums came out
+    bit-identical there, as the spans start on multiples of 32 samples, where
+    the vector loops' rounds start too)."""
     K, d = shifted.shape
     dp = zt.shape[0]
     r = rd[dp]
@@ -371,28 +363,48 @@ def accumulate_full(zt, nb, expo, factor, shifted, stats, a2, rd):
             r[b] = v
             acc += v
         stats[k, 0] += acc
+        # Samples whose weight is exactly zero (their density underflowed
+        # against another component's, or their sample weight is zero) add
+        # exact zeros: the loops below run over the span of the nonzero ones
+        # only, widened to multiples of SPAN samples: LLVM's vector loops take
+        # 32 samples per round and finish with a scalar loop, which costs as
+        # much as the vector rounds when it runs up to 31 samples.
+        lo = 0
+        while lo < nb and r[lo] == 0.0:
+            lo += 1
+        if lo == nb:
+            continue
+        hi = nb
+        while r[hi - 1] == 0.0:
+            hi -= 1
+        lo -= lo % SPAN
+        hi = min(nb, hi + (-hi) % SPAN)
         for i in range(d):
             m[i] = shifted[k, i]
         ak = a2[k]
+        # Views of the span: indices from 0, which LLVM knows are not negative
+        # (from lo, it vectorised numba's wrap-around of negative indices into
+        # gathers).
+        rs = r[lo:hi]
         # Diagonal tiles, which also write the weighted differences of their
         # four rows and add them up into S1.
         for i0 in range(0, dp, TILE):
-            p0 = rd[i0]
-            p1 = rd[i0 + 1]
-            p2 = rd[i0 + 2]
-            p3 = rd[i0 + 3]
-            g0 = zt[i0]
-            g1 = zt[i0 + 1]
-            g2 = zt[i0 + 2]
-            g3 = zt[i0 + 3]
+            p0 = rd[i0, lo:hi]
+            p1 = rd[i0 + 1, lo:hi]
+            p2 = rd[i0 + 2, lo:hi]
+            p3 = rd[i0 + 3, lo:hi]
+            g0 = zt[i0, lo:hi]
+            g1 = zt[i0 + 1, lo:hi]
+            g2 = zt[i0 + 2, lo:hi]
+            g3 = zt[i0 + 3, lo:hi]
             m0 = m[i0]
             m1 = m[i0 + 1]
             m2 = m[i0 + 2]
             m3 = m[i0 + 3]
             t0 = t1 = t2 = t3 = 0.0
             s00 = s01 = s02 = s03 = s11 = s12 = s13 = s22 = s23 = s33 = 0.0
-            for b in range(nb):
-                rb = r[b]
+            for b in range(hi - lo):
+                rb = rs[b]
                 f0 = g0[b]
                 f1 = g1[b]
                 f2 = g2[b]
@@ -438,18 +450,18 @@ def accumulate_full(zt, nb, expo, factor, shifted, stats, a2, rd):
             ak[i0 + 3, i0 + 3] += s33
         # Square tiles above the diagonal.
         for i0 in range(0, dp - TILE, TILE):
-            p0 = rd[i0]
-            p1 = rd[i0 + 1]
-            p2 = rd[i0 + 2]
-            p3 = rd[i0 + 3]
+            p0 = rd[i0, lo:hi]
+            p1 = rd[i0 + 1, lo:hi]
+            p2 = rd[i0 + 2, lo:hi]
+            p3 = rd[i0 + 3, lo:hi]
             for j0 in range(i0 + TILE, dp, TILE):
-                g0 = zt[j0]
-                g1 = zt[j0 + 1]
-                g2 = zt[j0 + 2]
-                g3 = zt[j0 + 3]
+                g0 = zt[j0, lo:hi]
+                g1 = zt[j0 + 1, lo:hi]
+                g2 = zt[j0 + 2, lo:hi]
+                g3 = zt[j0 + 3, lo:hi]
                 s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = 0.0
                 s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = 0.0
-                for b in range(nb):
+                for b in range(hi - lo):
                     e0 = p0[b]
                     e1 = p1[b]
                     e2 = p2[b]
