@@ -100,6 +100,11 @@ class FeatureConfig:
         the texture filters; 0 = no illumination normalisation.
     texture_filters : str
         One of ``TEXTURE_FILTER_SETS``: the filters at every scale.
+    row_column_sigma : float
+        Scale (pixels) of the averages along each row and then each column
+        that are subtracted from the (normalised) lightness before the
+        texture filters; 0 = none. Model files written before it existed
+        read as 0.
     """
 
     color_space: str = "lab"
@@ -108,6 +113,7 @@ class FeatureConfig:
     texture_scales: tuple = (1, 2, 4, 8, 16)
     illumination_sigma: float = 8.0
     texture_filters: str = TEXTURE_FILTER_SETS[0]
+    row_column_sigma: float = 0.0
 
     def __post_init__(self):
         if self.color_space not in COLOR_SPACES:
@@ -116,7 +122,7 @@ class FeatureConfig:
             )
         if self.feature_set not in FEATURE_SETS:
             raise ValueError(f"feature_set must be one of {', '.join(FEATURE_SETS)}; got {self.feature_set!r}.")
-        for name in ("spatial_weight", "illumination_sigma"):
+        for name in ("spatial_weight", "illumination_sigma", "row_column_sigma"):
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer))
                     or not np.isfinite(value) or value < 0):
@@ -163,6 +169,10 @@ class FeatureConfig:
 
     def n_features(self, channels):
         return self.n_color_features(channels) + self.n_texture_features + (2 if self.uses_position else 0)
+
+    def texture_reach(self) -> int:
+        """:func:`texture_reach` of this configuration's filter bank."""
+        return texture_reach(self.texture_scales, self.illumination_sigma, self.texture_filters, self.row_column_sigma)
 
     def to_dict(self):
         data = asdict(self)
@@ -334,7 +344,8 @@ def gaussian_smooth(image: np.ndarray, sigma: float) -> np.ndarray:
     return _gaussian_into(src, float(sigma), np.empty_like(src), np.empty_like(src))
 
 
-def texture_features(lightness, scales=(1, 2, 4, 8, 16), illumination_sigma=8.0, filters=TEXTURE_FILTER_SETS[0]):
+def texture_features(lightness, scales=(1, 2, 4, 8, 16), illumination_sigma=8.0, filters=TEXTURE_FILTER_SETS[0],
+                     row_column_sigma=0.0):
     """A multi-scale filter bank on lightness, in float32.
 
     Parameters
@@ -350,6 +361,13 @@ def texture_features(lightness, scales=(1, 2, 4, 8, 16), illumination_sigma=8.0,
         same features, while a local dark or bright defect does not.
     filters : str
         One of ``TEXTURE_FILTER_SETS`` (see there).
+    row_column_sigma : float
+        With a value above 0, after the illumination normalisation the
+        lightness's Gaussian average along its row at this scale is
+        subtracted, then that of the result along its column: streaks,
+        edges and grain that run straight across the part (a tile's rim,
+        the marks of grinding) are taken out, while a hole, a crack at an
+        angle or a stain, shorter than the scale, stays.
 
     Returns
     -------
@@ -386,6 +404,14 @@ def texture_features(lightness, scales=(1, 2, 4, 8, 16), illumination_sigma=8.0,
         rows(lambda r0, r1: _texture.divide_by_background(L, background, normalised, ILLUMINATION_FLOOR, r0, r1))
         L = normalised
         del background
+    if row_column_sigma > 0:
+        half = _texture.gaussian_weights(float(row_column_sigma))
+        along = np.empty_like(L)
+        rows(lambda r0, r1: _texture.smooth_rows(L, along, half, r0, r1))
+        L = L - along  # a new array: L may be the caller's lightness
+        rows(lambda r0, r1: _texture.smooth_columns(L, along, half, r0, r1))
+        L -= along
+        del along
     # The images each scale smooths: the lightness, and as the bank needs
     # them its square (deviation) and its squared derivatives (gradient).
     inputs = {"smoothed": L}
@@ -410,7 +436,7 @@ def texture_features(lightness, scales=(1, 2, 4, 8, 16), illumination_sigma=8.0,
     return out
 
 
-def texture_reach(scales, illumination_sigma, filters=TEXTURE_FILTER_SETS[0]) -> int:
+def texture_reach(scales, illumination_sigma, filters=TEXTURE_FILTER_SETS[0], row_column_sigma=0.0) -> int:
     """Rows (or columns) of context on each side that :func:`texture_features`
     reads to compute a pixel: its features computed on a part of an image
     with this many more rows around it equal those computed on the whole
@@ -423,6 +449,8 @@ def texture_reach(scales, illumination_sigma, filters=TEXTURE_FILTER_SETS[0]) ->
         reach += 1  # the derivatives read the neighbouring rows
     if illumination_sigma > 0:
         reach += radius(illumination_sigma)
+    if row_column_sigma > 0:
+        reach += radius(row_column_sigma)  # along rows for a window's columns, along columns for a strip's rows
     return reach
 
 

@@ -244,6 +244,14 @@ class SegmenterParams(_Settings):
         "brightly or dimly look alike; 0 = off", "Illumination scale", flags=("--illumination-sigma",),
         group="features", minimum=0.0, maximum=1000.0, widget_range=(0.0, 1000.0), widget_step=1.0,
     )
+    row_column_sigma: float = _setting(
+        0.0, "float",
+        "texture: after the illumination normalisation, lightness's average along its row and then along its "
+        "column (Gaussian at this scale, pixels) is subtracted, so that grain, streaks and edges running straight "
+        "across the part are not defects while holes, cracks and stains shorter than the scale stay; 0 = off "
+        "(inspection's default: 32)", "Row/column background", flags=("--row-column-sigma",),
+        group="features", minimum=0.0, maximum=1000.0, widget_range=(0.0, 1000.0), widget_step=1.0,
+    )
     spatial_weight: float = _setting(
         0.5, "float", "weight of the pixel position (x, y) among the features; 0 = colour only",
         "Spatial weight", flags=("--spatial-weight",), group="features", minimum=0.0, maximum=MAX_WEIGHT,
@@ -310,7 +318,7 @@ class SegmenterParams(_Settings):
     def features(self) -> FeatureConfig:
         """The feature settings as a :class:`gmmseg.features.FeatureConfig`."""
         return FeatureConfig(self.color_space, self.spatial_weight, self.feature_set, self.texture_scales,
-                             self.illumination_sigma, self.texture_filters)
+                             self.illumination_sigma, self.texture_filters, self.row_column_sigma)
 
     def feature_settings(self) -> dict[str, Any]:
         """The settings of the 'features' group (they define the feature matrix)."""
@@ -375,7 +383,8 @@ class InspectionParams(_Settings):
 #: colours wherever they are, not regions (and fits several references).
 #: Features 'auto': grey parts get texture, colour parts colour (measured on
 #: the development sets, see the README).
-INSPECTOR_MODEL_DEFAULTS = SegmenterParams(max_iter=200, tol=1e-4, smoothing=0.0, spatial_weight=0.0, feature_set="auto")
+INSPECTOR_MODEL_DEFAULTS = SegmenterParams(max_iter=200, tol=1e-4, smoothing=0.0, spatial_weight=0.0, feature_set="auto",
+                                          row_column_sigma=32.0)
 
 
 def split_settings(settings: Mapping[str, Any], *classes: type[_Settings]) -> list[dict[str, Any]]:

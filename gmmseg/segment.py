@@ -32,7 +32,6 @@ from .features import (
     position_axes,
     position_features,
     texture_features,
-    texture_reach,
     unique_colors,
 )
 from .io import ImageData, load_image
@@ -912,10 +911,10 @@ class Segmenter:
         context the filters reach, so that it equals the whole image's."""
         config = self.features
         H = image.mask.shape[0]
-        reach = texture_reach(config.texture_scales, config.illumination_sigma, config.texture_filters)
+        reach = config.texture_reach()
         first, last = max(0, start - reach), min(H, stop + reach)
         bank = texture_features(image_lightness(image.pixels[first:last]), config.texture_scales,
-                                config.illumination_sigma, config.texture_filters)
+                                config.illumination_sigma, config.texture_filters, config.row_column_sigma)
         if step == 1 and first == start and last == stop:
             return bank
         return bank[start - first : stop - first : step, ::step].copy()  # not a view that keeps the context alive
@@ -1710,7 +1709,7 @@ class Segmenter:
         config = self.features
         reach = 0
         if config.uses_texture:
-            reach = texture_reach(config.texture_scales, config.illumination_sigma, config.texture_filters)
+            reach = config.texture_reach()
         if self.smoothing > 0:
             reach += _MAP_SWEEPS
         return reach

@@ -22,7 +22,7 @@ NON_DEFAULT = dict(
     n_components=3, covariance_type="diag", color_space="rgb", spatial_weight=0.25, smoothing=1.5,
     max_iter=7, tol=0.0, reg_covar=1e-4, n_init=2, n_starts=3, init_params="random", random_state=5, max_samples=900,
     k_criterion="aic", spatial_fit_pixels=5000, feature_set="color+texture", texture_scales=(1, 3),
-    illumination_sigma=4.0, texture_filters="smoothed+deviation",
+    illumination_sigma=4.0, texture_filters="smoothed+deviation", row_column_sigma=6.0,
 )
 
 
@@ -114,6 +114,7 @@ def test_command_line_options_are_the_settings(tmp_path):
         "--n-init", "2", "--starts", "3", "--init-params", "random", "--seed", "5", "--max-samples", "900",
         "--criterion", "aic", "--spatial-fit-pixels", "5000", "--features", "color+texture",
         "--texture-scales", "1,3", "--illumination-sigma", "4", "--texture-filters", "smoothed+deviation",
+        "--row-column-sigma", "6",
     ])
     assert params_from_args(args) == SegmenterParams(**NON_DEFAULT)
     # Every setting with a flag is on every command that fits a model.

@@ -15,11 +15,20 @@ def _gaussian(x, sigma):
     return ndimage.gaussian_filter(x, sigma, mode="constant") / ndimage.gaussian_filter(np.ones_like(x), sigma, mode="constant")
 
 
-def _reference(lightness, scales, illumination_sigma, filters):
+def _gaussian_along(x, sigma, axis):
+    """Normalised convolution along one axis (a row's or a column's pixels)."""
+    return (ndimage.gaussian_filter1d(x, sigma, axis=axis, mode="constant")
+            / ndimage.gaussian_filter1d(np.ones_like(x), sigma, axis=axis, mode="constant"))
+
+
+def _reference(lightness, scales, illumination_sigma, filters, row_column_sigma=0.0):
     """The documented definition, in float64 with scipy.ndimage and NumPy."""
     L = lightness.astype(np.float64)
     if illumination_sigma > 0:
         L = L / np.maximum(_gaussian(L, illumination_sigma), 1.0 / 255.0) - 1.0
+    if row_column_sigma > 0:
+        L = L - _gaussian_along(L, row_column_sigma, axis=1)
+        L = L - _gaussian_along(L, row_column_sigma, axis=0)
     gx, gy = np.gradient(L, axis=1), np.gradient(L, axis=0)  # central differences, one-sided at the border
     columns = []
     for sigma in scales:
@@ -42,6 +51,40 @@ def test_filter_bank_matches_scipy(shape, illumination_sigma, filters):
     want = _reference(lightness, (1, 2, 4, 16), illumination_sigma, filters)
     assert got.dtype == np.float32 and got.shape == shape + (4 * len(texture_filter_columns(filters)),)
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(97, 130), (5, 300), (300, 3)])
+@pytest.mark.parametrize("illumination_sigma", [0.0, 8.0])
+def test_row_column_background_matches_scipy(shape, illumination_sigma):
+    rng = np.random.default_rng(4)
+    lightness = ndimage.gaussian_filter(rng.random(shape), 1.5) * 0.8 + 0.1
+    lightness += np.linspace(0.0, 0.1, shape[1])[None, :] * np.linspace(1.0, 0.5, shape[0])[:, None]
+    got = texture_features(lightness, (1, 4), illumination_sigma, "smoothed+deviation+gradient", row_column_sigma=6.0)
+    want = _reference(lightness, (1, 4), illumination_sigma, "smoothed+deviation+gradient", row_column_sigma=6.0)
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
+    assert not np.allclose(got, texture_features(lightness, (1, 4), illumination_sigma, "smoothed+deviation+gradient"),
+                           atol=1e-3)
+
+
+def test_row_column_background_removes_straight_lines_and_keeps_a_hole():
+    """A bright row and a dark column across the whole image (a rim, a
+    grinding mark) leave no trace; a small dark hole does."""
+    rng = np.random.default_rng(5)
+    surface = 0.5 + 0.02 * ndimage.gaussian_filter(rng.random((160, 200)), 1.0)
+    marked = surface.copy()
+    marked[40:43, :] += 0.3
+    marked[:, 120:122] -= 0.2
+    holed = surface.copy()
+    holed[100:104, 60:64] -= 0.3
+
+    def bank(image, sigma):
+        return texture_features(image, (1, 2), 0.0, "smoothed+gradient", row_column_sigma=sigma)
+
+    inner = (slice(30, 130), slice(30, 170))  # away from the lines' ends, where the row averages stop
+    line_change = np.abs(bank(marked, 16.0) - bank(surface, 16.0))[inner].max()
+    assert line_change < 1e-4
+    assert np.abs(texture_features(marked, (1, 2), 0.0) - texture_features(surface, (1, 2), 0.0))[inner].max() > 0.1
+    assert np.abs(bank(holed, 16.0) - bank(surface, 16.0))[98:106, 58:66].max() > 0.1
 
 
 def test_borders_are_not_smeared():
@@ -178,3 +221,34 @@ def test_inspection_uses_texture_on_grey_references_by_default():
     rgb = np.dstack([grey] * 3)
     rgb[..., 0] = 255 - rgb[..., 0]
     assert not Inspector(2).fit([rgb, rgb[::-1]]).segmenter_.features.uses_texture
+
+
+def test_an_inspection_model_from_before_the_row_column_setting_keeps_its_bank(tmp_path):
+    """Inspection's default subtracts row and column backgrounds (32 px);
+    model files written before that setting existed had none, and must read
+    as none, with their scores unchanged."""
+    import json
+
+    from gmmseg import Inspector
+
+    rng = np.random.default_rng(6)
+    refs = [(ndimage.gaussian_filter(rng.random((64, 72)), 1.0) * 200 + 20).astype(np.uint8) for _ in range(3)]
+    inspector = Inspector(auto_k=False, n_components=2, texture_scales=(1, 2)).fit(refs)
+    assert inspector.params.row_column_sigma == 32.0
+    path = inspector.save(tmp_path / "now.json")
+    assert Inspector.load(path).params.row_column_sigma == 32.0
+    old = Inspector(auto_k=False, n_components=2, texture_scales=(1, 2), row_column_sigma=0.0).fit(refs)
+    data = json.loads(old.save(tmp_path / "old.json").read_text())
+    assert "row_column_sigma" in json.dumps(data)
+
+    def drop(node):
+        if isinstance(node, dict):
+            node.pop("row_column_sigma", None)
+            for value in node.values():
+                drop(value)
+
+    drop(data)
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    loaded = Inspector.load(tmp_path / "old.json")
+    assert loaded.params.row_column_sigma == 0.0
+    np.testing.assert_array_equal(loaded.score_maps(refs[0])[0], old.score_maps(refs[0])[0])

@@ -75,6 +75,26 @@ def test_texture_of_a_strip_with_its_context_equals_the_whole_images():
     assert not np.allclose(short, whole[start:stop], rtol=1e-4, atol=1e-6)
 
 
+def test_row_column_background_of_a_window_with_its_context_equals_the_whole_images():
+    """The row and column backgrounds reach along rows and along columns: a
+    strip (rows) and a window (columns) with texture_reach more pixels on
+    each side give the whole image's features."""
+    rng = np.random.default_rng(2)
+    L = rng.random((150, 170)).astype(np.float32)
+    scales, illumination, rows_cols = (1, 2), 2.0, 5.0
+    reach = texture_reach(scales, illumination, row_column_sigma=rows_cols)
+    assert reach == 8 + 1 + 8 + 20  # the largest scale, the derivative, the background, the row/column average
+    whole = texture_features(L, scales, illumination, row_column_sigma=rows_cols)
+    lo, hi = 60, 90
+    strip = texture_features(L[lo - reach : hi + reach], scales, illumination, row_column_sigma=rows_cols)
+    np.testing.assert_array_equal(strip[reach : reach + hi - lo], whole[lo:hi])
+    window = texture_features(L[:, lo - reach : hi + reach], scales, illumination, row_column_sigma=rows_cols)
+    np.testing.assert_array_equal(window[:, reach : reach + hi - lo], whole[:, lo:hi])
+    short = reach - 20  # without the row/column average's context
+    window = texture_features(L[:, lo - short : hi + short], scales, illumination, row_column_sigma=rows_cols)
+    assert not np.allclose(window[:, short : short + hi - lo], whole[:, lo:hi], rtol=1e-4, atol=1e-6)
+
+
 def test_fit_grid_texture_built_in_strips_equals_the_whole_filter_bank(monkeypatch):
     img = _regions(200, 36, grey=True)
     seg = gmmseg.Segmenter(2, feature_set="texture", texture_scales=(1, 2), illumination_sigma=2.0)
