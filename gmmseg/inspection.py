@@ -404,7 +404,8 @@ class Inspector:
         above the pixel threshold, default 1e-4), ``smoothing_sigma``
         (Gaussian smoothing of the detection score in pixels, default 1.5:
         defects are areas, single noisy pixels are not), ``min_area`` (seed
-        pixels an image needs to fail, default 25).
+        pixels an image needs to fail, default 25), ``border_margin`` (pixels
+        along the image's border left out, default 0).
 
     Attributes
     ----------
@@ -534,8 +535,11 @@ class Inspector:
                 self._calibrate_on(load_image(refs[0], max_pixels=max_pixels), final, pixels, smoothed, statistics)
         statistics = np.asarray([s for s in statistics if math.isfinite(s)])
         if statistics.size == 0:
-            raise ValueError(f"Every reference has fewer than min_area={self.inspection.min_area} usable pixels; "
-                             "give a smaller min_area or larger references.")
+            margin = self.inspection.border_margin
+            inside = f" inside the border margin of {margin} pixels" if margin else ""
+            raise ValueError(f"Every reference has fewer than min_area={self.inspection.min_area} usable pixels"
+                             f"{inside}; give a smaller min_area{' or border_margin' if margin else ''} or larger "
+                             "references.")
         self.segmenter_ = final
         self.score_scale_ = smoothed.scale()
         self.image_scores_ = np.sort(self.score_scale_(statistics))
@@ -640,7 +644,16 @@ class Inspector:
     def _nll_maps(self, image, segmenter=None):
         """The unsmoothed and the smoothed NLL of a loaded image (NaN where masked)."""
         raw = -(self.segmenter_ if segmenter is None else segmenter).log_likelihood_map(image)  # NaN where masked
-        return raw, smooth_scores(raw, image.mask, self.inspection.smoothing_sigma)
+        mask = image.mask
+        margin = self.inspection.border_margin
+        if margin:
+            # The margin is left out like transparent pixels, before the
+            # smoothing: a rim's high scores must not spread inwards.
+            mask = mask.copy()
+            mask[:margin] = mask[-margin:] = False
+            mask[:, :margin] = mask[:, -margin:] = False
+            raw[~mask] = np.nan
+        return raw, smooth_scores(raw, mask, self.inspection.smoothing_sigma)
 
     def score_maps(self, image: ImageLike, *, max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The unsmoothed anomaly score (negative log-likelihood, for the

@@ -374,6 +374,13 @@ class InspectionParams(_Settings):
         "defect region holds at least this many of them", "Minimum area",
         flags=("--min-area",), minimum=1, maximum=MAX_AREA, widget_range=(1, 1_000_000),
     )
+    border_margin: int = _setting(
+        0, "int",
+        "pixels this close to the image's border are not inspected (no score, no region, left out of the "
+        "score's smoothing like transparent pixels; the references' margins are still fitted), for pictures whose "
+        "frame shows the part's rim or a fixture; 0 = every pixel",
+        "Border margin", flags=("--border-margin",), minimum=0, maximum=MAX_AREA, widget_range=(0, 100_000),
+    )
 
 
 #: The segmenter settings an :class:`gmmseg.Inspector` starts from: more

@@ -201,6 +201,7 @@ def inspector_document(state: InspectorState) -> dict:
         "false_reject_rate": ins.false_reject_rate,
         "smoothing_sigma": ins.smoothing_sigma,
         "min_area": ins.min_area,
+        "border_margin": ins.border_margin,
         "auto_k": ins.auto_k,
         "k_range": list(ins.k_range),
         "n_components": state.model_params.n_components,
@@ -439,6 +440,7 @@ def _inspector_state(path, data, segmenter: SegmenterState) -> InspectorState:
             false_reject_rate=section.get("false_reject_rate", InspectionParams().false_reject_rate),
             smoothing_sigma=section["smoothing_sigma"],
             min_area=section["min_area"],
+            border_margin=section.get("border_margin", 0),  # files from before it: every pixel
         )
         model_params = segmenter.params.replace(
             n_components=section.get("n_components", segmenter.params.n_components))

@@ -393,3 +393,39 @@ def test_rethresholding_reuses_the_score_maps(inspector):
     # A stricter image threshold fails fewer pixels' neighbourhoods, never more.
     strict = inspector.find_regions(score, raw=raw, image_threshold=same.image_threshold + 50)
     assert strict.mask.sum() <= same.mask.sum()
+
+
+def test_border_margin_leaves_the_border_out_like_transparent_pixels(tmp_path):
+    """A margin is not inspected: a stain inside it is no defect and its
+    high scores do not spread inwards (the smoothing leaves the margin out,
+    as it does transparent pixels); it is saved with the model, and files
+    from before it inspect every pixel."""
+    refs = [good(s, size=128) for s in (1, 2, 3)]
+    image = good(9, size=128)
+    image[2:9, 40:70] = (30, 160, 40)  # a green stain along the top edge, 2-9 px in
+    plain = Inspector(random_state=0).fit(refs)
+    assert not plain.inspect(image).passed
+    margin = Inspector(random_state=0, border_margin=10).fit(refs)
+    result = margin.inspect(image)
+    assert result.passed and not result.mask.any()
+    raw, score = margin.score_maps(image)
+    inside = np.zeros(image.shape[:2], bool)
+    inside[10:-10, 10:-10] = True
+    assert np.isnan(raw[~inside]).all() and np.isnan(score[~inside]).all()
+    assert np.isfinite(score[inside]).all()
+    # The model is the same (the references' margins are fitted); the score
+    # inside is the plain one, smoothed over the inside alone.
+    plain_raw = plain.score_maps(image)[0]
+    np.testing.assert_array_equal(raw[inside], plain_raw[inside])
+    np.testing.assert_allclose(score, margin.score_scale_(smooth_scores(plain_raw, inside, 1.5)), rtol=1e-6,
+                               equal_nan=True)
+    # Saved, loaded, and absent from older files.
+    loaded = Inspector.load(margin.save(tmp_path / "m.json"))
+    assert loaded.inspection.border_margin == 10
+    np.testing.assert_array_equal(loaded.score_maps(image)[1], score)
+    data = json.loads((tmp_path / "m.json").read_text())
+    del data["inspection"]["border_margin"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert Inspector.load(tmp_path / "old.json").inspection.border_margin == 0
+    with pytest.raises(ValueError, match="inside the border margin of 70 pixels"):
+        Inspector(border_margin=70).fit(refs)

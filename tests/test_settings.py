@@ -130,7 +130,8 @@ def test_cli_fit_saves_every_setting(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "gmmseg", "fit", str(path), "--save-model", str(model), "--seed", "5",
          "--max-iter", "60", "--n-init", "2", "--reg-covar", "1e-5", "--init-params", "k-means++",
-         "--k-range", "2-4", "--min-area", "9", "--score-smoothing", "2", "--false-reject-rate", "0.1"],
+         "--k-range", "2-4", "--min-area", "9", "--score-smoothing", "2", "--false-reject-rate", "0.1",
+         "--border-margin", "3"],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
     )
     assert out.returncode == 0, out.stderr
@@ -138,7 +139,7 @@ def test_cli_fit_saves_every_setting(tmp_path):
     assert (loaded.random_state, loaded.max_iter, loaded.n_init, loaded.reg_covar, loaded.init_params) == \
         (5, 60, 2, 1e-5, "k-means++")
     assert loaded.inspection == InspectionParams(k_range=(2, 3, 4), min_area=9, smoothing_sigma=2.0,
-                                                 false_reject_rate=0.1)
+                                                 false_reject_rate=0.1, border_margin=3)
 
 
 def test_inspector_attribute_writes_go_through_the_settings():

@@ -61,14 +61,14 @@ class InspectionPanel(QWidget):
                                     "no smoothing and no spatial weight (defects are judged pixel by pixel)")
         self.model_label.setWordWrap(True)
         v.addWidget(self.model_label)
-        self.settings_form = SettingsForm(InspectionParams, names=("auto_k", "smoothing_sigma", "min_area",
-                                                                   "false_reject_rate"))
+        self.settings_form = SettingsForm(InspectionParams, names=("auto_k", "smoothing_sigma", "border_margin",
+                                                                   "min_area", "false_reject_rate"))
         self.settings_form.set_values(session.inspection_settings)
         k_range = InspectionParams().k_range
         self.settings_form.form.labelForField(self.settings_form.widgets["auto_k"]).setText(
             f"Choose K ({k_range[0]}-{k_range[-1]})")
         self.settings_form.form.setContentsMargins(0, 0, 0, 0)
-        for name in ("auto_k", "smoothing_sigma"):  # the threshold is calibrated for them
+        for name in ("auto_k", "smoothing_sigma", "border_margin"):  # the thresholds are calibrated for them
             widget = self.settings_form.widgets[name]
             widget.setToolTip(widget.toolTip() + " (takes effect at the next Fit)")
         self.settings_form.changed.connect(

@@ -66,7 +66,7 @@ MAIN_SETTINGS = ("n_components", "covariance_type", "color_space", "spatial_weig
 #: Inspection settings the widget shows. The K range and the false-alarm
 #: rate keep their defaults (a spin box cannot show rates of 1e-4; the
 #: application sets it with a logarithmic slider).
-INSPECTION_SETTINGS = ("auto_k", "false_reject_rate", "smoothing_sigma", "min_area")
+INSPECTION_SETTINGS = ("auto_k", "false_reject_rate", "smoothing_sigma", "border_margin", "min_area")
 REGION_COLUMNS = ("region", "area", "x", "y", "width", "height", "mean_score", "max_score")
 PACKAGE = Path(__file__).resolve().parent.parent
 PROGRESS_INTERVAL_S = 0.05  # at most 20 progress reports a second reach the widget
