@@ -256,7 +256,8 @@ def build_parser():
     _add_size_option(p)
     _add_settings(p.add_argument_group("inspection"), InspectionParams)
     _add_model_options(p, default_text={"n_components": "chosen by --criterion over --k-range", "smoothing": "0",
-                                        "spatial_weight": "0", "feature_set": INSPECTOR_MODEL_DEFAULTS.feature_set})
+                                        "spatial_weight": "0", "feature_set": INSPECTOR_MODEL_DEFAULTS.feature_set,
+                                        "row_column_sigma": f"{INSPECTOR_MODEL_DEFAULTS.row_column_sigma:g}"})
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("apply", help="segment images with a saved model",
@@ -696,9 +697,11 @@ def cmd_fit(args):
     # max_iter=200, tol=1e-4): 'fit' has always fitted like 'segment', but
     # without the spatial prior or positions, as the Inspector: inspection
     # needs the density of good pixels' colours, not regions. Features are
-    # the Inspector's ('auto': texture for grey references).
+    # the Inspector's ('auto': texture for grey references, with its row and
+    # column backgrounds).
     params = params_from_args(args, base=SegmenterParams(smoothing=0.0, spatial_weight=0.0,
-                                                         feature_set=INSPECTOR_MODEL_DEFAULTS.feature_set))
+                                                         feature_set=INSPECTOR_MODEL_DEFAULTS.feature_set,
+                                                         row_column_sigma=INSPECTOR_MODEL_DEFAULTS.row_column_sigma))
     inspection = params_from_args(args, InspectionParams).replace(auto_k=args.n_components is None)
     files, problems = expand_inputs(args.images, args.recursive)
     for item, message in problems:

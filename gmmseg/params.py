@@ -248,8 +248,8 @@ class SegmenterParams(_Settings):
         0.0, "float",
         "texture: after the illumination normalisation, lightness's average along its row and then along its "
         "column (Gaussian at this scale, pixels) is subtracted, so that grain, streaks and edges running straight "
-        "across the part are not defects while holes, cracks and stains shorter than the scale stay; 0 = off "
-        "(inspection's default: 32)", "Row/column background", flags=("--row-column-sigma",),
+        "across the part are not defects while holes, cracks and stains shorter than the scale stay; 0 = off",
+        "Row/column background", flags=("--row-column-sigma",),
         group="features", minimum=0.0, maximum=1000.0, widget_range=(0.0, 1000.0), widget_step=1.0,
     )
     spatial_weight: float = _setting(

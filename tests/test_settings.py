@@ -140,6 +140,8 @@ def test_cli_fit_saves_every_setting(tmp_path):
         (5, 60, 2, 1e-5, "k-means++")
     assert loaded.inspection == InspectionParams(k_range=(2, 3, 4), min_area=9, smoothing_sigma=2.0,
                                                  false_reject_rate=0.1, border_margin=3)
+    # The Inspector's feature defaults, not segmentation's.
+    assert (loaded.params.feature_set, loaded.params.row_column_sigma) == ("auto", 32.0)
 
 
 def test_inspector_attribute_writes_go_through_the_settings():
