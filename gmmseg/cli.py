@@ -141,10 +141,15 @@ def _converter(setting: Setting):
     """The argparse ``type`` of a setting: parse the text, then check it with
     the setting's own rule (so the command line and the library agree)."""
     parse = {"int": int, "seed": int, "optional_int": int, "float": float, "int_list": _k_range}[setting.kind]
+    expected = "a number" if setting.kind == "float" else "a whole number"
 
     def convert(text):
         try:
-            return setting.check(parse(text))
+            value = parse(text)
+        except ValueError:  # int("abc") says "invalid literal for int() with base 10"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        try:
+            return setting.check(value)
         except ValueError as exc:
             # "None" is a library value; on the command line it means "leave the option out".
             raise argparse.ArgumentTypeError(str(exc).rstrip(".").replace("None or ", "")) from None

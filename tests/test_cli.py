@@ -210,6 +210,10 @@ def test_every_bad_input_gets_one_line(tmp_path, name, problem):
     (["select-k", "x.png", "--k-range", "1-100000000000000"], "<= 255"),
     (["fit", "x.png", "--k-range", "1-300", "--save-model", "m.json"], "<= 255, got 300"),
     (["fit", "x.png", "--score-smoothing", "1e9", "--save-model", "m.json"], "smoothing_sigma must be a finite number >= 0 and <= 100"),
+    (["fit", "x.png", "--border-margin", "abc", "--save-model", "m.json"], "--border-margin: expected a whole number, got 'abc'"),
+    (["fit", "x.png", "--row-column-sigma", "wide", "--save-model", "m.json"],
+     "--row-column-sigma: expected a number, got 'wide'"),
+    (["segment", "x.png", "-k", "2.5", "--out", "o"], "-k/--n-components: expected a whole number, got '2.5'"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, message):
     write_image(tmp_path / "x.png")
