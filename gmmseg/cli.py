@@ -7,6 +7,7 @@ Exit status: 0 success, 1 some inputs failed, 2 usage error, 3 defects found
 """
 
 import argparse
+import dataclasses
 import functools
 import glob
 import os
@@ -189,6 +190,23 @@ def params_from_args(args, cls=SegmenterParams, base=None):
         raise UsageError(str(exc)) from None
 
 
+#: What ``gmmseg fit`` starts from: the Inspector's settings (no spatial
+#: prior or positions: inspection needs the density of good pixels'
+#: features, not regions; its features, 'auto' with the row and column
+#: backgrounds), but the command line's segmentation max_iter and tol, not
+#: the library Inspector's 200 and 1e-4: 'fit' has always fitted like
+#: 'segment'. One object, so that the help and the fit cannot disagree.
+FIT_DEFAULTS = INSPECTOR_MODEL_DEFAULTS.replace(max_iter=SegmenterParams().max_iter, tol=SegmenterParams().tol)
+
+
+def _changed_defaults(params: SegmenterParams) -> dict[str, str]:
+    """The help's default text of every setting whose value in ``params``
+    differs from the segmentation default."""
+    plain = SegmenterParams()
+    return {s.name: dataclasses.replace(s, default=getattr(params, s.name)).describe_default()
+            for s in SegmenterParams.settings() if getattr(params, s.name) != getattr(plain, s.name)}
+
+
 def _add_model_options(p, skip=(), default_text=None):
     _add_settings(p.add_argument_group("model"), SegmenterParams, skip, default_text)
 
@@ -260,9 +278,8 @@ def build_parser():
     p.add_argument("--recursive", action="store_true", help="look for images in sub-folders of folder inputs")
     _add_size_option(p)
     _add_settings(p.add_argument_group("inspection"), InspectionParams)
-    _add_model_options(p, default_text={"n_components": "chosen by --criterion over --k-range", "smoothing": "0",
-                                        "spatial_weight": "0", "feature_set": INSPECTOR_MODEL_DEFAULTS.feature_set,
-                                        "row_column_sigma": f"{INSPECTOR_MODEL_DEFAULTS.row_column_sigma:g}"})
+    _add_model_options(p, default_text={"n_components": "chosen by --criterion over --k-range",
+                                        **_changed_defaults(FIT_DEFAULTS)})
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("apply", help="segment images with a saved model",
@@ -698,15 +715,7 @@ def cmd_select_k(args):
 
 
 def cmd_fit(args):
-    # The command line's segmentation defaults (not the library Inspector's
-    # max_iter=200, tol=1e-4): 'fit' has always fitted like 'segment', but
-    # without the spatial prior or positions, as the Inspector: inspection
-    # needs the density of good pixels' colours, not regions. Features are
-    # the Inspector's ('auto': texture for grey references, with its row and
-    # column backgrounds).
-    params = params_from_args(args, base=SegmenterParams(smoothing=0.0, spatial_weight=0.0,
-                                                         feature_set=INSPECTOR_MODEL_DEFAULTS.feature_set,
-                                                         row_column_sigma=INSPECTOR_MODEL_DEFAULTS.row_column_sigma))
+    params = params_from_args(args, base=FIT_DEFAULTS)
     inspection = params_from_args(args, InspectionParams).replace(auto_k=args.n_components is None)
     files, problems = expand_inputs(args.images, args.recursive)
     for item, message in problems:
