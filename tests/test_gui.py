@@ -681,11 +681,15 @@ def test_a_new_image_starts_with_empty_plots(qtbot, window, tmp_path):
     _fit(qtbot, window, n_components=3)
     window.session.set_view("anomaly")  # the histogram is drawn
     _idle(qtbot, window)
-    assert not np.allclose(window.anomaly_panel.plot.getViewBox().viewRange(), window.anomaly_panel.plot.default_range)
+    # pyqtgraph fits a plot's range to its data when it next paints: wait
+    # for that (on a loaded machine it came after the session was idle).
+    histogram = window.anomaly_panel.plot
+    qtbot.waitUntil(lambda: not np.allclose(histogram.getViewBox().viewRange(), histogram.default_range),
+                    timeout=WAIT_MS)
     convergence = window.convergence.plot
     empty_range = convergence.default_range
     assert len(convergence.curve.getData()[0]) > 0
-    assert not np.allclose(convergence.getViewBox().viewRange(), empty_range)
+    qtbot.waitUntil(lambda: not np.allclose(convergence.getViewBox().viewRange(), empty_range), timeout=WAIT_MS)
     other = tmp_path / "other.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(other)
     assert _open(qtbot, window, other)
@@ -693,6 +697,5 @@ def test_a_new_image_starts_with_empty_plots(qtbot, window, tmp_path):
     assert x is None or len(x) == 0
     np.testing.assert_allclose(convergence.getViewBox().viewRange(), empty_range)
     assert convergence.getAxis("left").labelText == "log-likelihood per pixel"
-    histogram = window.anomaly_panel.plot
     assert not histogram.threshold.isVisible() and len(histogram.bars.opts["height"]) == 0
     np.testing.assert_allclose(histogram.getViewBox().viewRange(), histogram.default_range)
