@@ -393,6 +393,23 @@ class InspectionParams(_Settings):
 INSPECTOR_MODEL_DEFAULTS = SegmenterParams(max_iter=200, tol=1e-4, smoothing=0.0, spatial_weight=0.0, feature_set="auto",
                                           row_column_sigma=32.0)
 
+#: The feature settings whose inspection default differs from segmentation's.
+#: The application's Inspection panel and napari's Inspect tab keep these of
+#: their own (starting from INSPECTOR_MODEL_DEFAULTS), so that a reference
+#: fit there gets the texture that grey parts need, as ``gmmseg fit`` and the
+#: Inspector do; every other setting comes from the Model panel / Segment tab.
+INSPECTION_FEATURE_SETTINGS = ("feature_set", "row_column_sigma")
+
+
+def reference_fit_params(model: SegmenterParams, inspection_features: SegmenterParams) -> SegmenterParams:
+    """The segmenter settings of a reference fit in the application and in
+    napari: ``model``'s (the Model panel's) without the spatial prior and
+    positions (inspection models good pixels wherever they are), with the
+    settings :data:`INSPECTION_FEATURE_SETTINGS` from ``inspection_features``.
+    """
+    own = {name: getattr(inspection_features, name) for name in INSPECTION_FEATURE_SETTINGS}
+    return model.replace(smoothing=0.0, spatial_weight=0.0, **own)
+
 
 def split_settings(settings: Mapping[str, Any], *classes: type[_Settings]) -> list[dict[str, Any]]:
     """Share keyword arguments out among settings classes (by name); an

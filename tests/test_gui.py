@@ -406,11 +406,17 @@ def test_inspection_fit_uses_the_model_panel(qtbot, window):
     _open(qtbot, window, sample_images_dir() / "surface_good.png")
     wanted = _set_every_setting(window, spatial_weight=0.2)
     window.inspection.settings_form.widgets["smoothing_sigma"].setValue(2.5)
+    # The inspection's own features: auto and a 32 px row/column background
+    # unless set in the Inspection panel, whatever the Model panel says.
+    features = window.inspection.features_form.widgets
+    assert features["feature_set"].currentText() == "auto" and features["row_column_sigma"].value() == 32.0
+    assert wanted.feature_set != "auto" and wanted.row_column_sigma != 12.0
+    features["row_column_sigma"].setValue(12.0)
     window.session.set_references([sample_images_dir() / "surface_good.png"])
     window.session.fit_inspector()
     _idle(qtbot, window)
     inspector = window.session.inspector
-    wanted = wanted.replace(smoothing=0.0, spatial_weight=0.0)
+    wanted = wanted.replace(smoothing=0.0, spatial_weight=0.0, feature_set="auto", row_column_sigma=12.0)
     assert inspector.params == wanted and inspector.segmenter_.params == wanted
     assert inspector.inspection.smoothing_sigma == 2.5 and not inspector.inspection.auto_k
     assert "(one of the references)" in window.inspection.verdict_label.text()
@@ -641,11 +647,14 @@ def test_every_model_setting_survives_a_restart(qtbot, tmp_path):
     wanted = _set_every_setting(first, spatial_weight=0.3)
     assert first.model_panel.form.params() == wanted
     first.inspection.settings_form.widgets["min_area"].setValue(40)
+    first.inspection.features_form.widgets["feature_set"].setCurrentText("texture")
     first.close()
     second = MainWindow(QSettings(settings_file, QSettings.Format.IniFormat))
     qtbot.addWidget(second)
     assert second.model_panel.form.params() == wanted
     assert second.inspection.settings_form.params().min_area == 40
+    # the Model panel's own feature_set is not the inspection's, and back
+    assert second.session.inspection_features.feature_set == "texture" != wanted.feature_set
     second.close()
 
 

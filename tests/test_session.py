@@ -244,3 +244,53 @@ def test_preview_of_a_mixture_with_position_features():
     rgb, size = preview_labels(image, segmenter, params, {})
     assert size == (600, 400) and len(np.unique(rgb.reshape(-1, 3), axis=0)) > 3
     assert preview_labels(image, segmenter, params.replace(feature_set="texture"), {}) is None
+
+
+def _salt_and_pepper(seed, block=1, size=96):
+    """Grey pixels of two levels, half each: one pixel apart (good) or in
+    blocks of ``block`` pixels (the same grey levels, another texture)."""
+    rng = np.random.default_rng(seed)
+    cells = rng.random((size // block + 1, size // block + 1)) < 0.5
+    return np.where(np.kron(cells, np.ones((block, block), bool))[:size, :size], 150, 100).astype(np.uint8)
+
+
+def test_inspection_of_grey_parts_uses_texture_whatever_the_model_panel_says(tmp_path):
+    """A defect with the grey levels of good surface (only its texture
+    differs) is found with the inspection's own features (auto: texture on
+    grey), though the Model panel segments by colour; with the inspection's
+    features set to colour, as the panel used to force, it passes."""
+    refs = []
+    for seed in range(3):
+        refs.append(tmp_path / f"ref{seed}.png")
+        Image.fromarray(_salt_and_pepper(seed)).save(refs[-1])
+    part = _salt_and_pepper(10)
+    part[30:62, 30:62] = _salt_and_pepper(11, block=8, size=32)
+    Image.fromarray(part).save(tmp_path / "part.png")
+    session = Session()
+    # Scales up to 4 px: the default bank's 16 px would spread the score
+    # over most of so small a part.
+    session.set_settings(session.settings.replace(n_components=2, feature_set="color", texture_scales=(1, 2, 4)))
+    session.set_inspection_settings(session.inspection_settings.replace(false_reject_rate=0.2))
+    session.set_references(refs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        session.fit_inspector()
+    params = session.inspector.params
+    assert params.feature_set == "auto" and params.row_column_sigma == 32.0 and params.color_space == "lab"
+    assert session.inspector.segmenter_.features.uses_texture
+    session.open_image(tmp_path / "part.png")
+    result = session.inspection
+    assert not result.passed
+    box = np.zeros_like(result.mask)
+    box[30 - 12:62 + 12, 30 - 12:62 + 12] = True  # the defect and the reach of the 4 px filters
+    assert result.mask[30:62, 30:62].mean() > 0.9 and not (result.mask & ~box).any()
+    session.open_image(refs[0])
+    assert session.inspection.passed
+
+    session.inspection_features = session.inspection_features.replace(feature_set="color")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        session.fit_inspector()
+    assert not session.inspector.segmenter_.features.uses_texture
+    session.open_image(tmp_path / "part.png")
+    assert session.inspection.passed  # two grey levels, both common: nothing to see in colour

@@ -213,3 +213,20 @@ def test_open_ended_settings_have_sane_maxima(cls, name, value, message):
     setting = cls.setting(name)
     if setting.kind in ("int", "float"):
         assert setting.check(setting.maximum) == setting.maximum  # the bound itself is allowed
+
+
+def test_the_inspection_panels_own_features_are_those_inspection_defaults_differently():
+    """The application's Inspection panel and napari's Inspect tab keep
+    their own values of exactly the feature settings whose inspection
+    default differs from segmentation's; a reference fit there takes those
+    from them and everything else from the Model panel, without the spatial
+    prior and positions."""
+    from gmmseg.params import INSPECTION_FEATURE_SETTINGS, INSPECTOR_MODEL_DEFAULTS, reference_fit_params
+
+    differ = {s.name for s in SegmenterParams.settings() if s.group == "features" and s.name != "spatial_weight"
+              and getattr(INSPECTOR_MODEL_DEFAULTS, s.name) != getattr(SegmenterParams(), s.name)}
+    assert set(INSPECTION_FEATURE_SETTINGS) == differ == {"feature_set", "row_column_sigma"}
+    model = SegmenterParams(n_components=5, covariance_type="diag", color_space="rgb", feature_set="texture",
+                            texture_scales=(1, 3), row_column_sigma=0.0, spatial_weight=0.7, smoothing=1.5)
+    fitted = reference_fit_params(model, INSPECTOR_MODEL_DEFAULTS.replace(row_column_sigma=20.0))
+    assert fitted == model.replace(smoothing=0.0, spatial_weight=0.0, feature_set="auto", row_column_sigma=20.0)

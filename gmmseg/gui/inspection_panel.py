@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..params import InspectionParams
+from ..params import INSPECTION_FEATURE_SETTINGS, InspectionParams, SegmenterParams
 from .settings_form import SettingsForm
 
 FAR_MIN_EXP, FAR_MAX_EXP = -6.0, -1.0  # false-alarm rate slider: 1e-6 .. 1e-1
@@ -57,8 +57,8 @@ class InspectionPanel(QWidget):
             row.addWidget(button)
         v.addLayout(row)
         self.model_label = QLabel("No reference model yet.")
-        self.model_label.setToolTip("Reference models use the Model panel's settings on colours only: "
-                                    "no smoothing and no spatial weight (defects are judged pixel by pixel)")
+        self.model_label.setToolTip("Reference models use the Model panel's settings without smoothing or spatial "
+                                    "weight (defects are judged pixel by pixel), with the features set here")
         self.model_label.setWordWrap(True)
         v.addWidget(self.model_label)
         self.settings_form = SettingsForm(InspectionParams, names=("auto_k", "smoothing_sigma", "border_margin",
@@ -68,11 +68,21 @@ class InspectionPanel(QWidget):
         self.settings_form.form.labelForField(self.settings_form.widgets["auto_k"]).setText(
             f"Choose K ({k_range[0]}-{k_range[-1]})")
         self.settings_form.form.setContentsMargins(0, 0, 0, 0)
-        for name in ("auto_k", "smoothing_sigma", "border_margin"):  # the thresholds are calibrated for them
-            widget = self.settings_form.widgets[name]
-            widget.setToolTip(widget.toolTip() + " (takes effect at the next Fit)")
+        # The features of inspection are its own (grey parts need texture
+        # whatever the Model panel segments with): see reference_fit_params.
+        self.features_form = SettingsForm(SegmenterParams, names=INSPECTION_FEATURE_SETTINGS)
+        self.features_form.set_values(session.inspection_features)
+        self.features_form.form.setContentsMargins(0, 0, 0, 0)
+        for form, names in ((self.features_form, INSPECTION_FEATURE_SETTINGS),
+                            (self.settings_form, ("auto_k", "smoothing_sigma", "border_margin"))):
+            for name in names:  # the model and its thresholds are fitted for them
+                widget = form.widgets[name]
+                widget.setToolTip(widget.toolTip() + " (takes effect at the next Fit)")
         self.settings_form.changed.connect(
             lambda: session.set_inspection_settings(self.settings_form.params(session.inspection_settings)))
+        self.features_form.changed.connect(
+            lambda: setattr(session, "inspection_features", self.features_form.params(session.inspection_features)))
+        v.addWidget(self.features_form)
         v.addWidget(self.settings_form)
         row = QHBoxLayout()
         row.addWidget(QLabel("False-alarm rate"))
@@ -147,10 +157,11 @@ class InspectionPanel(QWidget):
             self.far_slider.blockSignals(True)
             self.far_slider.setValue(int(exp))
             self.far_slider.blockSignals(False)
-        if self.settings_form.params(s.inspection_settings) != s.inspection_settings:
-            self.settings_form.blockSignals(True)
-            self.settings_form.set_values(s.inspection_settings)
-            self.settings_form.blockSignals(False)
+        for form, shown in ((self.settings_form, s.inspection_settings), (self.features_form, s.inspection_features)):
+            if form.params(shown) != shown:
+                form.blockSignals(True)
+                form.set_values(shown)
+                form.blockSignals(False)
         self.far_label.setText(f"{self.rate():.1e}")
         if s.folder_images and s.index >= 0:
             self.position_label.setText(f"part {s.index + 1} of {len(s.folder_images)}: {s.folder_images[s.index].name}")
@@ -163,7 +174,8 @@ class InspectionPanel(QWidget):
             how = "held-out references" if ins.held_out_ else "the reference itself (optimistic)"
             self.model_label.setText(
                 f"Reference model ({s.inspector_source}): K = {ins.segmenter_.n_components} "
-                f"({ins.segmenter_.covariance_type}, {ins.segmenter_.color_space}); image threshold "
+                f"({ins.segmenter_.covariance_type}, {ins.segmenter_.color_space}, "
+                f"{ins.segmenter_.features.feature_set}); image threshold "
                 f"{ins.image_threshold_:.2f} for a false-reject rate of {ins.false_reject_rate:g}, calibrated on "
                 f"{how}. Every image shown is inspected.")
         elif s.references:

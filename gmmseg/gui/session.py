@@ -36,7 +36,7 @@ from .. import workflows
 from ..engine import ConvergenceWarning
 from ..inspection import Inspector
 from ..io import ImageData, ImageTooLargeError, list_images, load_image
-from ..params import InspectionParams, SegmenterParams
+from ..params import INSPECTOR_MODEL_DEFAULTS, InspectionParams, SegmenterParams, reference_fit_params
 from ..segment import Segmenter, select_k
 from .render import (
     VIEW_MODES,
@@ -326,6 +326,8 @@ class Session:
         self.k_rows: list[dict] = []
         # inspection
         self.inspection_settings = InspectionParams(auto_k=False)
+        # The inspection's own feature settings (INSPECTION_FEATURE_SETTINGS).
+        self.inspection_features = INSPECTOR_MODEL_DEFAULTS
         self.references: list[Path] = []
         self.inspector: Inspector | None = None
         self.inspector_source = ""
@@ -963,11 +965,12 @@ class Session:
 
     def inspection_fit_settings(self) -> tuple[SegmenterParams, InspectionParams]:
         """What a reference fit uses: the Model panel's settings without the
-        spatial prior and positions (inspection models the colours of good
-        pixels wherever they are, as ``gmmseg fit``), and the inspection
-        settings with the false-alarm rate shown."""
+        spatial prior and positions (inspection models good pixels wherever
+        they are, as ``gmmseg fit``) and with the inspection's own feature
+        settings (:func:`gmmseg.params.reference_fit_params`), and the
+        inspection settings with the false-alarm rate shown."""
         inspection = self.inspection_settings.replace(false_alarm_rate=self.false_alarm_rate)
-        return self.settings.replace(smoothing=0.0, spatial_weight=0.0), inspection
+        return reference_fit_params(self.settings, self.inspection_features), inspection
 
     def fit_inspector(self) -> None:
         if not self.references:
@@ -990,6 +993,7 @@ class Session:
         self.inspector_source = source
         self.false_alarm_rate = inspector.false_alarm_rate
         self.inspection_settings = inspector.inspection
+        self.inspection_features = inspector.params
         self.events.inspector.emit()
         if self.image is not None:
             # The shown image is inspected too, and the verdict names it.

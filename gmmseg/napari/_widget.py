@@ -56,7 +56,7 @@ from ..engine import ConvergenceWarning, EMProgress
 from ..gui.settings_form import SettingsForm
 from ..inspection import InspectionResult, Inspector
 from ..io import ImageData
-from ..params import InspectionParams, SegmenterParams
+from ..params import INSPECTION_FEATURE_SETTINGS, INSPECTOR_MODEL_DEFAULTS, InspectionParams, SegmenterParams, reference_fit_params
 from ..persistence import ModelFileError
 from ..segment import Segmentation, Segmenter
 from ._layer_data import RESULT_KEY, LayerData, LayerError, anomaly_layer, image_from_layer, inspection_layers, segmentation_layers
@@ -282,9 +282,14 @@ class SegmentationWidget(QWidget):
         self.reference_list = QListWidget()
         self.reference_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.reference_list.setToolTip("Select the layers of good parts; the reference model is fitted on them "
-                                       "with the Segment tab's settings, without smoothing or position")
+                                       "with the Segment tab's settings, without smoothing or position, and with "
+                                       "the features set below")
         self.reference_list.setMaximumHeight(90)
         v.addWidget(self.reference_list)
+        # Inspection's own features (texture for grey parts), as the application.
+        self.inspection_features_form = SettingsForm(SegmenterParams, names=INSPECTION_FEATURE_SETTINGS)
+        self.inspection_features_form.set_values(INSPECTOR_MODEL_DEFAULTS)
+        v.addWidget(self.inspection_features_form)
         self.inspection_form = SettingsForm(InspectionParams, names=INSPECTION_SETTINGS)
         self.inspection_form.widgets["auto_k"].setChecked(False)  # as the application: the Segment tab's K
         v.addWidget(self.inspection_form)
@@ -467,9 +472,10 @@ class SegmentationWidget(QWidget):
                 self._say(str(exc).strip("'\""), error=True)
                 return
         try:
-            # As the application: the Segment tab's settings on colours only
-            # (defects are judged pixel by pixel, over several references).
-            params = self.params().replace(smoothing=0.0, spatial_weight=0.0)
+            # As the application: the Segment tab's settings without the spatial
+            # prior (defects are judged pixel by pixel, over several
+            # references), with the inspection's own features.
+            params = reference_fit_params(self.params(), self.inspection_features_form.params(INSPECTOR_MODEL_DEFAULTS))
             inspection = self.inspection_form.params()
         except ValueError as exc:
             self._say(str(exc), error=True)
@@ -610,8 +616,10 @@ class SegmentationWidget(QWidget):
 
     def _describe_reference(self, origin: str) -> None:
         i = self.inspector
+        self.inspection_features_form.set_values(i.params)
         self.reference_label.setText(
-            f"Reference model ({origin}): K={i.segmenter_.n_components}, {i.n_references_} reference"
+            f"Reference model ({origin}): K={i.segmenter_.n_components}, features "
+            f"{i.segmenter_.features.feature_set}, {i.n_references_} reference"
             f"{'s' if i.n_references_ != 1 else ''}; image threshold {i.image_threshold_:.2f}, pixel threshold "
             f"{i.threshold_:.2f}.")
         self.save_reference_button.setEnabled(self.worker is None)
