@@ -384,8 +384,9 @@ class Inspector:
         Mixture components; None picks K over ``k_range`` by ``k_criterion``.
     params : SegmenterParams, optional
         The segmenter settings (default: :data:`gmmseg.params.INSPECTOR_MODEL_DEFAULTS`,
-        the segmentation defaults with ``max_iter=200, tol=1e-4`` and colour
-        only: ``smoothing=0, spatial_weight=0``). A ``SegmenterParams()``
+        the segmentation defaults with ``max_iter=200, tol=1e-4``, neither
+        spatial prior nor positions, ``smoothing=0, spatial_weight=0``, and
+        ``feature_set="auto", row_column_sigma=32``). A ``SegmenterParams()``
         given here replaces them whole, with the segmentation defaults'
         spatial prior and positions (which several references cannot use);
         keyword arguments change single settings of the inspection defaults.

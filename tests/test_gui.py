@@ -2,6 +2,7 @@
 
 import json
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -648,6 +649,7 @@ def test_every_model_setting_survives_a_restart(qtbot, tmp_path):
     assert first.model_panel.form.params() == wanted
     first.inspection.settings_form.widgets["min_area"].setValue(40)
     first.inspection.features_form.widgets["feature_set"].setCurrentText("texture")
+    first.inspection.features_form.widgets["row_column_sigma"].setValue(20.0)
     first.close()
     second = MainWindow(QSettings(settings_file, QSettings.Format.IniFormat))
     qtbot.addWidget(second)
@@ -655,6 +657,7 @@ def test_every_model_setting_survives_a_restart(qtbot, tmp_path):
     assert second.inspection.settings_form.params().min_area == 40
     # the Model panel's own feature_set is not the inspection's, and back
     assert second.session.inspection_features.feature_set == "texture" != wanted.feature_set
+    assert second.session.inspection_features.row_column_sigma == 20.0 != wanted.row_column_sigma
     second.close()
 
 
@@ -708,3 +711,26 @@ def test_a_new_image_starts_with_empty_plots(qtbot, window, tmp_path):
     assert convergence.getAxis("left").labelText == "log-likelihood per pixel"
     assert not histogram.threshold.isVisible() and len(histogram.bars.opts["height"]) == 0
     np.testing.assert_allclose(histogram.getViewBox().viewRange(), histogram.default_range)
+
+
+def test_a_loaded_inspection_model_shows_its_features(qtbot, window, tmp_path):
+    """The Inspection panel shows the features of the model in use (Fit
+    refits with them); a value it cannot show is named, and the next Fit
+    uses the panel's value, not a hidden one."""
+    from gmmseg import Inspector
+
+    good = sample_images_dir() / "surface_good.png"
+    for sigma, shown in ((12.0, 12.0), (12.345, 32.0)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # one reference
+            inspector = Inspector(n_components=2, auto_k=False, feature_set="texture", texture_scales=(1, 2),
+                                  row_column_sigma=sigma).fit(good)
+        path = inspector.save(tmp_path / f"model{sigma}.json")
+        window.inspection.features_form.set_values(Inspector().params)  # auto, 32
+        window.files.load_inspector(path)
+        widgets = window.inspection.features_form.widgets
+        assert widgets["feature_set"].currentText() == "texture" and widgets["row_column_sigma"].value() == shown
+        assert window.session.inspection_features.row_column_sigma == shown
+        assert window.session.inspection_features.feature_set == "texture"
+        if sigma != shown:
+            assert "row_column_sigma=12.345 cannot be shown in the Inspection panel" in window.session.status_text

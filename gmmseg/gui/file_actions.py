@@ -174,6 +174,10 @@ class FileActions(QObject):
             QMessageBox.critical(self.window, "Cannot load inspection model", str(exc))
             return False
         self.remember_dir("model", path)
+        unshown = self.window.inspection.unshown_values(self.session.inspector)
+        if unshown:
+            self.session.set_status(f"the model's {', '.join(unshown)} cannot be shown in the Inspection panel; a new "
+                                    "Fit uses the panel's values")
         return True
 
     def save_inspector_dialog(self):

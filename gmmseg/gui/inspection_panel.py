@@ -157,11 +157,17 @@ class InspectionPanel(QWidget):
             self.far_slider.blockSignals(True)
             self.far_slider.setValue(int(exp))
             self.far_slider.blockSignals(False)
-        for form, shown in ((self.settings_form, s.inspection_settings), (self.features_form, s.inspection_features)):
-            if form.params(shown) != shown:
-                form.blockSignals(True)
-                form.set_values(shown)
-                form.blockSignals(False)
+        for form, name in ((self.settings_form, "inspection_settings"), (self.features_form, "inspection_features")):
+            shown = getattr(s, name)
+            if form.params(shown) == shown:
+                continue
+            form.blockSignals(True)
+            unshown = form.set_values(shown)  # a model's values, e.g. a loaded one's
+            form.blockSignals(False)
+            if unshown:
+                # No hidden values: as with the Model panel, the next Fit uses
+                # what the panel shows (loading a model says which differ).
+                setattr(s, name, form.params(shown))
         self.far_label.setText(f"{self.rate():.1e}")
         if s.folder_images and s.index >= 0:
             self.position_label.setText(f"part {s.index + 1} of {len(s.folder_images)}: {s.folder_images[s.index].name}")
@@ -180,6 +186,12 @@ class InspectionPanel(QWidget):
                 f"{how}. Every image shown is inspected.")
         elif s.references:
             self.model_label.setText(f"{len(s.references)} reference image(s) chosen; press Fit.")
+
+    def unshown_values(self, inspector) -> list[str]:
+        """``name=value`` of the model's settings that this panel cannot show."""
+        return [f"{n}={getattr(model, n)!r}" for form, model in ((self.features_form, inspector.params),
+                                                               (self.settings_form, inspector.inspection))
+                for n in form.widgets if getattr(form.params(model), n) != getattr(model, n)]
 
     def show_result(self):
         s = self.session

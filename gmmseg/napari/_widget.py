@@ -616,7 +616,10 @@ class SegmentationWidget(QWidget):
 
     def _describe_reference(self, origin: str) -> None:
         i = self.inspector
+        # The forms show the model's settings, as the application's panel
+        # (a value they cannot show keeps the widget's; Fit reads the forms).
         self.inspection_features_form.set_values(i.params)
+        self.inspection_form.set_values(i.inspection)
         self.reference_label.setText(
             f"Reference model ({origin}): K={i.segmenter_.n_components}, features "
             f"{i.segmenter_.features.feature_set}, {i.n_references_} reference"
