@@ -478,7 +478,7 @@ def _verdict_text(result):
     score, threshold = result.get("image_score"), result.get("image_threshold")
     if score == "" or score is None:
         return f": {result['verdict']} (no image score: fewer usable pixels than --min-area)"
-    sign = ">" if score > threshold else "<="
+    sign = "<=" if result["verdict"] == "pass" else ">"
     return f": {result['verdict']}, image score {score:.2f} {sign} image threshold {threshold:.2f}"
 
 

@@ -151,7 +151,7 @@ class InspectionResult:
         threshold 3.91"``."""
         if not math.isfinite(self.image_score):
             return f"{self.verdict}: no image score (fewer usable pixels than the minimum area)"
-        sign = ">" if self.image_score > self.image_threshold else "<="
+        sign = "<=" if self.passed else ">"  # the verdict's (equal to float32 rounding reads as passed)
         return f"{self.verdict}: image score {self.image_score:.2f} {sign} image threshold {self.image_threshold:.2f}"
 
     def report_row(self) -> dict[str, Any]:
@@ -714,10 +714,15 @@ class Inspector:
         image_score = _order_statistic(score, min_area)
         result = InspectionResult(score=score, mask=np.zeros(score.shape, dtype=bool), image_score=image_score,
                                   image_threshold=image_thr, pixel_threshold=pixel_thr, passed=True, raw_score=raw)
-        if not image_score > image_thr:
+        # The verdict is taken in the score map's precision, as the seeds
+        # are: a threshold between two float32 values (an image scored by the
+        # model fitted on it alone sits on its own threshold) must not fail
+        # an image with fewer than min_area seeds.
+        cut = score.dtype.type(image_thr) if score.dtype.kind == "f" else image_thr
+        if not image_score > cut:
             return result
         with np.errstate(invalid="ignore"):
-            seeds = score > image_thr
+            seeds = score > cut
             if raw is None:
                 grow, unusual = np.zeros_like(seeds), seeds
             else:

@@ -72,6 +72,31 @@ def test_verdict_is_the_image_score_against_the_image_threshold(inspector):
     assert inspector.image_scores_.size == 3 and inspector.held_out_ and inspector.n_folds_ == 3
 
 
+def test_an_image_threshold_within_float32_rounding_of_the_image_score(inspector):
+    """Score maps are float32, thresholds float64. A threshold that rounds
+    to the image score in float32 (as when a one-reference model inspects its
+    reference: the image sits on its own threshold) is a tie, and a tie
+    passes: no image fails with fewer than min_area seeds (this used to raise
+    on an empty region); a threshold one float32 step lower fails it."""
+    image, _ = paint_defects(surface(41), 41, False)
+    raw, score = inspector.score_maps(image)
+    top = inspector.image_score(image)  # a float32 value
+    below = float(np.nextafter(top, -np.inf))  # float64, rounds back to `top` in float32
+    assert below < top and np.float32(below) == np.float32(top)
+    tie = inspector.find_regions(score, raw=raw, image_threshold=below)
+    assert tie.passed and not tie.regions and not tie.mask.any()
+    assert "image score" in tie.describe() and "<=" in tie.describe()
+    lower = float(np.nextafter(np.float32(top), np.float32(-np.inf)))
+    failed = inspector.find_regions(score, raw=raw, image_threshold=lower)
+    assert not failed.passed and failed.regions and ">" in failed.describe()
+    assert (score > np.float32(lower)).sum() >= inspector.min_area
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # one reference: optimistic
+        alone = Inspector(n_components=3, auto_k=False).fit(good(7))
+    for _ in range(2):  # the reference against its own threshold, twice: a stable verdict
+        assert alone.inspect(good(7)).passed
+
+
 def test_defect_free_images_flag_about_the_false_alarm_rate():
     # The false-alarm rate calibrates the pixel threshold, which is on the
     # unsmoothed score (the first of score_maps).
