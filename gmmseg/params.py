@@ -389,25 +389,33 @@ class InspectionParams(_Settings):
 #: prior nor position features: inspection needs the density of good pixels'
 #: colours wherever they are, not regions (and fits several references).
 #: Features 'auto': grey parts get texture, colour parts colour (measured on
-#: the development sets, see the README).
+#: the development sets, see the README). At most a million training pixels
+#: (a seeded sample drawn from each reference in proportion to its size):
+#: texture rows cannot be merged like colours, so without a cap the training
+#: rows grow with every reference. On the Magnetic Tile references (2.1
+#: million pixels) the cap changed no result and took a quarter off the fit's
+#: time (see the README).
 INSPECTOR_MODEL_DEFAULTS = SegmenterParams(max_iter=200, tol=1e-4, smoothing=0.0, spatial_weight=0.0, feature_set="auto",
-                                          row_column_sigma=32.0)
+                                          row_column_sigma=32.0, max_samples=1_000_000)
 
-#: The feature settings whose inspection default differs from segmentation's.
-#: The application's Inspection panel and napari's Inspect tab keep these of
-#: their own (starting from INSPECTOR_MODEL_DEFAULTS), so that a reference
-#: fit there gets the texture that grey parts need, as ``gmmseg fit`` and the
-#: Inspector do; every other setting comes from the Model panel / Segment tab.
-INSPECTION_FEATURE_SETTINGS = ("feature_set", "row_column_sigma")
+#: The settings whose inspection default differs from segmentation's (other
+#: than the iterations, which the command line and the application take from
+#: segmentation, and the spatial prior and positions, which inspection turns
+#: off). The application's Inspection panel and napari's Inspect tab keep
+#: these of their own (starting from INSPECTOR_MODEL_DEFAULTS), so that a
+#: reference fit there is the fit ``gmmseg fit`` makes, with the texture that
+#: grey parts need; every other setting comes from the Model panel / Segment
+#: tab.
+INSPECTION_MODEL_SETTINGS = ("feature_set", "row_column_sigma", "max_samples")
 
 
-def reference_fit_params(model: SegmenterParams, inspection_features: SegmenterParams) -> SegmenterParams:
+def reference_fit_params(model: SegmenterParams, inspection_model: SegmenterParams) -> SegmenterParams:
     """The segmenter settings of a reference fit in the application and in
     napari: ``model``'s (the Model panel's) without the spatial prior and
     positions (inspection models good pixels wherever they are), with the
-    settings :data:`INSPECTION_FEATURE_SETTINGS` from ``inspection_features``.
+    settings :data:`INSPECTION_MODEL_SETTINGS` from ``inspection_model``.
     """
-    own = {name: getattr(inspection_features, name) for name in INSPECTION_FEATURE_SETTINGS}
+    own = {name: getattr(inspection_model, name) for name in INSPECTION_MODEL_SETTINGS}
     return model.replace(smoothing=0.0, spatial_weight=0.0, **own)
 
 

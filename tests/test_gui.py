@@ -409,15 +409,16 @@ def test_inspection_fit_uses_the_model_panel(qtbot, window):
     window.inspection.settings_form.widgets["smoothing_sigma"].setValue(2.5)
     # The inspection's own features: auto and a 32 px row/column background
     # unless set in the Inspection panel, whatever the Model panel says.
-    features = window.inspection.features_form.widgets
+    features = window.inspection.model_form.widgets
     assert features["feature_set"].currentText() == "auto" and features["row_column_sigma"].value() == 32.0
-    assert wanted.feature_set != "auto" and wanted.row_column_sigma != 12.0
+    assert wanted.feature_set != "auto" and wanted.row_column_sigma != 12.0 and wanted.max_samples != 1_000_000
     features["row_column_sigma"].setValue(12.0)
     window.session.set_references([sample_images_dir() / "surface_good.png"])
     window.session.fit_inspector()
     _idle(qtbot, window)
     inspector = window.session.inspector
-    wanted = wanted.replace(smoothing=0.0, spatial_weight=0.0, feature_set="auto", row_column_sigma=12.0)
+    wanted = wanted.replace(smoothing=0.0, spatial_weight=0.0, feature_set="auto", row_column_sigma=12.0,
+                            max_samples=1_000_000)
     assert inspector.params == wanted and inspector.segmenter_.params == wanted
     assert inspector.inspection.smoothing_sigma == 2.5 and not inspector.inspection.auto_k
     assert "(one of the references)" in window.inspection.verdict_label.text()
@@ -648,16 +649,16 @@ def test_every_model_setting_survives_a_restart(qtbot, tmp_path):
     wanted = _set_every_setting(first, spatial_weight=0.3)
     assert first.model_panel.form.params() == wanted
     first.inspection.settings_form.widgets["min_area"].setValue(40)
-    first.inspection.features_form.widgets["feature_set"].setCurrentText("texture")
-    first.inspection.features_form.widgets["row_column_sigma"].setValue(20.0)
+    first.inspection.model_form.widgets["feature_set"].setCurrentText("texture")
+    first.inspection.model_form.widgets["row_column_sigma"].setValue(20.0)
     first.close()
     second = MainWindow(QSettings(settings_file, QSettings.Format.IniFormat))
     qtbot.addWidget(second)
     assert second.model_panel.form.params() == wanted
     assert second.inspection.settings_form.params().min_area == 40
     # the Model panel's own feature_set is not the inspection's, and back
-    assert second.session.inspection_features.feature_set == "texture" != wanted.feature_set
-    assert second.session.inspection_features.row_column_sigma == 20.0 != wanted.row_column_sigma
+    assert second.session.inspection_model.feature_set == "texture" != wanted.feature_set
+    assert second.session.inspection_model.row_column_sigma == 20.0 != wanted.row_column_sigma
     second.close()
 
 
@@ -726,11 +727,11 @@ def test_a_loaded_inspection_model_shows_its_features(qtbot, window, tmp_path):
             inspector = Inspector(n_components=2, auto_k=False, feature_set="texture", texture_scales=(1, 2),
                                   row_column_sigma=sigma).fit(good)
         path = inspector.save(tmp_path / f"model{sigma}.json")
-        window.inspection.features_form.set_values(Inspector().params)  # auto, 32
+        window.inspection.model_form.set_values(Inspector().params)  # auto, 32
         window.files.load_inspector(path)
-        widgets = window.inspection.features_form.widgets
+        widgets = window.inspection.model_form.widgets
         assert widgets["feature_set"].currentText() == "texture" and widgets["row_column_sigma"].value() == shown
-        assert window.session.inspection_features.row_column_sigma == shown
-        assert window.session.inspection_features.feature_set == "texture"
+        assert window.session.inspection_model.row_column_sigma == shown
+        assert window.session.inspection_model.feature_set == "texture"
         if sigma != shown:
             assert "row_column_sigma=12.345 cannot be shown in the Inspection panel" in window.session.status_text

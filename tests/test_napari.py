@@ -277,7 +277,8 @@ def test_inspection_regions_as_shapes_and_table(viewer_widget, qtbot, tmp_path):
     assert widget.inspector is not None and widget.inspector.n_references_ == 1
     # the Segment tab's settings without smoothing or positions, with the
     # Inspect tab's own features (auto: colour for this colour part)
-    wanted = widget.params().replace(smoothing=0.0, spatial_weight=0.0, feature_set="auto", row_column_sigma=32.0)
+    wanted = widget.params().replace(smoothing=0.0, spatial_weight=0.0, feature_set="auto", row_column_sigma=32.0,
+                                     max_samples=1_000_000)
     assert widget.inspector.params == wanted and not widget.inspector.segmenter_.features.uses_texture
     assert "one reference image" in widget.message.text()  # the library's warning, shown
     # A good part: no region, an empty rectangle layer and table.

@@ -287,7 +287,7 @@ def test_inspection_of_grey_parts_uses_texture_whatever_the_model_panel_says(tmp
     session.open_image(refs[0])
     assert session.inspection.passed
 
-    session.inspection_features = session.inspection_features.replace(feature_set="color")
+    session.inspection_model = session.inspection_model.replace(feature_set="color")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         session.fit_inspector()

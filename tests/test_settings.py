@@ -215,18 +215,21 @@ def test_open_ended_settings_have_sane_maxima(cls, name, value, message):
         assert setting.check(setting.maximum) == setting.maximum  # the bound itself is allowed
 
 
-def test_the_inspection_panels_own_features_are_those_inspection_defaults_differently():
+def test_the_inspection_panels_own_settings_are_those_inspection_defaults_differently():
     """The application's Inspection panel and napari's Inspect tab keep
-    their own values of exactly the feature settings whose inspection
-    default differs from segmentation's; a reference fit there takes those
-    from them and everything else from the Model panel, without the spatial
-    prior and positions."""
-    from gmmseg.params import INSPECTION_FEATURE_SETTINGS, INSPECTOR_MODEL_DEFAULTS, reference_fit_params
+    their own values of exactly the settings whose default differs between
+    segmentation and ``gmmseg fit`` (besides the spatial prior and positions,
+    which inspection turns off), so that a reference fit there with nothing
+    changed is the command line's; a reference fit takes those from them and
+    everything else from the Model panel."""
+    from gmmseg.cli import FIT_DEFAULTS
+    from gmmseg.params import INSPECTION_MODEL_SETTINGS, INSPECTOR_MODEL_DEFAULTS, reference_fit_params
 
-    differ = {s.name for s in SegmenterParams.settings() if s.group == "features" and s.name != "spatial_weight"
-              and getattr(INSPECTOR_MODEL_DEFAULTS, s.name) != getattr(SegmenterParams(), s.name)}
-    assert set(INSPECTION_FEATURE_SETTINGS) == differ == {"feature_set", "row_column_sigma"}
+    differ = {n for n in SegmenterParams.names() if getattr(FIT_DEFAULTS, n) != getattr(SegmenterParams(), n)}
+    assert set(INSPECTION_MODEL_SETTINGS) == differ - {"smoothing", "spatial_weight"}
+    assert set(INSPECTION_MODEL_SETTINGS) == {"feature_set", "row_column_sigma", "max_samples"}
+    assert reference_fit_params(SegmenterParams(), INSPECTOR_MODEL_DEFAULTS) == FIT_DEFAULTS
     model = SegmenterParams(n_components=5, covariance_type="diag", color_space="rgb", feature_set="texture",
                             texture_scales=(1, 3), row_column_sigma=0.0, spatial_weight=0.7, smoothing=1.5)
-    fitted = reference_fit_params(model, INSPECTOR_MODEL_DEFAULTS.replace(row_column_sigma=20.0))
+    fitted = reference_fit_params(model, INSPECTOR_MODEL_DEFAULTS.replace(row_column_sigma=20.0, max_samples=None))
     assert fitted == model.replace(smoothing=0.0, spatial_weight=0.0, feature_set="auto", row_column_sigma=20.0)

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..params import INSPECTION_FEATURE_SETTINGS, InspectionParams, SegmenterParams
+from ..params import INSPECTION_MODEL_SETTINGS, InspectionParams, SegmenterParams
 from .settings_form import SettingsForm
 
 FAR_MIN_EXP, FAR_MAX_EXP = -6.0, -1.0  # false-alarm rate slider: 1e-6 .. 1e-1
@@ -58,7 +58,7 @@ class InspectionPanel(QWidget):
         v.addLayout(row)
         self.model_label = QLabel("No reference model yet.")
         self.model_label.setToolTip("Reference models use the Model panel's settings without smoothing or spatial "
-                                    "weight (defects are judged pixel by pixel), with the features set here")
+                                    "weight (defects are judged pixel by pixel), with the features and samples set here")
         self.model_label.setWordWrap(True)
         v.addWidget(self.model_label)
         self.settings_form = SettingsForm(InspectionParams, names=("auto_k", "smoothing_sigma", "border_margin",
@@ -68,21 +68,22 @@ class InspectionPanel(QWidget):
         self.settings_form.form.labelForField(self.settings_form.widgets["auto_k"]).setText(
             f"Choose K ({k_range[0]}-{k_range[-1]})")
         self.settings_form.form.setContentsMargins(0, 0, 0, 0)
-        # The features of inspection are its own (grey parts need texture
-        # whatever the Model panel segments with): see reference_fit_params.
-        self.features_form = SettingsForm(SegmenterParams, names=INSPECTION_FEATURE_SETTINGS)
-        self.features_form.set_values(session.inspection_features)
-        self.features_form.form.setContentsMargins(0, 0, 0, 0)
-        for form, names in ((self.features_form, INSPECTION_FEATURE_SETTINGS),
+        # Inspection's own features and training sample (grey parts need
+        # texture whatever the Model panel segments with): see
+        # reference_fit_params.
+        self.model_form = SettingsForm(SegmenterParams, names=INSPECTION_MODEL_SETTINGS)
+        self.model_form.set_values(session.inspection_model)
+        self.model_form.form.setContentsMargins(0, 0, 0, 0)
+        for form, names in ((self.model_form, INSPECTION_MODEL_SETTINGS),
                             (self.settings_form, ("auto_k", "smoothing_sigma", "border_margin"))):
             for name in names:  # the model and its thresholds are fitted for them
                 widget = form.widgets[name]
                 widget.setToolTip(widget.toolTip() + " (takes effect at the next Fit)")
         self.settings_form.changed.connect(
             lambda: session.set_inspection_settings(self.settings_form.params(session.inspection_settings)))
-        self.features_form.changed.connect(
-            lambda: setattr(session, "inspection_features", self.features_form.params(session.inspection_features)))
-        v.addWidget(self.features_form)
+        self.model_form.changed.connect(
+            lambda: setattr(session, "inspection_model", self.model_form.params(session.inspection_model)))
+        v.addWidget(self.model_form)
         v.addWidget(self.settings_form)
         row = QHBoxLayout()
         row.addWidget(QLabel("False-alarm rate"))
@@ -157,7 +158,7 @@ class InspectionPanel(QWidget):
             self.far_slider.blockSignals(True)
             self.far_slider.setValue(int(exp))
             self.far_slider.blockSignals(False)
-        for form, name in ((self.settings_form, "inspection_settings"), (self.features_form, "inspection_features")):
+        for form, name in ((self.settings_form, "inspection_settings"), (self.model_form, "inspection_model")):
             shown = getattr(s, name)
             if form.params(shown) == shown:
                 continue
@@ -189,7 +190,7 @@ class InspectionPanel(QWidget):
 
     def unshown_values(self, inspector) -> list[str]:
         """``name=value`` of the model's settings that this panel cannot show."""
-        return [f"{n}={getattr(model, n)!r}" for form, model in ((self.features_form, inspector.params),
+        return [f"{n}={getattr(model, n)!r}" for form, model in ((self.model_form, inspector.params),
                                                                (self.settings_form, inspector.inspection))
                 for n in form.widgets if getattr(form.params(model), n) != getattr(model, n)]
 
@@ -203,7 +204,7 @@ class InspectionPanel(QWidget):
             self.verdict_label.setText(f"inspecting {s.image_name}..." if busy else "")
             return
         colour = "#2e7d32" if r.passed else "#c62828"
-        sign = "&gt;" if r.image_score > r.image_threshold else "&le;"
+        sign = "&le;" if r.passed else "&gt;"
         note = " (one of the references)" if s.image_path in s.references else ""
         self.verdict_label.setText(
             f"{s.image_name}{note}: <b style='color:{colour}'>{r.verdict.upper()}</b> &nbsp; image score "

@@ -247,8 +247,8 @@ class MainWindow(QMainWindow):
         self.session.set_settings(self.model_panel.form.params())
         self.inspection.settings_form.restore(st, "inspection/")
         self.session.inspection_settings = self.inspection.settings_form.params(self.session.inspection_settings)
-        self.inspection.features_form.restore(st, "inspection/")
-        self.session.inspection_features = self.inspection.features_form.params(self.session.inspection_features)
+        self.inspection.model_form.restore(st, "inspection/")
+        self.session.inspection_model = self.inspection.model_form.params(self.session.inspection_model)
         try:
             self.session.set_k_range(int(st.value("autok/from", 1)), int(st.value("autok/to", 8)))
         except (TypeError, ValueError):
@@ -284,7 +284,7 @@ class MainWindow(QMainWindow):
         st.setValue("recent", self.files.recent)
         self.model_panel.form.save(st, "model/")
         self.inspection.settings_form.save(st, "inspection/")
-        self.inspection.features_form.save(st, "inspection/")
+        self.inspection.model_form.save(st, "inspection/")
         st.setValue("autok/from", self.session.k_range[0])
         st.setValue("autok/to", self.session.k_range[1])
         st.sync()

@@ -326,8 +326,8 @@ class Session:
         self.k_rows: list[dict] = []
         # inspection
         self.inspection_settings = InspectionParams(auto_k=False)
-        # The inspection's own feature settings (INSPECTION_FEATURE_SETTINGS).
-        self.inspection_features = INSPECTOR_MODEL_DEFAULTS
+        # The inspection's own model settings (INSPECTION_MODEL_SETTINGS).
+        self.inspection_model = INSPECTOR_MODEL_DEFAULTS
         self.references: list[Path] = []
         self.inspector: Inspector | None = None
         self.inspector_source = ""
@@ -966,11 +966,11 @@ class Session:
     def inspection_fit_settings(self) -> tuple[SegmenterParams, InspectionParams]:
         """What a reference fit uses: the Model panel's settings without the
         spatial prior and positions (inspection models good pixels wherever
-        they are, as ``gmmseg fit``) and with the inspection's own feature
+        they are, as ``gmmseg fit``) and with the inspection's own model
         settings (:func:`gmmseg.params.reference_fit_params`), and the
         inspection settings with the false-alarm rate shown."""
         inspection = self.inspection_settings.replace(false_alarm_rate=self.false_alarm_rate)
-        return reference_fit_params(self.settings, self.inspection_features), inspection
+        return reference_fit_params(self.settings, self.inspection_model), inspection
 
     def fit_inspector(self) -> None:
         if not self.references:
@@ -993,7 +993,7 @@ class Session:
         self.inspector_source = source
         self.false_alarm_rate = inspector.false_alarm_rate
         self.inspection_settings = inspector.inspection
-        self.inspection_features = inspector.params
+        self.inspection_model = inspector.params
         self.events.inspector.emit()
         if self.image is not None:
             # The shown image is inspected too, and the verdict names it.

@@ -56,7 +56,7 @@ from ..engine import ConvergenceWarning, EMProgress
 from ..gui.settings_form import SettingsForm
 from ..inspection import InspectionResult, Inspector
 from ..io import ImageData
-from ..params import INSPECTION_FEATURE_SETTINGS, INSPECTOR_MODEL_DEFAULTS, InspectionParams, SegmenterParams, reference_fit_params
+from ..params import INSPECTION_MODEL_SETTINGS, INSPECTOR_MODEL_DEFAULTS, InspectionParams, SegmenterParams, reference_fit_params
 from ..persistence import ModelFileError
 from ..segment import Segmentation, Segmenter
 from ._layer_data import RESULT_KEY, LayerData, LayerError, anomaly_layer, image_from_layer, inspection_layers, segmentation_layers
@@ -283,13 +283,13 @@ class SegmentationWidget(QWidget):
         self.reference_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.reference_list.setToolTip("Select the layers of good parts; the reference model is fitted on them "
                                        "with the Segment tab's settings, without smoothing or position, and with "
-                                       "the features set below")
+                                       "the features and samples set below")
         self.reference_list.setMaximumHeight(90)
         v.addWidget(self.reference_list)
-        # Inspection's own features (texture for grey parts), as the application.
-        self.inspection_features_form = SettingsForm(SegmenterParams, names=INSPECTION_FEATURE_SETTINGS)
-        self.inspection_features_form.set_values(INSPECTOR_MODEL_DEFAULTS)
-        v.addWidget(self.inspection_features_form)
+        # Inspection's own features (texture for grey parts) and sample, as the application.
+        self.inspection_model_form = SettingsForm(SegmenterParams, names=INSPECTION_MODEL_SETTINGS)
+        self.inspection_model_form.set_values(INSPECTOR_MODEL_DEFAULTS)
+        v.addWidget(self.inspection_model_form)
         self.inspection_form = SettingsForm(InspectionParams, names=INSPECTION_SETTINGS)
         self.inspection_form.widgets["auto_k"].setChecked(False)  # as the application: the Segment tab's K
         v.addWidget(self.inspection_form)
@@ -474,8 +474,8 @@ class SegmentationWidget(QWidget):
         try:
             # As the application: the Segment tab's settings without the spatial
             # prior (defects are judged pixel by pixel, over several
-            # references), with the inspection's own features.
-            params = reference_fit_params(self.params(), self.inspection_features_form.params(INSPECTOR_MODEL_DEFAULTS))
+            # references), with the inspection's own features and sample.
+            params = reference_fit_params(self.params(), self.inspection_model_form.params(INSPECTOR_MODEL_DEFAULTS))
             inspection = self.inspection_form.params()
         except ValueError as exc:
             self._say(str(exc), error=True)
@@ -618,7 +618,7 @@ class SegmentationWidget(QWidget):
         i = self.inspector
         # The forms show the model's settings, as the application's panel
         # (a value they cannot show keeps the widget's; Fit reads the forms).
-        self.inspection_features_form.set_values(i.params)
+        self.inspection_model_form.set_values(i.params)
         self.inspection_form.set_values(i.inspection)
         self.reference_label.setText(
             f"Reference model ({origin}): K={i.segmenter_.n_components}, features "
