@@ -386,7 +386,8 @@ class Inspector:
         The segmenter settings (default: :data:`gmmseg.params.INSPECTOR_MODEL_DEFAULTS`,
         the segmentation defaults with ``max_iter=200, tol=1e-4``, neither
         spatial prior nor positions, ``smoothing=0, spatial_weight=0``, and
-        ``feature_set="auto", row_column_sigma=32``). A ``SegmenterParams()``
+        ``feature_set="auto", row_column_sigma=32, max_samples=1_000_000``).
+        A ``SegmenterParams()``
         given here replaces them whole, with the segmentation defaults'
         spatial prior and positions (which several references cannot use);
         keyword arguments change single settings of the inspection defaults.
