@@ -138,13 +138,25 @@ def _percentile(text):
     return value
 
 
+# What an option of a setting that takes None ('optional_int', 'seed') says
+# for None: options left out are None too (not given), so a given None is
+# this marker until params_from_args.
+_GIVEN_NONE = object()
+_NONE_WORDS = {"optional_int": ("none", "all"), "seed": ("none", "random")}
+
+
 def _converter(setting: Setting):
     """The argparse ``type`` of a setting: parse the text, then check it with
     the setting's own rule (so the command line and the library agree)."""
     parse = {"int": int, "seed": int, "optional_int": int, "float": float, "int_list": _k_range}[setting.kind]
+    none_words = _NONE_WORDS.get(setting.kind, ())
     expected = "a number" if setting.kind == "float" else "a whole number"
+    if none_words:
+        expected += f" or {' / '.join(none_words)}"
 
     def convert(text):
+        if text.strip().lower() in none_words:
+            return _GIVEN_NONE
         try:
             value = parse(text)
         except ValueError:  # int("abc") says "invalid literal for int() with base 10"
@@ -184,6 +196,7 @@ def params_from_args(args, cls=SegmenterParams, base=None):
     turns its options into settings."""
     base = cls() if base is None else base
     given = {name: getattr(args, name) for name in cls.names() if getattr(args, name, None) is not None}
+    given = {name: None if value is _GIVEN_NONE else value for name, value in given.items()}
     try:
         return base.replace(**given)
     except ValueError as exc:

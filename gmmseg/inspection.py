@@ -118,7 +118,9 @@ class InspectionResult:
         The ``min_area``-th highest value of ``score`` (-inf when fewer
         pixels are usable).
     image_threshold : float
-        The image fails when ``image_score`` is above it (same units).
+        The image fails when ``image_score`` is above it (same units; the
+        calibrated threshold rounded to the precision of ``score``, float32,
+        in which it is compared).
     pixel_threshold : float
         The threshold on ``raw_score`` over which defect masks grow.
     passed : bool
@@ -151,7 +153,7 @@ class InspectionResult:
         threshold 3.91"``."""
         if not math.isfinite(self.image_score):
             return f"{self.verdict}: no image score (fewer usable pixels than the minimum area)"
-        sign = "<=" if self.passed else ">"  # the verdict's (equal to float32 rounding reads as passed)
+        sign = "<=" if self.passed else ">"
         return f"{self.verdict}: image score {self.image_score:.2f} {sign} image threshold {self.image_threshold:.2f}"
 
     def report_row(self) -> dict[str, Any]:
@@ -713,17 +715,20 @@ class Inspector:
         image_thr = self.image_threshold_ if image_threshold is None else float(image_threshold)
         min_area = self.inspection.min_area
         image_score = _order_statistic(score, min_area)
+        if score.dtype.kind == "f":
+            # The threshold in the score map's precision (float32), where the
+            # seeds are compared, and so reported: one between two float32
+            # values (an image scored by the model fitted on it alone sits on
+            # its own threshold) must not fail an image with fewer than
+            # min_area seeds, and "fail" must read as "score above threshold".
+            with np.errstate(over="ignore"):  # beyond float32's range: inf, nothing is above it
+                image_thr = float(score.dtype.type(image_thr))
         result = InspectionResult(score=score, mask=np.zeros(score.shape, dtype=bool), image_score=image_score,
                                   image_threshold=image_thr, pixel_threshold=pixel_thr, passed=True, raw_score=raw)
-        # The verdict is taken in the score map's precision, as the seeds
-        # are: a threshold between two float32 values (an image scored by the
-        # model fitted on it alone sits on its own threshold) must not fail
-        # an image with fewer than min_area seeds.
-        cut = score.dtype.type(image_thr) if score.dtype.kind == "f" else image_thr
-        if not image_score > cut:
+        if not image_score > image_thr:
             return result
         with np.errstate(invalid="ignore"):
-            seeds = score > cut
+            seeds = score > image_thr
             if raw is None:
                 grow, unusual = np.zeros_like(seeds), seeds
             else:

@@ -124,6 +124,24 @@ def test_fit_then_apply_equals_segment(tmp_path):
     assert model_exists.returncode == 2 and "already exists" in model_exists.stderr
 
 
+def test_settings_that_take_none_take_it_on_the_command_line(tmp_path):
+    """'gmmseg fit' trains on a million pixels by default; '--max-samples
+    none' (or 'all') on every pixel, as the help says, and '--seed random'
+    draws a new seed; the model files say so."""
+    from gmmseg import Inspector
+
+    img = write_image(tmp_path / "a.png", seed=3)
+    for options, max_samples, seed in (([], 1_000_000, 0), (["--max-samples", "none"], None, 0),
+                                       (["--max-samples", "ALL", "--seed", "random"], None, None),
+                                       (["--max-samples", "5000", "--spatial-fit-pixels", "none"], 5000, 0)):
+        path = tmp_path / f"m{len(list(tmp_path.glob('m*.json')))}.json"
+        out = run("fit", img, "-k", "2", *options, "--save-model", path)
+        assert out.returncode == 0, out.stderr
+        params = Inspector.load(path).params
+        assert (params.max_samples, params.random_state) == (max_samples, seed)
+        assert params.spatial_fit_pixels == (None if "--spatial-fit-pixels" in options else 250_000)
+
+
 def test_bad_file_in_a_folder_does_not_stop_the_rest(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -214,6 +232,8 @@ def test_every_bad_input_gets_one_line(tmp_path, name, problem):
     (["fit", "x.png", "--row-column-sigma", "wide", "--save-model", "m.json"],
      "--row-column-sigma: expected a number, got 'wide'"),
     (["segment", "x.png", "-k", "2.5", "--out", "o"], "-k/--n-components: expected a whole number, got '2.5'"),
+    (["fit", "x.png", "--max-samples", "many", "--save-model", "m.json"],
+     "--max-samples: expected a whole number or none / all, got 'many'"),
 ])
 def test_usage_errors_exit_2(tmp_path, args, message):
     write_image(tmp_path / "x.png")

@@ -651,6 +651,7 @@ def test_every_model_setting_survives_a_restart(qtbot, tmp_path):
     first.inspection.settings_form.widgets["min_area"].setValue(40)
     first.inspection.model_form.widgets["feature_set"].setCurrentText("texture")
     first.inspection.model_form.widgets["row_column_sigma"].setValue(20.0)
+    first.inspection.model_form.widgets["max_samples"].setValue(0)  # shown as "all": None
     first.close()
     second = MainWindow(QSettings(settings_file, QSettings.Format.IniFormat))
     qtbot.addWidget(second)
@@ -659,6 +660,7 @@ def test_every_model_setting_survives_a_restart(qtbot, tmp_path):
     # the Model panel's own feature_set is not the inspection's, and back
     assert second.session.inspection_model.feature_set == "texture" != wanted.feature_set
     assert second.session.inspection_model.row_column_sigma == 20.0 != wanted.row_column_sigma
+    assert second.session.inspection_model.max_samples is None and wanted.max_samples == 5000
     second.close()
 
 
