@@ -106,8 +106,7 @@ class FileActions(QObject):
             return False
         self.remember_dir("model", path)
         self.session.use_model(segmenter, Path(path).name)
-        unshown = [n for n in segmenter.params.names()
-                   if getattr(self.window.model_panel.form.params(), n) != getattr(segmenter.params, n)]
+        unshown = self.window.model_panel.form.unshown(segmenter.params)
         if unshown:
             values = ", ".join(f"{n}={getattr(segmenter.params, n)!r}" for n in unshown)
             self.session.set_status(f"the model's {values} cannot be shown in the Model panel; a new Run uses the panel's values")

@@ -192,7 +192,7 @@ class InspectionPanel(QWidget):
         """``name=value`` of the model's settings that this panel cannot show."""
         return [f"{n}={getattr(model, n)!r}" for form, model in ((self.model_form, inspector.params),
                                                                (self.settings_form, inspector.inspection))
-                for n in form.widgets if getattr(form.params(model), n) != getattr(model, n)]
+                for n in form.unshown(model)]
 
     def show_result(self):
         s = self.session

@@ -159,6 +159,13 @@ class SettingsForm(QWidget):
                 unshown.append(s.name)
         return unshown
 
+    def unshown(self, params) -> list[str]:
+        """The names of the form's settings whose shown value is not the
+        value in ``params`` (one the form could not show, after
+        :meth:`set_values`)."""
+        shown = self.params(params)
+        return [s.name for s in self.settings if getattr(shown, s.name) != getattr(params, s.name)]
+
     def save(self, store: QSettings, prefix: str) -> None:
         for name, value in self.values().items():
             if isinstance(value, tuple):  # int_list: saved as "1,2,4"
