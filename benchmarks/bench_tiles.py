@@ -17,6 +17,12 @@ defect-free photos (``good_test/``). Per defect kind and over all kinds:
 
 On ``good_test/``: false regions per image and the fraction of pixels flagged.
 
+With ``--operating-points``, also for gmmseg-default: defects found, good
+images failed and false regions per good image at the image thresholds of
+other false-reject rates, and at the best image threshold in hindsight (the
+most defects found with at most 0.5 false regions per good image): the most
+any calibration could get from this score.
+
 Methods:
 
 - ``gmmseg-default``: ``gmmseg.Inspector()`` at its defaults (K chosen by its
@@ -39,6 +45,7 @@ citation; do not copy the images into this repository.
 Usage:
     python benchmarks/bench_tiles.py [--data DIR] [--quick] [--json PATH] [--quiet]
                                      [--fit-refs N] [--seed S] [--setting KEY=VALUE ...]
+                                     [--operating-points]
 
 ``--quick`` uses 5 references and 3 images per defect kind (a seeded random
 choice). Progress goes to stderr (unless ``--quiet``), tables to stdout.
@@ -151,6 +158,7 @@ def fit_gmmseg_default(refs, args):
         result = inspector.inspect(image)
         return result.score, result.mask, result.image_score
 
+    inspect.inspector = inspector  # for --operating-points
     return inspect, info
 
 
@@ -340,7 +348,69 @@ def evaluate(name, data, args):
     summary["all"]["image_auroc"] = good["image_auroc"]
     summary["mean of kinds"] = {key: float(np.mean([summary[k][key] for k in KINDS]))
                                 for key in ("auroc", "image_auroc", "f1")}
-    return {"info": info, "summary": summary, "good_test": good, "images": images}
+    return {"info": info, "summary": summary, "good_test": good, "images": images,
+            "inspector": getattr(inspect, "inspector", None)}
+
+
+OPERATING_RATES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.45)
+FALSE_REGION_BUDGET = 0.5  # false regions per good image: issue 11's acceptance
+
+
+def operating_points(inspector, data, args):
+    """Defects found and good images failed at other image thresholds.
+
+    The calibrated thresholds of several false-reject rates, and the
+    hindsight threshold: of every threshold between two images' scores, the
+    one finding the most defects with at most ``FALSE_REGION_BUDGET`` false
+    regions per good image. No calibration on references can beat it with
+    this score, so it tells a weak score from a badly placed threshold.
+    """
+    maps = {kind: [(inspector.score_maps(image), truth) for _, image, truth in data[kind]] for kind in ("good_test", *KINDS)}
+
+    def count(image_threshold):
+        found = defects = failed = false_regions = 0
+        for entries in maps.values():
+            for (raw, score), truth in entries:
+                result = inspector.find_regions(score, raw=raw, image_threshold=image_threshold)
+                row = image_metrics(score, result.mask, truth)
+                if truth is None:
+                    failed += not result.passed
+                    false_regions += row["false_regions"]
+                else:
+                    found += row["found"]
+                    defects += row["defects"]
+        return found, defects, failed, false_regions / max(len(maps["good_test"]), 1)
+
+    points = [{"false_reject_rate": rate, "image_threshold": inspector.image_threshold_for(rate), "hindsight": False}
+              for rate in OPERATING_RATES]
+    image_scores = np.unique([gmmseg.inspection._order_statistic(score, inspector.min_area)
+                              for entries in maps.values() for (_, score), _ in entries])
+    best = None
+    for value in image_scores[np.isfinite(image_scores)]:
+        # just below an image score, in the score map's float32: that image fails
+        threshold = float(np.nextafter(np.float32(value), np.float32(-np.inf)))
+        found, defects, failed, false_per_good = count(threshold)
+        if false_per_good <= FALSE_REGION_BUDGET and (best is None or found > best[1]):
+            best = (threshold, found, defects, failed, false_per_good)
+    for point in points:
+        point.update(zip(("found", "defects", "good_failed", "false_regions_per_good"), count(point["image_threshold"])))
+    if best is not None:
+        points.append({"false_reject_rate": None, "image_threshold": best[0], "hindsight": True,
+                       **dict(zip(("found", "defects", "good_failed", "false_regions_per_good"), best[1:]))})
+    log(args, f"[operating points] {len(image_scores)} hindsight thresholds tried")
+    return points
+
+
+def format_operating_points(points, n_good):
+    lines = ["operating points of gmmseg-default's score (image threshold re-set, same score maps):",
+             f"{'image threshold':<50} {'found':>9} {'good failed':>11} {'false reg/good img':>18}"]
+    for p in points:
+        name = (f"hindsight best, <= {FALSE_REGION_BUDGET} false reg/good img" if p["hindsight"]
+                else f"false-reject rate {p['false_reject_rate']:g}")
+        name += f" ({p['image_threshold']:.3g})"
+        lines.append(f"{name:<50} {p['found']:>5}/{p['defects']:<3} {p['good_failed']:>5}/{n_good:<5} "
+                     f"{p['false_regions_per_good']:>18.2f}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------
@@ -403,6 +473,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed of the image choices and subsamples (default 0)")
     parser.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
                         help="an Inspector setting for gmmseg-default (repeatable), e.g. k_criterion=bic")
+    parser.add_argument("--operating-points", action="store_true",
+                        help="also: gmmseg-default's defects found and good images failed at other false-reject rates, "
+                             f"and at the best threshold in hindsight with at most {FALSE_REGION_BUDGET} false regions per good image")
     args = parser.parse_args(argv)
     args.settings = parse_settings(args.setting)
     gmmseg.Inspector(**args.settings)  # unknown or bad settings: one clear error before any work
@@ -419,13 +492,17 @@ def main(argv=None):
             results[name] = evaluate(name, data, args)
             print()
             print(format_table(name, results[name]), flush=True)
+            if args.operating_points and results[name]["inspector"] is not None:
+                results[name]["operating_points"] = operating_points(results[name]["inspector"], data, args)
+                print()
+                print(format_operating_points(results[name]["operating_points"], len(data["good_test"])), flush=True)
     elapsed = time.perf_counter() - wall
     print(f"\nwall time {elapsed:.1f} s")
     if args.json:
         payload = {
             "data": str(args.data), "quick": args.quick, "seed": args.seed, "wall_seconds": elapsed,
             "gmmseg_version": gmmseg.__version__,
-            "methods": {name: {"info": r["info"], "summary": r["summary"], "good_test": r["good_test"], "images": r["images"]}
+            "methods": {name: {key: r[key] for key in ("info", "summary", "good_test", "images", "operating_points") if key in r}
                         for name, r in results.items()},
         }
         Path(args.json).write_text(json.dumps(clean(payload), indent=1))
