@@ -716,6 +716,36 @@ def test_a_new_image_starts_with_empty_plots(qtbot, window, tmp_path):
     np.testing.assert_allclose(histogram.getViewBox().viewRange(), histogram.default_range)
 
 
+def test_a_note_on_unshown_values_outlasts_the_status_line(qtbot, window, tmp_path):
+    """A loaded model's value its panel cannot show is named beside the
+    model line, where the shown image's maps or verdict, which take the
+    status line when they are ready, do not replace it; the next model
+    clears it."""
+    from gmmseg import Inspector, Segmenter
+
+    assert _open(qtbot, window, SAMPLE)
+    path = tmp_path / "m.json"
+    Segmenter(2, tol=1e-12, random_state=0).fit(np.random.RandomState(0).rand(20, 20, 3)).save(path)
+    assert window.load_model(path)
+    _idle(qtbot, window)
+    assert "maps in" in window.session.status_text  # the maps took the status line
+    assert "tol=1e-12 cannot be shown in the Model panel" in window.model_panel.model_label.text()
+    _fit(qtbot, window, n_components=2)
+    assert "cannot be shown" not in window.model_panel.model_label.text()
+
+    good = sample_images_dir() / "surface_good.png"
+    for sigma in (12.345, 12.0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # one reference
+            inspector = Inspector(n_components=2, auto_k=False, feature_set="texture", texture_scales=(1, 2),
+                                  row_column_sigma=sigma).fit(good)
+        window.files.load_inspector(inspector.save(tmp_path / f"inspection{sigma}.json"))
+        _idle(qtbot, window)
+        assert window.session.inspection is not None and "region(s)" in window.session.status_text  # the verdict
+        noted = "row_column_sigma=12.345 cannot be shown in the Inspection panel" in window.inspection.model_label.text()
+        assert noted == (sigma == 12.345)
+
+
 def test_a_loaded_inspection_model_shows_its_features(qtbot, window, tmp_path):
     """The Inspection panel shows the features of the model in use (Fit
     refits with them); a value it cannot show is named, and the next Fit

@@ -233,3 +233,15 @@ def test_the_inspection_panels_own_settings_are_those_inspection_defaults_differ
                             texture_scales=(1, 3), row_column_sigma=0.0, spatial_weight=0.7, smoothing=1.5)
     fitted = reference_fit_params(model, INSPECTOR_MODEL_DEFAULTS.replace(row_column_sigma=20.0, max_samples=None))
     assert fitted == model.replace(smoothing=0.0, spatial_weight=0.0, feature_set="auto", row_column_sigma=20.0)
+
+
+def test_the_inspection_panels_show_every_inspection_setting_but_two():
+    """The application's Inspection panel and napari's Inspect tab show the
+    inspection settings from one list: all of them but the K range (the
+    default range is tried) and the false-alarm rate (the application's
+    logarithmic slider); those that need a new fit come first."""
+    from gmmseg.params import INSPECTION_PANEL_SETTINGS, INSPECTION_REFIT_SETTINGS
+
+    assert set(INSPECTION_PANEL_SETTINGS) == set(InspectionParams.names()) - {"k_range", "false_alarm_rate"}
+    assert len(set(INSPECTION_PANEL_SETTINGS)) == len(INSPECTION_PANEL_SETTINGS)
+    assert INSPECTION_REFIT_SETTINGS == ("auto_k", "smoothing_sigma", "border_margin")

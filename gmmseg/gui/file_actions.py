@@ -109,7 +109,7 @@ class FileActions(QObject):
         unshown = self.window.model_panel.form.unshown(segmenter.params)
         if unshown:
             values = ", ".join(f"{n}={getattr(segmenter.params, n)!r}" for n in unshown)
-            self.session.set_status(f"the model's {values} cannot be shown in the Model panel; a new Run uses the panel's values")
+            self.session.note_model(f"the model's {values} cannot be shown in the Model panel; a new Run uses the panel's values")
         return True
 
     def export_dialog(self):
@@ -175,8 +175,8 @@ class FileActions(QObject):
         self.remember_dir("model", path)
         unshown = self.window.inspection.unshown_values(self.session.inspector)
         if unshown:
-            self.session.set_status(f"the model's {', '.join(unshown)} cannot be shown in the Inspection panel; a new "
-                                    "Fit uses the panel's values")
+            self.session.note_inspector(f"the model's {', '.join(unshown)} cannot be shown in the Inspection panel; a "
+                                        "new Fit uses the panel's values")
         return True
 
     def save_inspector_dialog(self):

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..params import INSPECTION_MODEL_SETTINGS, InspectionParams, SegmenterParams
+from ..params import INSPECTION_MODEL_SETTINGS, INSPECTION_PANEL_SETTINGS, INSPECTION_REFIT_SETTINGS, InspectionParams, SegmenterParams
 from .settings_form import SettingsForm
 
 FAR_MIN_EXP, FAR_MAX_EXP = -6.0, -1.0  # false-alarm rate slider: 1e-6 .. 1e-1
@@ -61,8 +61,7 @@ class InspectionPanel(QWidget):
                                     "weight (defects are judged pixel by pixel), with the features and samples set here")
         self.model_label.setWordWrap(True)
         v.addWidget(self.model_label)
-        self.settings_form = SettingsForm(InspectionParams, names=("auto_k", "smoothing_sigma", "border_margin",
-                                                                   "min_area", "false_reject_rate"))
+        self.settings_form = SettingsForm(InspectionParams, names=INSPECTION_PANEL_SETTINGS)
         self.settings_form.set_values(session.inspection_settings)
         k_range = InspectionParams().k_range
         self.settings_form.form.labelForField(self.settings_form.widgets["auto_k"]).setText(
@@ -75,7 +74,7 @@ class InspectionPanel(QWidget):
         self.model_form.set_values(session.inspection_model)
         self.model_form.form.setContentsMargins(0, 0, 0, 0)
         for form, names in ((self.model_form, INSPECTION_MODEL_SETTINGS),
-                            (self.settings_form, ("auto_k", "smoothing_sigma", "border_margin"))):
+                            (self.settings_form, INSPECTION_REFIT_SETTINGS)):
             for name in names:  # the model and its thresholds are fitted for them
                 widget = form.widgets[name]
                 widget.setToolTip(widget.toolTip() + " (takes effect at the next Fit)")
@@ -184,7 +183,8 @@ class InspectionPanel(QWidget):
                 f"({ins.segmenter_.covariance_type}, {ins.segmenter_.color_space}, "
                 f"{ins.segmenter_.features.feature_set}); image threshold "
                 f"{ins.image_threshold_:.2f} for a false-reject rate of {ins.false_reject_rate:g}, calibrated on "
-                f"{how}. Every image shown is inspected.")
+                f"{how}. Every image shown is inspected."
+                + (f" {s.inspector_note[0].upper()}{s.inspector_note[1:]}." if s.inspector_note else ""))
         elif s.references:
             self.model_label.setText(f"{len(s.references)} reference image(s) chosen; press Fit.")
 

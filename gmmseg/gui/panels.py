@@ -5,6 +5,7 @@ Anomaly, Colour space, and the status area. The Inspection panel lives in
 :mod:`gmmseg.gui.inspection_panel`.
 """
 
+import html
 import weakref
 
 import numpy as np
@@ -122,6 +123,8 @@ class ModelPanel(QWidget):
             changed = [n for n in SegmenterParams.names() if getattr(s.settings, n) != getattr(s.model_params, n)]
             text += (f"<br><span style='color:#b26a00'>The settings differ from the shown model's "
                      f"({', '.join(changed)}): Run to apply them. Export and Save Model write the shown model.</span>")
+        if s.model_note:
+            text += f"<br><span style='color:#b26a00'>{html.escape(s.model_note[0].upper() + s.model_note[1:])}.</span>"
         self.model_label.setText(text)
 
 

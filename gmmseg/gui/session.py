@@ -298,6 +298,9 @@ class Session:
         self.segmenter: Segmenter | None = None
         self.model_params: SegmenterParams | None = None
         self.model_source: str = ""  # "fit", "auto K", or the model file
+        # Which of a loaded model's values its panel cannot show: kept beside
+        # the model line, where the next status message cannot replace it.
+        self.model_note = ""
         self.segmentation = None
         self.stats: list = []
         self.histogram: tuple | None = None
@@ -331,6 +334,7 @@ class Session:
         self.references: list[Path] = []
         self.inspector: Inspector | None = None
         self.inspector_source = ""
+        self.inspector_note = ""  # as model_note, for the Inspection panel
         self.false_alarm_rate = 1e-4
         self.scored: ScoredImage | None = None
         self.inspection = None  # InspectionResult of the shown image
@@ -493,6 +497,7 @@ class Session:
         self.segmenter = None
         self.model_params = None
         self.model_source = ""
+        self.model_note = ""
         self.segmentation = None
         self.stats, self.histogram = [], None
         self.stopped = False
@@ -639,6 +644,7 @@ class Session:
         self.segmenter = segmenter
         self.model_params = params
         self.model_source = source
+        self.model_note = ""
         K = segmenter.gmm_.n_components
         self.names = list(segmenter.component_names_)
         self.visible = [True] * K
@@ -726,6 +732,13 @@ class Session:
         self._set_model(segmenter, segmenter.params, source)
         if self.image is not None:
             self.compute_maps()
+
+    def note_model(self, text: str) -> None:
+        """A note on the shown model (e.g. values its panel cannot show),
+        kept until another model is shown."""
+        self.model_note = text
+        self.set_status(text)
+        self.events.model.emit()
 
     def save_model(self, path: str | Path) -> Path:
         """Write the shown model (with the components' names)."""
@@ -991,6 +1004,7 @@ class Session:
     def _use_inspector(self, inspector: Inspector, source: str) -> None:
         self.inspector = inspector
         self.inspector_source = source
+        self.inspector_note = ""
         self.false_alarm_rate = inspector.false_alarm_rate
         self.inspection_settings = inspector.inspection
         self.inspection_model = inspector.params
@@ -1000,6 +1014,12 @@ class Session:
             self.inspect_current()
         else:
             self.set_status("reference model ready: open an image or a folder of parts to inspect")
+
+    def note_inspector(self, text: str) -> None:
+        """A note on the inspection model in use, kept until another is used."""
+        self.inspector_note = text
+        self.set_status(text)
+        self.events.inspector.emit()
 
     def save_inspector(self, path: str | Path) -> None:
         self.inspector.set_false_alarm_rate(self.false_alarm_rate)

@@ -56,17 +56,13 @@ from ..engine import ConvergenceWarning, EMProgress
 from ..gui.settings_form import SettingsForm
 from ..inspection import InspectionResult, Inspector
 from ..io import ImageData
-from ..params import INSPECTION_MODEL_SETTINGS, INSPECTOR_MODEL_DEFAULTS, InspectionParams, SegmenterParams, reference_fit_params
+from ..params import INSPECTION_MODEL_SETTINGS, INSPECTION_PANEL_SETTINGS, INSPECTOR_MODEL_DEFAULTS, InspectionParams, SegmenterParams, reference_fit_params
 from ..persistence import ModelFileError
 from ..segment import Segmentation, Segmenter
 from ._layer_data import RESULT_KEY, LayerData, LayerError, anomaly_layer, image_from_layer, inspection_layers, segmentation_layers
 
 #: The settings shown at once; the others are under "More settings".
 MAIN_SETTINGS = ("n_components", "covariance_type", "color_space", "spatial_weight", "smoothing")
-#: Inspection settings the widget shows. The K range and the false-alarm
-#: rate keep their defaults (a spin box cannot show rates of 1e-4; the
-#: application sets it with a logarithmic slider).
-INSPECTION_SETTINGS = ("auto_k", "false_reject_rate", "smoothing_sigma", "border_margin", "min_area")
 REGION_COLUMNS = ("region", "area", "x", "y", "width", "height", "mean_score", "max_score")
 PACKAGE = Path(__file__).resolve().parent.parent
 PROGRESS_INTERVAL_S = 0.05  # at most 20 progress reports a second reach the widget
@@ -290,7 +286,7 @@ class SegmentationWidget(QWidget):
         self.inspection_model_form = SettingsForm(SegmenterParams, names=INSPECTION_MODEL_SETTINGS)
         self.inspection_model_form.set_values(INSPECTOR_MODEL_DEFAULTS)
         v.addWidget(self.inspection_model_form)
-        self.inspection_form = SettingsForm(InspectionParams, names=INSPECTION_SETTINGS)
+        self.inspection_form = SettingsForm(InspectionParams, names=INSPECTION_PANEL_SETTINGS)
         self.inspection_form.widgets["auto_k"].setChecked(False)  # as the application: the Segment tab's K
         v.addWidget(self.inspection_form)
         row = QHBoxLayout()
