@@ -20,8 +20,9 @@ On ``good_test/``: false regions per image and the fraction of pixels flagged.
 With ``--operating-points``, also for gmmseg-default: defects found, good
 images failed and false regions per good image at the image thresholds of
 other false-reject rates, and at the best image threshold in hindsight (the
-most defects found with at most 0.5 false regions per good image): the most
-any calibration could get from this score.
+most defects found with at most 0.5 false regions per good image, of
+thresholds at and inside every gap between two images' scores): about the
+most a calibration could get from this score.
 
 Methods:
 
@@ -225,6 +226,22 @@ METHODS = {"gmmseg-default": fit_gmmseg_default, "sklearn-gmm": fit_sklearn_gmm}
 # metrics
 
 
+def region_counts(pred, truth):
+    """Defects found (with FOUND_TOLERANCE) and false regions of one mask;
+    ``truth`` None for a defect-free image (every region is false)."""
+    pred_labels, n_pred = ndimage.label(pred, structure=EIGHT)
+    if truth is None:
+        return 0, 0, int(n_pred)
+    false_regions = 0
+    if n_pred:
+        touches = ndimage.maximum(truth, pred_labels, np.arange(1, n_pred + 1))
+        false_regions = int(n_pred - np.count_nonzero(touches))
+    truth_labels, n_truth = ndimage.label(truth, structure=EIGHT)
+    near = ndimage.binary_dilation(pred, structure=EIGHT, iterations=FOUND_TOLERANCE) if FOUND_TOLERANCE else pred
+    found = int(np.count_nonzero(ndimage.maximum(near, truth_labels, np.arange(1, n_truth + 1)))) if n_truth else 0
+    return found, int(n_truth), false_regions
+
+
 def image_metrics(score, pred, truth):
     """Per-image counts; truth None for a defect-free image."""
     pred_labels, n_pred = ndimage.label(pred, structure=EIGHT)
@@ -241,16 +258,7 @@ def image_metrics(score, pred, truth):
     row["tp"] = int((pred & truth).sum())
     row["fp"] = int((pred & ~truth).sum())
     row["fn"] = int((~pred & truth).sum())
-    if n_pred:
-        touches = ndimage.maximum(truth, pred_labels, np.arange(1, n_pred + 1))
-        row["false_regions"] = int(n_pred - np.count_nonzero(touches))
-    else:
-        row["false_regions"] = 0
-    truth_labels, n_truth = ndimage.label(truth, structure=EIGHT)
-    near = ndimage.binary_dilation(pred, structure=EIGHT, iterations=FOUND_TOLERANCE) if FOUND_TOLERANCE else pred
-    found = ndimage.maximum(near, truth_labels, np.arange(1, n_truth + 1)) if n_truth else []
-    row["defects"] = int(n_truth)
-    row["found"] = int(np.count_nonzero(found))
+    row["found"], row["defects"], row["false_regions"] = region_counts(pred, truth)
     row["auroc"] = auroc(score[np.isfinite(score)], truth[np.isfinite(score)])
     return row
 
@@ -354,50 +362,68 @@ def evaluate(name, data, args):
 
 OPERATING_RATES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.45)
 FALSE_REGION_BUDGET = 0.5  # false regions per good image: issue 11's acceptance
+GAP_POINTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # where in each gap between two image scores a hindsight threshold is tried
 
 
 def operating_points(inspector, data, args):
     """Defects found and good images failed at other image thresholds.
 
-    The calibrated thresholds of several false-reject rates, and the
-    hindsight threshold: of every threshold between two images' scores, the
-    one finding the most defects with at most ``FALSE_REGION_BUDGET`` false
-    regions per good image. No calibration on references can beat it with
-    this score, so it tells a weak score from a badly placed threshold.
+    The calibrated thresholds of several false-reject rates, and the best
+    threshold in hindsight: of thresholds tried at and inside every gap
+    between two images' scores (``GAP_POINTS``; a failed image's regions
+    depend on the threshold, not only which images fail) and above them all,
+    the one finding the most defects with at most ``FALSE_REGION_BUDGET``
+    false regions per good image (on a tie, the fewest false regions, then
+    the fewest good images failed). It is chosen knowing the test images'
+    truth, so it bounds what a calibration on references could get from
+    this score: it tells a weak score from a badly placed threshold.
     """
-    maps = {kind: [(inspector.score_maps(image), truth) for _, image, truth in data[kind]] for kind in ("good_test", *KINDS)}
+    maps = []
+    for kind in ("good_test", *KINDS):
+        for _, image, truth in data[kind]:
+            raw, score = inspector.score_maps(image)
+            if truth is not None:
+                truth = truth & np.isfinite(score)  # as image_metrics: a defect in the border margin is not counted
+            image_score = inspector.find_regions(score, raw=raw, image_threshold=np.inf).image_score
+            maps.append((raw, score, truth, image_score))
+    n_good = len(data["good_test"])
+    defects = sum(region_counts(np.zeros(t.shape, bool), t)[1] for _, _, t, _ in maps if t is not None)
 
     def count(image_threshold):
-        found = defects = failed = false_regions = 0
-        for entries in maps.values():
-            for (raw, score), truth in entries:
-                result = inspector.find_regions(score, raw=raw, image_threshold=image_threshold)
-                row = image_metrics(score, result.mask, truth)
-                if truth is None:
-                    failed += not result.passed
-                    false_regions += row["false_regions"]
-                else:
-                    found += row["found"]
-                    defects += row["defects"]
-        return found, defects, failed, false_regions / max(len(maps["good_test"]), 1)
+        found = failed = false_regions = 0
+        for raw, score, truth, image_score in maps:
+            if not image_score > np.float32(image_threshold):
+                continue  # passes: no regions
+            result = inspector.find_regions(score, raw=raw, image_threshold=image_threshold)
+            image_found, _, image_false = region_counts(result.mask, truth)
+            found += image_found
+            if truth is None:
+                failed += not result.passed
+                false_regions += image_false
+        return found, defects, failed, false_regions / max(n_good, 1)
 
-    points = [{"false_reject_rate": rate, "image_threshold": inspector.image_threshold_for(rate), "hindsight": False}
-              for rate in OPERATING_RATES]
-    image_scores = np.unique([gmmseg.inspection._order_statistic(score, inspector.min_area)
-                              for entries in maps.values() for (_, score), _ in entries])
+    keys = ("found", "defects", "good_failed", "false_regions_per_good")
+    points = [{"false_reject_rate": rate, "image_threshold": inspector.image_threshold_for(rate), "hindsight": False,
+               **dict(zip(keys, count(inspector.image_threshold_for(rate))))} for rate in OPERATING_RATES]
+    scores = np.unique(np.asarray([m[3] for m in maps], dtype=np.float32))
+    scores = scores[np.isfinite(scores)]
+    below = np.nextafter(scores, np.float32(-np.inf))  # just below each score: that image fails
+    candidates = {float(scores[-1])} if scores.size else set()  # nothing fails
+    for low, high in zip(np.r_[below[0] - 1, scores[:-1]], below):  # each gap, the lowest below every score
+        candidates.update(float(low + (high - low) * (1 - f)) for f in GAP_POINTS)
     best = None
-    for value in image_scores[np.isfinite(image_scores)]:
-        # just below an image score, in the score map's float32: that image fails
-        threshold = float(np.nextafter(np.float32(value), np.float32(-np.inf)))
-        found, defects, failed, false_per_good = count(threshold)
-        if false_per_good <= FALSE_REGION_BUDGET and (best is None or found > best[1]):
-            best = (threshold, found, defects, failed, false_per_good)
-    for point in points:
-        point.update(zip(("found", "defects", "good_failed", "false_regions_per_good"), count(point["image_threshold"])))
-    if best is not None:
-        points.append({"false_reject_rate": None, "image_threshold": best[0], "hindsight": True,
-                       **dict(zip(("found", "defects", "good_failed", "false_regions_per_good"), best[1:]))})
-    log(args, f"[operating points] {len(image_scores)} hindsight thresholds tried")
+    for threshold in sorted(candidates):
+        found, _, failed, false_per_good = count(threshold)
+        if false_per_good <= FALSE_REGION_BUDGET:
+            rank = (found, -false_per_good, -failed)
+            if best is None or rank > best[0]:
+                best = (rank, threshold, found, failed, false_per_good)
+    if best is None:
+        log(args, f"[operating points] no threshold keeps within {FALSE_REGION_BUDGET} false regions per good image")
+    else:
+        points.append({"false_reject_rate": None, "image_threshold": best[1], "hindsight": True,
+                       **dict(zip(keys, (best[2], defects, best[3], best[4])))})
+    log(args, f"[operating points] {len(candidates)} hindsight thresholds tried")
     return points
 
 

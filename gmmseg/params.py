@@ -409,12 +409,12 @@ INSPECTOR_MODEL_DEFAULTS = SegmenterParams(max_iter=200, tol=1e-4, smoothing=0.0
 INSPECTION_MODEL_SETTINGS = ("feature_set", "row_column_sigma", "max_samples")
 
 #: The inspection settings the application's Inspection panel and napari's
-#: Inspect tab show, in this order. K is tried over the default k_range; the
-#: false-alarm rate is not among them, as a spin box cannot show rates of
-#: 1e-4: the application sets it with a logarithmic slider, and napari keeps
-#: its default. The first three shape the reference model or its
-#: calibration (INSPECTION_REFIT_SETTINGS: in the application they take
-#: effect at the next Fit, while the others re-threshold the shown result).
+#: Inspect tab show (in the order of InspectionParams). Not among them: the
+#: K range (the default one is tried) and the false-alarm rate, as a spin
+#: box cannot show rates of 1e-4 (the application has a logarithmic slider,
+#: napari keeps the default). INSPECTION_REFIT_SETTINGS shape the reference
+#: model or its calibration: in the application they take effect at the
+#: next Fit, while the others re-threshold the shown result.
 INSPECTION_PANEL_SETTINGS = ("auto_k", "smoothing_sigma", "border_margin", "min_area", "false_reject_rate")
 INSPECTION_REFIT_SETTINGS = INSPECTION_PANEL_SETTINGS[:3]
 

@@ -722,7 +722,11 @@ def test_a_note_on_unshown_values_outlasts_the_status_line(qtbot, window, tmp_pa
     status line when they are ready, do not replace it; the next model
     clears it."""
     from gmmseg import Inspector, Segmenter
+    from gmmseg.params import INSPECTION_PANEL_SETTINGS, INSPECTION_REFIT_SETTINGS
 
+    form = window.inspection.settings_form
+    assert set(form.widgets) == set(INSPECTION_PANEL_SETTINGS)
+    assert {n for n in form.widgets if "next Fit" in form.widgets[n].toolTip()} == set(INSPECTION_REFIT_SETTINGS)
     assert _open(qtbot, window, SAMPLE)
     path = tmp_path / "m.json"
     Segmenter(2, tol=1e-12, random_state=0).fit(np.random.RandomState(0).rand(20, 20, 3)).save(path)

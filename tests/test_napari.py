@@ -93,6 +93,11 @@ def test_widget_docks_with_the_settings_table(viewer_widget):
         assert widget.form.form.labelForField(widget.form.widgets[name]).text() == setting.label
     assert set(widget.form.widgets) | set(widget.more_form.widgets) == set(SegmenterParams.names())
     assert widget.params() == SegmenterParams()
+    from gmmseg.params import INSPECTION_MODEL_SETTINGS, INSPECTION_PANEL_SETTINGS
+
+    # The Inspect tab shows the application's inspection settings.
+    assert set(widget.inspection_form.widgets) == set(INSPECTION_PANEL_SETTINGS)
+    assert set(widget.inspection_model_form.widgets) == set(INSPECTION_MODEL_SETTINGS)
     # The widget follows the active Image layer.
     viewer.add_image(_astronaut(8), name="a")
     viewer.add_image(_astronaut(8)[:, :, 0], name="b")

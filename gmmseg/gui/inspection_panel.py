@@ -60,6 +60,7 @@ class InspectionPanel(QWidget):
         self.model_label.setToolTip("Reference models use the Model panel's settings without smoothing or spatial "
                                     "weight (defects are judged pixel by pixel), with the features and samples set here")
         self.model_label.setWordWrap(True)
+        self.model_label.setTextFormat(Qt.TextFormat.PlainText)  # it names model files, which may hold '<'
         v.addWidget(self.model_label)
         self.settings_form = SettingsForm(InspectionParams, names=INSPECTION_PANEL_SETTINGS)
         self.settings_form.set_values(session.inspection_settings)

@@ -118,7 +118,7 @@ class ModelPanel(QWidget):
         if s.segmenter is None:
             self.model_label.setText("No model yet: press Run." if has_image else "")
             return
-        text = f"Shown model: <b>K = {s.model_k()}</b> ({s.model_source})"
+        text = f"Shown model: <b>K = {s.model_k()}</b> ({html.escape(s.model_source)})"
         if s.settings_differ:
             changed = [n for n in SegmenterParams.names() if getattr(s.settings, n) != getattr(s.model_params, n)]
             text += (f"<br><span style='color:#b26a00'>The settings differ from the shown model's "
