@@ -227,11 +227,12 @@ METHODS = {"gmmseg-default": fit_gmmseg_default, "sklearn-gmm": fit_sklearn_gmm}
 
 
 def region_counts(pred, truth):
-    """Defects found (with FOUND_TOLERANCE) and false regions of one mask;
-    ``truth`` None for a defect-free image (every region is false)."""
+    """Defects found (with FOUND_TOLERANCE), defects, false regions and
+    regions of one mask; ``truth`` None for a defect-free image (every
+    region is false)."""
     pred_labels, n_pred = ndimage.label(pred, structure=EIGHT)
     if truth is None:
-        return 0, 0, int(n_pred)
+        return 0, 0, int(n_pred), int(n_pred)
     false_regions = 0
     if n_pred:
         touches = ndimage.maximum(truth, pred_labels, np.arange(1, n_pred + 1))
@@ -239,27 +240,29 @@ def region_counts(pred, truth):
     truth_labels, n_truth = ndimage.label(truth, structure=EIGHT)
     near = ndimage.binary_dilation(pred, structure=EIGHT, iterations=FOUND_TOLERANCE) if FOUND_TOLERANCE else pred
     found = int(np.count_nonzero(ndimage.maximum(near, truth_labels, np.arange(1, n_truth + 1)))) if n_truth else 0
-    return found, int(n_truth), false_regions
+    return found, int(n_truth), false_regions, int(n_pred)
 
 
 def image_metrics(score, pred, truth):
     """Per-image counts; truth None for a defect-free image."""
-    pred_labels, n_pred = ndimage.label(pred, structure=EIGHT)
+    finite = np.isfinite(score)
+    if truth is not None:
+        truth = truth & finite
+    found, defects, false_regions, regions = region_counts(pred, truth)
     row = {
-        "pixels": int(np.isfinite(score).sum()),
+        "pixels": int(finite.sum()),
         "flagged": int(pred.sum()),
-        "regions": int(n_pred),
+        "regions": regions,
+        "false_regions": false_regions,
     }
     if truth is None:
-        row["false_regions"] = int(n_pred)
         return row
-    truth = truth & np.isfinite(score)
     row["defect_pixels"] = int(truth.sum())
     row["tp"] = int((pred & truth).sum())
     row["fp"] = int((pred & ~truth).sum())
     row["fn"] = int((~pred & truth).sum())
-    row["found"], row["defects"], row["false_regions"] = region_counts(pred, truth)
-    row["auroc"] = auroc(score[np.isfinite(score)], truth[np.isfinite(score)])
+    row["found"], row["defects"] = found, defects
+    row["auroc"] = auroc(score[finite], truth[finite])
     return row
 
 
@@ -390,39 +393,44 @@ def operating_points(inspector, data, args):
     defects = sum(region_counts(np.zeros(t.shape, bool), t)[1] for _, _, t, _ in maps if t is not None)
 
     def count(image_threshold):
+        """Found, good images failed, false regions per good image."""
         found = failed = false_regions = 0
         for raw, score, truth, image_score in maps:
             if not image_score > np.float32(image_threshold):
                 continue  # passes: no regions
             result = inspector.find_regions(score, raw=raw, image_threshold=image_threshold)
-            image_found, _, image_false = region_counts(result.mask, truth)
+            image_found, _, image_false, _ = region_counts(result.mask, truth)
             found += image_found
             if truth is None:
                 failed += not result.passed
                 false_regions += image_false
-        return found, defects, failed, false_regions / max(n_good, 1)
+        return found, failed, false_regions / max(n_good, 1)
 
-    keys = ("found", "defects", "good_failed", "false_regions_per_good")
-    points = [{"false_reject_rate": rate, "image_threshold": inspector.image_threshold_for(rate), "hindsight": False,
-               **dict(zip(keys, count(inspector.image_threshold_for(rate))))} for rate in OPERATING_RATES]
+    def point(rate, threshold, counts):
+        return {"false_reject_rate": rate, "image_threshold": threshold, "hindsight": rate is None,
+                **dict(zip(("found", "good_failed", "false_regions_per_good"), counts)), "defects": defects}
+
+    points = []
+    for rate in OPERATING_RATES:
+        threshold = inspector.image_threshold_for(rate)
+        points.append(point(rate, threshold, count(threshold)))
     scores = np.unique(np.asarray([m[3] for m in maps], dtype=np.float32))
     scores = scores[np.isfinite(scores)]
-    below = np.nextafter(scores, np.float32(-np.inf))  # just below each score: that image fails
-    candidates = {float(scores[-1])} if scores.size else set()  # nothing fails
-    for low, high in zip(np.r_[below[0] - 1, scores[:-1]], below):  # each gap, the lowest below every score
-        candidates.update(float(low + (high - low) * (1 - f)) for f in GAP_POINTS)
+    candidates = set()
+    if scores.size:
+        below = np.nextafter(scores, np.float32(-np.inf))  # just below each score: that image fails
+        candidates.add(float(scores[-1]))  # nothing fails
+        for low, high in zip(np.r_[below[0] - 1, scores[:-1]], below):  # each gap, the lowest below every score
+            candidates.update(float(low + (high - low) * (1 - f)) for f in GAP_POINTS)
     best = None
     for threshold in sorted(candidates):
-        found, _, failed, false_per_good = count(threshold)
-        if false_per_good <= FALSE_REGION_BUDGET:
-            rank = (found, -false_per_good, -failed)
-            if best is None or rank > best[0]:
-                best = (rank, threshold, found, failed, false_per_good)
+        found, failed, false_per_good = counts = count(threshold)
+        if false_per_good <= FALSE_REGION_BUDGET and (best is None or (found, -false_per_good, -failed) > best[0]):
+            best = ((found, -false_per_good, -failed), threshold, counts)
     if best is None:
         log(args, f"[operating points] no threshold keeps within {FALSE_REGION_BUDGET} false regions per good image")
     else:
-        points.append({"false_reject_rate": None, "image_threshold": best[1], "hindsight": True,
-                       **dict(zip(keys, (best[2], defects, best[3], best[4])))})
+        points.append(point(None, best[1], best[2]))
     log(args, f"[operating points] {len(candidates)} hindsight thresholds tried")
     return points
 
